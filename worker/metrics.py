@@ -1,0 +1,134 @@
+"""Prometheus metrics on an injected registry. Labels stay bounded: never ids or catalog ids.
+
+``operation`` is one of the known operations or ``invalid``; ``target`` one of the configured
+targets or ``unknown``; ``code`` one of ``KNOWN_CODES`` or ``other``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KNOWN_CODES = frozenset(
+    {
+        "NOT_FOUND",
+        "INVALID_FIELD",
+        "ITEM_LOCKED",
+        "STALE_ITEM_VERSION",
+        "UNPUBLISHED_PARENT",
+        "UNPUBLISHED_LINK",
+        "PUBLISHED_REFERENCES",
+        "DELETE_RESTRICTION",
+        "UPLOAD_IS_CURRENTLY_IN_USE",
+        "INSUFFICIENT_PERMISSIONS",
+        "RATE_LIMIT_EXCEEDED",
+        "SERVICE_UNAVAILABLE",
+        "MAINTENANCE_MODE",
+        "retries_exhausted",
+        "job_timeout",
+        "unauthorized",
+        "forbidden",
+        "bad_request",
+        "invalid_id",
+        "invalid_message",
+        "unknown_target",
+        "unknown_operation",
+        "missing_scope",
+        "item_error",
+        "shutdown",
+    }
+)
+
+_LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_FILL = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+_SIZES = (1, 2, 5, 10, 25, 50, 100, 200, 500, 1000, 2500, 5000, 10000)
+
+
+def code_label(code: str) -> str:
+    return code if code in KNOWN_CODES else "other"
+
+
+class Metrics:
+    """Every metric of the worker, registered on ``registry`` (never the global one)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        op_t = ("operation", "target")
+        self.messages_consumed = Counter(
+            "bulkops_messages_consumed", "Request messages consumed.", ["operation", "target"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "bulkops_dead_lettered_messages", "Request messages parked on the dead-letter queue.",
+            ["reason"], registry=registry,
+        )
+        self.item_outcomes = Counter(
+            "bulkops_item_outcomes", "Item outcomes published, by status.",
+            [*op_t, "status"], registry=registry,
+        )
+        self.item_failures = Counter(
+            "bulkops_item_failures", "Failed or rejected items, by error code (bounded set).",
+            [*op_t, "code"], registry=registry,
+        )
+        self.batch_size = Histogram(
+            "bulkops_batch_size_items", "Items per API batch.", op_t, buckets=_SIZES,
+            registry=registry,
+        )
+        self.batch_fill = Histogram(
+            "bulkops_batch_fill_ratio", "Batch size over the API's maximum.", op_t, buckets=_FILL,
+            registry=registry,
+        )
+        self.api_requests = Counter(
+            "bulkops_api_requests", "HTTP requests sent to the APIs, by status code.",
+            ["target", "endpoint", "code"], registry=registry,
+        )
+        self.api_latency = Histogram(
+            "bulkops_api_request_duration_seconds", "HTTP request latency.",
+            ["target", "endpoint"], buckets=_LATENCY, registry=registry,
+        )
+        self.rate_limited = Counter(
+            "bulkops_api_rate_limited", "429 answers received.", ["target"], registry=registry,
+        )
+        self.rate_limit_wait = Histogram(
+            "bulkops_rate_limit_wait_seconds", "Time a request waited for its rate limiter.",
+            ["target"], buckets=_LATENCY, registry=registry,
+        )
+        self.rate_limit_used = Gauge(
+            "bulkops_rate_limit_used_requests",
+            "Requests in the current window of the busiest rate scope of a target.",
+            ["target"], registry=registry,
+        )
+        self.rate_limit_allowed = Gauge(
+            "bulkops_rate_limit_allowed_requests", "Requests a rate scope may send per window.",
+            ["target"], registry=registry,
+        )
+        self.pending_items = Gauge(
+            "bulkops_pending_items", "Items consumed and not yet answered.", op_t,
+            registry=registry,
+        )
+        self.inflight_batches = Gauge(
+            "bulkops_inflight_batches", "Batches being sent or followed.", op_t, registry=registry,
+        )
+        self.item_wait = Histogram(
+            "bulkops_item_wait_seconds", "Time from consumption to the item's first send.", op_t,
+            buckets=_LATENCY, registry=registry,
+        )
+        self.job_duration = Histogram(
+            "bulkops_job_duration_seconds", "DatoCMS job time, submit to result.", op_t,
+            buckets=_LATENCY, registry=registry,
+        )
+        self.job_timeouts = Counter(
+            "bulkops_job_timeouts", "DatoCMS jobs that outlived their deadline.", op_t,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "bulkops_retries", "Requests sent again after a retryable error.",
+            [*op_t, "reason"], registry=registry,
+        )
+        self.end_to_end = Histogram(
+            "bulkops_end_to_end_latency_seconds",
+            "Request message timestamp to outcome published.", op_t, buckets=_LATENCY,
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "bulkops_ready", "1 while connected to the broker and consuming.", registry=registry,
+        )
