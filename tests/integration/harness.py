@@ -1,0 +1,164 @@
+"""Real parts for integration tests: the local RabbitMQ, the emulator over HTTP, the worker
+running in-process on fresh queue names. Waits are on events with timeouts, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from prometheus_client import CollectorRegistry
+
+from worker.app import run
+from worker.emulator import Emulator
+from worker.settings import Settings
+
+AMQP_URL = os.environ.get("BULKOPS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@dataclass
+class Results:
+    """Outcomes received on a queue bound to the results exchange with '#'."""
+
+    messages: list[AbstractIncomingMessage] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [orjson.loads(m.body) for m in self.messages]
+
+    def by_id(self) -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for body in self.bodies:
+            out.setdefault(body["id"], []).append(body)
+        return out
+
+    async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.bodies
+
+
+@dataclass
+class Rig:
+    """Names, a channel for the test's own publishing, the emulator and the results."""
+
+    channel: AbstractChannel
+    emulator: Emulator
+    results: Results
+    request_queue: str
+    dlq: str
+    exchange: str
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def settings(self, **overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "amqp_url": AMQP_URL,
+            "request_queue": self.request_queue,
+            "dead_letter_queue": self.dlq,
+            "results_exchange": self.exchange,
+            "http_port": 0,
+            "http_host": "127.0.0.1",
+            "linger_seconds": 0.2,
+            "job_poll_initial_seconds": 0.05,
+            "job_poll_max_seconds": 0.2,
+            "backoff_base_seconds": 0.05,
+            "backoff_max_seconds": 0.5,
+            "drain_timeout_seconds": 15,
+            "targets": {
+                "main": {"kind": "datocms", "base_url": self.emulator.base_url,
+                         "api_token": "dato-token"},
+                "shop": {"kind": "bloomreach", "base_url": self.emulator.base_url,
+                         "api_key_id": "bloom-key", "api_secret": "bloom-secret",
+                         "project_id": "proj-1"},
+            },
+        }
+        base.update(overrides)
+        return Settings(_env_file=None, **base)  # type: ignore[call-arg]
+
+    async def publish(self, body: dict[str, Any] | bytes, **props: Any) -> None:
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        message = aio_pika.Message(
+            raw, content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **props,
+        )
+        await self.channel.default_exchange.publish(message, self.request_queue)
+
+    async def publish_many(self, bodies: list[dict[str, Any]]) -> None:
+        await asyncio.gather(*(self.publish(b) for b in bodies))
+
+    async def queue_depth(self, name: str) -> int:
+        queue = await self.channel.declare_queue(name, passive=True)
+        return queue.declaration_result.message_count or 0
+
+    @contextlib.asynccontextmanager
+    async def worker(self, settings: Settings | None = None) -> AsyncIterator[asyncio.Event]:
+        """Run the worker in this loop; leaving the block stops it (as SIGTERM would)."""
+        stopping = asyncio.Event()
+        task = asyncio.create_task(run(settings or self.settings(), stopping, self.registry))
+        try:
+            yield stopping
+        finally:
+            stopping.set()
+            code = await asyncio.wait_for(task, 60)
+            assert code == 0
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return value or 0.0
+
+
+@contextlib.asynccontextmanager
+async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
+    suffix = uuid.uuid4().hex[:8]
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        names = (f"t.{suffix}.requests", f"t.{suffix}.dlq", f"t.{suffix}.results")
+        # Declare as the worker would, so tests can publish before the worker starts.
+        from worker.broker import declare_topology
+
+        await declare_topology(channel, Settings(
+            _env_file=None, request_queue=names[0], dead_letter_queue=names[1],  # type: ignore[call-arg]
+            results_exchange=names[2],
+        ))
+        results = Results()
+        queue = await channel.declare_queue(f"t.{suffix}.outcomes", exclusive=True)
+        await queue.bind(names[2], "#")
+
+        async def collect(message: AbstractIncomingMessage) -> None:
+            results.messages.append(message)
+            results.changed.set()
+            await message.ack()
+
+        await queue.consume(collect)
+        r = Rig(channel, emulator, results, *names)
+        try:
+            yield r
+        finally:
+            for name in names[:2]:
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(name)
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(names[2])
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def requests_matching(emulator: Emulator, path: str) -> list[Any]:
+    return [e for e in emulator.requests(path_contains=path)]
+
+
+Check = Callable[[], bool]

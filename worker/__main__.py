@@ -1,0 +1,46 @@
+"""``python -m worker run | emulator [--port N] | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from worker import logs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="consume requests and call the APIs (settings: BULKOPS_*)")
+    emulator = commands.add_parser("emulator", help="serve the bundled DatoCMS/Bloomreach emulator")
+    emulator.add_argument("--port", type=int, default=8900)
+    emulator.add_argument("--host", default="127.0.0.1")
+    demo = commands.add_parser("demo", help="emulator + worker + sample traffic on local RabbitMQ")
+    demo.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    args = parser.parse_args(argv)
+
+    if args.command == "run":
+        from worker.app import run
+        from worker.settings import Settings
+
+        settings = Settings()
+        logs.configure(settings.log_level)
+        return asyncio.run(run(settings))
+    if args.command == "emulator":
+        from worker.emulator import EmulatorConfig, serve
+
+        logs.configure("INFO")
+        try:
+            asyncio.run(serve(EmulatorConfig(host=args.host, port=args.port)))
+        except KeyboardInterrupt:
+            pass
+        return 0
+    from worker.demo import demo as run_demo
+
+    logs.configure("WARNING")
+    return asyncio.run(run_demo(args.amqp_url))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The worker process: health server, HTTP client, and broker sessions until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aio_pika.exceptions
+import aiormq.exceptions
+import httpx
+from prometheus_client import CollectorRegistry
+
+from worker.broker import ConnectionLost, run_session
+from worker.health import Health
+from worker.metrics import Metrics
+from worker.settings import Settings
+
+log = logging.getLogger("bulkops")
+
+BROKER_ERRORS = (
+    ConnectionLost,
+    ConnectionError,
+    OSError,
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.AMQPException,
+)
+
+
+async def run(settings: Settings, stopping: asyncio.Event | None = None,
+              registry: CollectorRegistry | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or ``stopping``); reconnect whenever the broker goes away."""
+    stopping = stopping or asyncio.Event()
+    registry = registry or CollectorRegistry()
+    metrics = Metrics(registry)
+    health = Health(registry, metrics)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stopping.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    await health.start(settings.http_host, settings.http_port)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
+    timeout = httpx.Timeout(settings.http_timeout_seconds, connect=10.0)
+    try:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            await _sessions(settings, metrics, http, stopping, health)
+    finally:
+        await health.stop()
+    log.info("stopped cleanly")
+    return 0
+
+
+async def _sessions(settings: Settings, metrics: Metrics, http: httpx.AsyncClient,
+                    stopping: asyncio.Event, health: Health) -> None:
+    delay = 0.5
+    while not stopping.is_set():
+        try:
+            await run_session(settings, metrics, http, stopping, health)
+            return
+        except* BROKER_ERRORS as group:
+            log.error("broker session ended: %s; reconnecting in %.1fs",
+                      "; ".join(str(e) for e in group.exceptions)[:500], delay)
+        try:
+            await asyncio.wait_for(stopping.wait(), delay)
+        except TimeoutError:
+            pass
+        delay = min(delay * 2, 30.0)

@@ -1,0 +1,183 @@
+"""Coalescing ids into batches, keeping per-item order. Pure: no clock, no I/O.
+
+Every consumed id becomes an ``Item`` in the batch queue of its key (operation, target, scope).
+Items on the same (target, scope, id) form a chain: only the head of a chain may be sent, the
+others wait until it is done, so operations on one id take effect in consumption order even
+across batches. A request for an id whose chain tail is the same operation and not yet sent
+joins that item instead (sent once, every requester answered).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from worker.operations import Operation
+
+BatchKey = tuple[str, str, str | None]  # operation name, target, scope (environment/catalog)
+OrderKey = tuple[str, str | None, str]  # target, scope, id
+
+
+@dataclass(eq=False, slots=True)
+class Item:
+    """One id to send once for one operation, on behalf of one or more requesters."""
+
+    key: BatchKey
+    operation: Operation
+    id: str
+    cost: int
+    consumed_at: float
+    waiters: list[object] = field(default_factory=list)
+    ready_at: float | None = None
+    sent: bool = False
+    attempts: int = 0
+
+    @property
+    def order_key(self) -> OrderKey:
+        return (self.key[1], self.key[2], self.id)
+
+
+class _Queue:
+    """Items of one batch key that may be sent now, oldest first."""
+
+    __slots__ = ("bytes", "items")
+
+    def __init__(self) -> None:
+        self.items: deque[Item] = deque()
+        self.bytes = 0
+
+    def push(self, item: Item) -> None:
+        self.items.append(item)
+        self.bytes += item.cost
+
+
+class Coalescer:
+    """Holds items until they are taken as batches."""
+
+    def __init__(self) -> None:
+        self._queues: dict[BatchKey, _Queue] = {}
+        self._chains: dict[OrderKey, deque[Item]] = {}
+        self.pending = 0  # items added and not yet done
+
+    def add(
+        self, operation: Operation, key: BatchKey, item_id: str, waiter: object, now: float,
+        cost: int = 0,
+    ) -> Item:
+        """Add one requester's id; returns the item that will answer it (maybe an existing one).
+
+        ``cost`` is the bytes the id adds to a request body (for body-size limits).
+        """
+        order_key: OrderKey = (key[1], key[2], item_id)
+        chain = self._chains.get(order_key)
+        if chain:
+            tail = chain[-1]
+            if tail.key == key and not tail.sent:
+                tail.waiters.append(waiter)
+                return tail
+        item = Item(key, operation, item_id, cost, now, [waiter])
+        self.pending += 1
+        if chain:
+            chain.append(item)
+        else:
+            self._chains[order_key] = deque([item])
+            self._make_ready(item, now)
+        return item
+
+    def _make_ready(self, item: Item, now: float) -> None:
+        item.ready_at = now
+        queue = self._queues.get(item.key)
+        if queue is None:
+            queue = self._queues[item.key] = _Queue()
+        queue.push(item)
+
+    def keys(self) -> Iterator[BatchKey]:
+        return iter(list(self._queues))
+
+    def size(self, key: BatchKey) -> int:
+        queue = self._queues.get(key)
+        return len(queue.items) if queue else 0
+
+    def is_full(self, key: BatchKey) -> bool:
+        queue = self._queues.get(key)
+        if queue is None or not queue.items:
+            return False
+        op = queue.items[0].operation
+        too_big = op.max_body_bytes is not None and queue.bytes >= op.max_body_bytes
+        return len(queue.items) >= op.max_items or too_big
+
+    def due_in(self, key: BatchKey, now: float, linger: float) -> float | None:
+        """Seconds until this key's batch should go (0: now), None when it has nothing."""
+        queue = self._queues.get(key)
+        if queue is None or not queue.items:
+            return None
+        if self.is_full(key):
+            return 0.0
+        oldest = queue.items[0].ready_at or now
+        return max(0.0, oldest + linger - now)
+
+    def oldest(self, key: BatchKey) -> float:
+        queue = self._queues.get(key)
+        if queue is None or not queue.items:
+            return float("inf")
+        return queue.items[0].ready_at or 0.0
+
+    def take(self, key: BatchKey, body_overhead: int = 2) -> list[Item]:
+        """Take the largest batch the API allows for ``key``: oldest items first."""
+        queue = self._queues.get(key)
+        if queue is None:
+            return []
+        batch: list[Item] = []
+        budget = None
+        while queue.items:
+            item = queue.items[0]
+            op = item.operation
+            if budget is None and op.max_body_bytes is not None:
+                budget = op.max_body_bytes - body_overhead
+            if len(batch) >= op.max_items or (budget is not None and item.cost > budget and batch):
+                break
+            queue.items.popleft()
+            queue.bytes -= item.cost
+            if budget is not None:
+                budget -= item.cost
+            item.sent = True
+            batch.append(item)
+        if not queue.items:
+            del self._queues[key]
+        return batch
+
+    def done(self, item: Item, now: float) -> Item | None:
+        """``item`` has its outcome; returns the next item on the same id, now ready, if any."""
+        chain = self._chains[item.order_key]
+        head = chain.popleft()
+        assert head is item, "items of one id must finish in order"
+        self.pending -= 1
+        if not chain:
+            del self._chains[item.order_key]
+            return None
+        self._make_ready(chain[0], now)
+        return chain[0]
+
+    def chains(self) -> Iterator[list[Item]]:
+        """Each id's items, oldest first (a copy)."""
+        return iter([list(chain) for chain in self._chains.values()])
+
+    def discard_unsent(self, drop: Callable[[Item], bool]) -> list[Item]:
+        """Remove unsent items for which ``drop`` is true; each must be at its chain's tail
+        (nothing after it kept), or per-item order would break."""
+        dropped: list[Item] = []
+        for order_key, chain in list(self._chains.items()):
+            while chain and not chain[-1].sent and drop(chain[-1]):
+                dropped.append(chain.pop())
+            if not chain:
+                del self._chains[order_key]
+        gone = {id(item) for item in dropped}
+        for key, queue in list(self._queues.items()):
+            kept = [item for item in queue.items if id(item) not in gone]
+            if len(kept) != len(queue.items):
+                queue.items = deque(kept)
+                queue.bytes = sum(item.cost for item in kept)
+            if not queue.items:
+                del self._queues[key]
+        self.pending -= len(dropped)
+        return dropped

@@ -1,0 +1,250 @@
+"""Broker I/O: topology, the consumer, confirmed outcome publishing, dead-lettering, acks.
+
+One ``Session`` is one connection's life. Acks and nacks go only on the channel a message
+came from; when the connection is lost the whole session ends, its in-memory state is
+dropped, and the unacked messages come back from the broker to a fresh session: no stale
+delivery tag is ever used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
+
+import httpx
+
+from worker.adapters import ItemResult
+from worker.engine import Engine, Tracked
+from worker.health import Health
+from worker.messages import Invalid, Outcome, parse_request, utc_now
+from worker.metrics import Metrics, code_label
+from worker.operations import OPERATIONS
+from worker.settings import Settings
+
+log = logging.getLogger("bulkops.broker")
+
+REASON_HEADER = "x-bulkops-reason"
+
+
+async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
+    """The request queue (quorum, dead-lettering to the DLQ), the DLQ, the results exchange."""
+    await channel.declare_queue(
+        settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await channel.declare_exchange(
+        settings.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+    )
+    return await channel.declare_queue(
+        settings.request_queue,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.dead_letter_queue,
+        },
+    )
+
+
+class AmqpDelivery:
+    """Ack/nack for one consumed message, exactly once."""
+
+    __slots__ = ("_done", "message")
+
+    def __init__(self, message: AbstractIncomingMessage) -> None:
+        self.message = message
+        self._done = False
+
+    async def ack(self) -> None:
+        if not self._done:
+            self._done = True
+            await self.message.ack()
+
+    async def nack(self, requeue: bool) -> None:
+        if not self._done:
+            self._done = True
+            await self.message.nack(requeue=requeue)
+
+
+class Publisher:
+    """Publishes outcomes with confirms and ``mandatory``; a return or nack is retried."""
+
+    def __init__(
+        self, exchange: AbstractExchange, dlq_channel: AbstractChannel, settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self.exchange = exchange
+        self.default = dlq_channel.default_exchange
+        self.settings = settings
+        self.metrics = metrics
+
+    async def outcome(self, outcome: Outcome, correlation_id: str | None) -> None:
+        message = aio_pika.Message(
+            outcome.body(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=outcome.message_id,
+            correlation_id=correlation_id or outcome.request_id,
+            type="bulkops.outcome",
+        )
+        await self._confirmed(lambda: self.exchange.publish(
+            message, outcome.routing_key, mandatory=True
+        ), f"outcome {outcome.routing_key}")
+
+    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        headers: dict[str, Any] = dict(message.headers or {})
+        headers[REASON_HEADER] = reason[:1000]
+        headers["x-bulkops-original-queue"] = self.settings.request_queue
+        copy = aio_pika.Message(
+            message.body,
+            headers=headers,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+        )
+        await self._confirmed(lambda: self.default.publish(
+            copy, self.settings.dead_letter_queue, mandatory=True
+        ), "dead letter")
+
+    async def _confirmed(self, publish: Callable[[], Awaitable[Any]], what: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                confirmation = await publish()
+            except aiormq.exceptions.PublishError as exc:
+                log.warning("%s returned as unroutable (%s); retrying in %.1fs", what, exc, delay)
+            else:
+                if isinstance(confirmation, aiormq.spec.Basic.Ack):
+                    return
+                log.warning("%s not confirmed (%r); retrying in %.1fs", what, confirmation, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+class Session:
+    """Turns consumed messages into engine work and confirmed outcomes into acks."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, publisher: Publisher) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.publisher = publisher
+        self.kinds = {name: t.kind for name, t in settings.targets.items()}
+        self.engine: Engine | None = None
+
+    async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
+        """Publish, wait for every confirm, then ack the requests now fully answered."""
+        assert self.engine is not None
+        publisher = self.publisher
+        await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in pairs))
+        settle = [t for t, o in pairs if self.engine.record_outcome(t, o)]
+        await asyncio.gather(*(t.delivery.ack() for t in settle))
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        assert self.engine is not None
+        parsed = parse_request(message.body, message.message_id, self.kinds)
+        delivery = AmqpDelivery(message)
+        if isinstance(parsed, Invalid):
+            await self._invalid(message, delivery, parsed)
+            return
+        self.metrics.messages_consumed.labels(parsed.operation.name, parsed.target).inc()
+        stamp = message.timestamp.timestamp() if message.timestamp else None
+        tracked = Tracked(
+            delivery, parsed, message.correlation_id, stamp,
+            remaining=len(parsed.ids) + len(parsed.rejected),
+        )
+        if parsed.ids:
+            self.engine.accept(tracked)
+        if parsed.rejected:
+            await self.publish_outcomes([
+                (tracked, tracked.outcome(r.id, ItemResult("rejected", r.error(), 0), None))
+                for r in parsed.rejected
+            ])
+
+    async def _invalid(
+        self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
+    ) -> None:
+        op_label = invalid.operation if invalid.operation in OPERATIONS else "invalid"
+        target_label = invalid.target if invalid.target in self.kinds else "unknown"
+        labels = (op_label, target_label)
+        self.metrics.messages_consumed.labels(*labels).inc()
+        self.metrics.dead_lettered.labels(invalid.code).inc()
+        log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
+        await self.publisher.dead_letter(message, invalid.reason)
+        outcomes = invalid.outcomes(utc_now())
+        await asyncio.gather(*(
+            self.publisher.outcome(o, message.correlation_id) for o in outcomes
+        ))
+        self.metrics.item_outcomes.labels(*labels, "rejected").inc(len(outcomes))
+        self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(len(outcomes))
+        await delivery.ack()
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+class ConnectionLost(Exception):
+    pass
+
+
+async def run_session(
+    settings: Settings, metrics: Metrics, http: httpx.AsyncClient, stopping: asyncio.Event,
+    health: Health,
+) -> None:
+    """One connection's life. Returns after a clean drain; raises ConnectionLost otherwise."""
+    connection = await aio_pika.connect(
+        settings.amqp_url.get_secret_value(), client_properties={"connection_name": "bulkops"}
+    )
+    lost = asyncio.Event()
+    async with connection:
+        connection.close_callbacks.add(lambda *_: lost.set())
+        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel.close_callbacks.add(lambda *_: lost.set())
+        await channel.set_qos(prefetch_count=settings.prefetch)
+        queue = await declare_topology(channel, settings)
+        exchange = await channel.get_exchange(settings.results_exchange)
+        session = Session(settings, metrics, Publisher(exchange, channel, settings, metrics))
+        async with asyncio.TaskGroup() as tasks:
+            engine = session.engine = Engine(settings, metrics, http, session.publish_outcomes, tasks)
+            tag = await queue.consume(session.on_message)
+            health.set_ready(True)
+            log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+            try:
+                await _first(stopping.wait(), lost.wait())
+                if lost.is_set():
+                    raise ConnectionLost("the broker connection or channel closed")
+                await queue.cancel(tag)
+                await _drain(engine, settings, lost)
+            finally:
+                health.set_ready(False)
+                engine.cancel()
+
+
+async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:
+    """Send what was started, give back what was not, wait within the drain timeout."""
+    give_back = engine.begin_drain()
+    await asyncio.gather(*(t.delivery.nack(requeue=True) for t in give_back))
+    log.info("draining: %d requests given back, %d to finish", len(give_back), len(engine.tracked))
+    deadline = time.monotonic() + settings.drain_timeout_seconds
+    while not engine.idle and time.monotonic() < deadline and not lost.is_set():
+        await asyncio.sleep(0.05)
+    unfinished = engine.unsettled()
+    if unfinished:
+        log.warning("drain timeout: requeueing %d unfinished requests", len(unfinished))
+        for tracked in unfinished:
+            tracked.settled = True
+        if not lost.is_set():
+            await asyncio.gather(*(t.delivery.nack(requeue=True) for t in unfinished))

@@ -1,0 +1,335 @@
+"""DatoCMS adapter: bulk request, job follow-up, and per-item attribution of failures.
+
+The job result only counts failures. When some failed, the records are read back
+(``GET /items?filter[ids]=...``): an item whose state is what the operation asked for
+succeeded; for the others the single-record endpoint gives the precise error (or, if it now
+succeeds, the item succeeded after all). When the bulk request is refused as a whole because
+of some ids (404/422), the missing ids are found by a read-back and failed alone, or the batch
+is split in halves, so the good ids still go through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+from worker.adapters import ItemResult, failure
+from worker.batching import BatchKey
+from worker.errors import ApiError, datocms_error
+from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
+from worker.messages import ErrorInfo
+from worker.operations import Operation
+from worker.settings import DatoCMSTarget, Settings
+
+log = logging.getLogger("bulkops.datocms")
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """How one operation maps onto the DatoCMS API."""
+
+    bulk_path: str
+    op_type: str
+    relationship: str
+    resource: str  # "item" or "upload"
+    single_method: str
+    single_path: str  # with {id}
+    done_when: str | None  # read-back status meaning done; None: done when absent
+    endpoint: str  # metrics label
+
+
+ACTIONS = {
+    "datocms.items.publish": Action(
+        "/items/bulk/publish", "item_bulk_publish_operation", "items", "item",
+        "PUT", "/items/{id}/publish", "published", "items_bulk_publish",
+    ),
+    "datocms.items.unpublish": Action(
+        "/items/bulk/unpublish", "item_bulk_unpublish_operation", "items", "item",
+        "PUT", "/items/{id}/unpublish", "draft", "items_bulk_unpublish",
+    ),
+    "datocms.items.destroy": Action(
+        "/items/bulk/destroy", "item_bulk_destroy_operation", "items", "item",
+        "DELETE", "/items/{id}", None, "items_bulk_destroy",
+    ),
+    "datocms.uploads.destroy": Action(
+        "/uploads/bulk/destroy", "upload_bulk_destroy_operation", "uploads", "upload",
+        "DELETE", "/uploads/{id}", None, "uploads_bulk_destroy",
+    ),
+}
+
+REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
+
+
+def bulk_body(action: Action, ids: list[str]) -> bytes:
+    members = [{"type": action.resource, "id": item_id} for item_id in ids]
+    return orjson.dumps(
+        {"data": {"type": action.op_type, "relationships": {action.relationship: {"data": members}}}}
+    )
+
+
+def is_done(action: Action, state: str | None) -> bool:
+    """Whether a record in read-back ``state`` (None: absent) shows the operation applied."""
+    if action.done_when is None:
+        return state is None
+    return state == action.done_when
+
+
+def read_back_states(body: Any) -> dict[str, str]:
+    """id -> meta.status (uploads have none: "present") from a list answer."""
+    states: dict[str, str] = {}
+    for record in body.get("data", []) if isinstance(body, dict) else []:
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            meta = record.get("meta") or {}
+            states[record["id"]] = str(meta.get("status") or "present")
+    return states
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    status: int
+    successful: int
+    failed: int
+    error: ApiError | None
+
+
+def parse_job_result(body: Any) -> JobResult:
+    """Read ``GET /job-results/<id>``; a non-2xx status carries a JSON:API error payload."""
+    attributes = body["data"]["attributes"]
+    status = int(attributes["status"])
+    payload = attributes.get("payload") or {}
+    if 200 <= status < 300:
+        meta = payload.get("meta") or {}
+        return JobResult(status, int(meta.get("successful", 0)), int(meta.get("failed", 0)), None)
+    parsed = datocms_error(payload)
+    code, transient, details = parsed or (f"http_{status}", False, "")
+    retryable = transient or status >= 500 or status == 429
+    error = ApiError(code, f"job status {status}: {code} {details}", retryable, status)
+    return JobResult(status, 0, 0, error)
+
+
+class JobTimeout(Exception):
+    pass
+
+
+class DatoCMS:
+    """Adapter for the four DatoCMS bulk operations of one target."""
+
+    def __init__(self, target: DatoCMSTarget, settings: Settings, retry: RetryPolicy) -> None:
+        self.target = target
+        self.settings = settings
+        self.retry = retry
+
+    def cost(self, operation: Operation, item_id: str) -> int:
+        return len(item_id) + 30
+
+    def rate_scope(self, key: BatchKey) -> Hashable:
+        return ("datocms", key[1])  # one token per target: every environment shares it
+
+    def headers(self, environment: str | None, body: bool = False) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Bearer {self.target.api_token.get_secret_value()}",
+            "Accept": "application/json",
+            "X-Api-Version": "3",
+        }
+        if body:
+            headers["Content-Type"] = "application/vnd.api+json"
+        if environment:
+            headers["X-Environment"] = environment
+        return headers
+
+    async def execute(
+        self, key: BatchKey, ids: list[str], client: ScopedClient, acquired: bool
+    ) -> dict[str, ItemResult]:
+        results: dict[str, ItemResult] = {}
+        run = _Run(self, ACTIONS[key[0]], key, client, results)
+        await run.process(ids, acquired)
+        missing = [i for i in ids if i not in results]
+        assert not missing, f"no result for {len(missing)} ids"
+        return results
+
+
+class _Run:
+    """One batch's way through the API: submit, follow, attribute, split when refused."""
+
+    def __init__(
+        self, adapter: DatoCMS, action: Action, key: BatchKey, client: ScopedClient,
+        results: dict[str, ItemResult],
+    ) -> None:
+        self.a = adapter
+        self.action = action
+        self.key = key
+        self.environment = key[2]
+        self.client = client
+        self.results = results
+        self.metrics = client.metrics
+
+    def _fail_all(self, ids: list[str], result: ItemResult) -> None:
+        for item_id in ids:
+            self.results[item_id] = result
+
+    async def process(self, ids: list[str], acquired: bool = False) -> None:
+        policy = self.a.retry
+        deadline = time.monotonic() + policy.budget
+        attempt = 0
+        while True:
+            attempt += 1
+            first = acquired and attempt == 1
+            try:
+                job_id = await self._submit(ids, first)
+                await self._follow(ids, job_id, attempt)
+                return
+            except JobTimeout as exc:
+                info = ErrorInfo("job_timeout", str(exc), True)
+                self._fail_all(ids, ItemResult("failed", info, attempt))
+                return
+            except ApiError as exc:
+                if not exc.retryable and exc.code in REFUSAL_CODES and len(ids) > 1:
+                    await self._isolate(ids, exc)
+                    return
+                pause = policy.pause(attempt, exc)
+                if not exc.retryable or attempt >= policy.max_attempts or (
+                    time.monotonic() + pause > deadline
+                ):
+                    self._fail_all(ids, failure(RetriesExhausted(exc, attempt)))
+                    return
+                self.metrics.retries.labels(self.key[0], self.key[1], _reason(exc)).inc()
+                await asyncio.sleep(pause)
+
+    async def _submit(self, ids: list[str], acquired: bool) -> str:
+        response = await self.client.send(
+            self.action.endpoint, "POST", self.a.target.base_url + self.action.bulk_path,
+            headers=self.a.headers(self.environment, body=True),
+            content=bulk_body(self.action, ids), acquired=acquired,
+        )
+        try:
+            return str(orjson.loads(response.content)["data"]["id"])
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ApiError("unexpected_response", "no job id in the answer", True) from exc
+
+    async def _follow(self, ids: list[str], job_id: str, attempts: int) -> None:
+        started = time.monotonic()
+        job = await self._poll(job_id)
+        self.metrics.job_duration.labels(self.key[0], self.key[1]).observe(
+            time.monotonic() - started
+        )
+        if job.error is not None:
+            raise job.error
+        if job.failed == 0:
+            self._fail_all(ids, ItemResult("succeeded", None, attempts, job_id))
+            return
+        await self._attribute(ids, job, job_id, attempts)
+
+    async def _poll(self, job_id: str) -> JobResult:
+        s = self.a.settings
+        deadline = time.monotonic() + s.job_deadline_seconds
+        interval = s.job_poll_initial_seconds
+        url = f"{self.a.target.base_url}/job-results/{quote(job_id, safe='')}"
+        while True:
+            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            try:
+                response = await self.client.send(
+                    "job_result", "GET", url, headers=self.a.headers(self.environment)
+                )
+                return parse_job_result(orjson.loads(response.content))
+            except ApiError as exc:
+                if exc.status != 404 and not exc.retryable:
+                    raise
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ApiError("unexpected_response", f"job result: {exc!r}", True) from exc
+            if time.monotonic() >= deadline:
+                self.metrics.job_timeouts.labels(self.key[0], self.key[1]).inc()
+                raise JobTimeout(f"job {job_id} had no result after {s.job_deadline_seconds:g}s")
+            interval = min(interval * 1.5, s.job_poll_max_seconds)
+
+    async def read_back(self, ids: list[str]) -> dict[str, str]:
+        """Current state of ``ids`` (absent ones missing), retried within the budget."""
+        path = "/items" if self.action.resource == "item" else "/uploads"
+        params = {"filter[ids]": ",".join(ids), "page[limit]": str(max(1, len(ids)))}
+        if self.action.resource == "item":
+            params["version"] = "current"
+
+        async def call() -> dict[str, str]:
+            response = await self.client.send(
+                f"{self.action.resource}s_read", "GET", self.a.target.base_url + path,
+                headers=self.a.headers(self.environment), params=params,
+            )
+            return read_back_states(orjson.loads(response.content))
+
+        states, _ = await self.a.retry.run(call)
+        return states
+
+    async def _attribute(self, ids: list[str], job: JobResult, job_id: str, attempts: int) -> None:
+        try:
+            states = await self.read_back(ids)
+        except RetriesExhausted as exc:
+            message = (
+                f"job {job_id} reported {job.failed} of {len(ids)} failed and reading the "
+                f"items back failed: {exc.error}"
+            )
+            info = ErrorInfo("retries_exhausted", message, True)
+            self._fail_all(ids, ItemResult("failed", info, attempts, job_id))
+            return
+        suspects = [i for i in ids if not is_done(self.action, states.get(i))]
+        for item_id in ids:
+            self.results[item_id] = ItemResult("succeeded", None, attempts, job_id)
+        if len(suspects) != job.failed:
+            log.warning(
+                "job %s counted %d failed, read-back shows %d not applied",
+                job_id, job.failed, len(suspects),
+            )
+        await asyncio.gather(*(self._single(i, attempts, job_id) for i in suspects))
+
+    async def _single(self, item_id: str, attempts: int, job_id: str) -> None:
+        """Ask the single-record endpoint: its answer is this item's true outcome."""
+        path = self.action.single_path.format(id=quote(item_id, safe=""))
+
+        async def call() -> None:
+            await self.client.send(
+                self.action.endpoint.replace("bulk_", "single_"), self.action.single_method,
+                self.a.target.base_url + path, headers=self.a.headers(self.environment),
+            )
+
+        try:
+            _, extra = await self.a.retry.run(call)
+        except RetriesExhausted as exc:
+            result = failure(exc, job_id)
+            self.results[item_id] = ItemResult(
+                "failed", result.error, attempts + exc.attempts, job_id
+            )
+            return
+        self.results[item_id] = ItemResult("succeeded", None, attempts + extra, job_id)
+
+    async def _isolate(self, ids: list[str], refusal: ApiError) -> None:
+        """The whole request was refused for some of its ids: answer those, resend the rest."""
+        try:
+            states = await self.read_back(ids)
+        except RetriesExhausted:
+            states = None
+        if states is not None:
+            missing = [i for i in ids if i not in states]
+            if missing:
+                info = ErrorInfo(refusal.code, f"not found: {refusal.message}", False)
+                self._fail_all(missing, ItemResult("failed", info, 1))
+                rest = [i for i in ids if i in states]
+                if rest:
+                    await self.process(rest)
+                return
+        half = len(ids) // 2
+        await asyncio.gather(self.process(ids[:half]), self.process(ids[half:]))
+
+
+def _reason(exc: ApiError) -> str:
+    if exc.status == 429:
+        return "rate_limited"
+    if exc.status is not None and exc.status >= 500:
+        return "server_error"
+    if exc.code in ("timeout", "connection_error"):
+        return exc.code
+    return "transient"

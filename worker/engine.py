@@ -1,0 +1,330 @@
+"""The pipeline between the broker edges: accept requests, dispatch batches per rate scope,
+turn results into outcomes, settle each request message once all its outcomes are confirmed.
+
+One dispatcher task per rate scope decides when a batch goes: when one of its keys is full,
+or when the oldest item has lingered and the limiter has room. While the limiter has no room
+nothing is taken, so batches keep growing: under backlog every request is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+
+from worker.adapters import Adapter, ItemResult
+from worker.batching import BatchKey, Coalescer, Item
+from worker.bloomreach import Bloomreach
+from worker.datocms import DatoCMS
+from worker.http import RetryPolicy, ScopedClient
+from worker.limiter import Limiter
+from worker.messages import ErrorInfo, Outcome, Request, utc_now
+from worker.metrics import Metrics, code_label
+from worker.settings import DatoCMSTarget, Settings
+
+log = logging.getLogger("bulkops.engine")
+
+
+class Delivery(Protocol):
+    """The broker's handle on one consumed message."""
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, requeue: bool) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Tracked:
+    """One consumed request message and how many of its outcomes are still unconfirmed."""
+
+    delivery: Delivery
+    request: Request
+    correlation_id: str | None
+    timestamp: float | None  # the message's own timestamp (epoch seconds), if it had one
+    remaining: int
+    started: bool = False
+    settled: bool = False
+
+    def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
+        req = self.request
+        scope_env = req.scope if req.operation.scope_field == "environment" else None
+        scope_cat = req.scope if req.operation.scope_field == "catalog_id" else None
+        return Outcome(
+            req.request_id, req.operation.name, req.target, scope_env, scope_cat, item_id,
+            result.status, result.error, result.attempts, batch_id, result.job_id, utc_now(),
+        )
+
+
+Publish = Callable[[list[tuple[Tracked, Outcome]]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Scope:
+    """One rate scope: its limiter and client, the batch keys that share it, in-flight count."""
+
+    limiter: Limiter
+    client: ScopedClient
+    keys: set[BatchKey] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    inflight: int = 0
+
+    async def sleep(self, timeout: float | None) -> None:
+        self.wake.clear()
+        try:
+            await asyncio.wait_for(self.wake.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+class Engine:
+    def __init__(
+        self, settings: Settings, metrics: Metrics, http: httpx.AsyncClient, publish: Publish,
+        tasks: asyncio.TaskGroup,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.http = http
+        self.publish = publish
+        retry = RetryPolicy(
+            settings.max_attempts, settings.retry_budget_seconds,
+            settings.backoff_base_seconds, settings.backoff_max_seconds,
+        )
+        self.adapters: dict[str, Adapter] = {
+            name: DatoCMS(t, settings, retry) if isinstance(t, DatoCMSTarget) else Bloomreach(t, retry)
+            for name, t in settings.targets.items()
+        }
+        self.coalescer = Coalescer()
+        self.scopes: dict[Hashable, _Scope] = {}
+        self.tracked: set[Tracked] = set()
+        self.flush = False  # shutting down: send without lingering
+        self.accepting = True
+        self._tasks = tasks
+        self._running: set[asyncio.Task[None]] = set()
+        self._batches: set[asyncio.Task[None]] = set()
+        for name, target in settings.targets.items():
+            metrics.rate_limit_allowed.labels(name).set(target.rate.requests)
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def accept(self, tracked: Tracked) -> None:
+        """Queue a valid request's ids (its rejected ids are answered by the caller)."""
+        req = tracked.request
+        adapter = self.adapters[req.target]
+        key: BatchKey = (req.operation.name, req.target, req.scope)
+        scope = self._scope(adapter, key)
+        now = time.monotonic()
+        self.tracked.add(tracked)
+        op = req.operation
+        for item_id in req.ids:
+            self.coalescer.add(op, key, item_id, tracked, now, adapter.cost(op, item_id))
+        self.metrics.pending_items.labels(*key[:2]).inc(len(req.ids))
+        scope.keys.add(key)
+        scope.wake.set()
+
+    def _scope(self, adapter: Adapter, key: BatchKey) -> _Scope:
+        rate_scope = adapter.rate_scope(key)
+        scope = self.scopes.get(rate_scope)
+        if scope is None:
+            target = self.settings.targets[key[1]]
+            gauge = self.metrics.rate_limit_wait.labels(key[1])
+            limiter = Limiter(target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe)
+            client = ScopedClient(self.http, limiter, self.metrics, key[1])
+            scope = self.scopes[rate_scope] = _Scope(limiter, client)
+            self._spawn(self._dispatch(scope))
+        return scope
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = self._tasks.create_task(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    def cancel(self) -> None:
+        """Stop every dispatcher and batch (the session is over)."""
+        for task in list(self._running):
+            task.cancel()
+
+    def _next_key(self, scope: _Scope, now: float) -> tuple[BatchKey | None, float]:
+        linger = 0.0 if self.flush else self.settings.linger_seconds
+        best: BatchKey | None = None
+        best_due = float("inf")
+        for key in list(scope.keys):
+            due = self.coalescer.due_in(key, now, linger)
+            if due is None:
+                scope.keys.discard(key)
+                continue
+            if due < best_due or (due == best_due and best is not None and (
+                self.coalescer.oldest(key) < self.coalescer.oldest(best)
+            )):
+                best, best_due = key, due
+        return best, best_due
+
+    async def _dispatch(self, scope: _Scope) -> None:
+        while True:
+            key, due = self._next_key(scope, time.monotonic())
+            if key is None:
+                await scope.sleep(None)
+                continue
+            if due > 0:
+                await scope.sleep(due)
+                continue
+            if scope.inflight >= self.settings.max_inflight_batches:
+                await scope.sleep(None)
+                continue
+            room_in = scope.limiter.room_in()
+            if room_in > 0:
+                await scope.sleep(room_in)  # items keep arriving: the batch keeps growing
+                continue
+            await scope.limiter.acquire()
+            items = self.coalescer.take(key)
+            if items:
+                self._start(scope, key, items)
+            self._update_rate_gauge(key[1], scope)
+
+    def _update_rate_gauge(self, target: str, scope: _Scope) -> None:
+        self.metrics.rate_limit_used.labels(target).set(scope.limiter.used())
+
+    def _start(self, scope: _Scope, key: BatchKey, items: list[Item]) -> None:
+        scope.inflight += 1
+        now = time.monotonic()
+        for item in items:
+            for waiter in item.waiters:
+                assert isinstance(waiter, Tracked)
+                waiter.started = True
+            self.metrics.item_wait.labels(*key[:2]).observe(now - item.consumed_at)
+        task = self._spawn(self._run_batch(scope, key, items))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, scope: _Scope, key: BatchKey, items: list[Item]) -> None:
+        batch_id = uuid.uuid4().hex
+        op = items[0].operation
+        labels = key[:2]
+        self.metrics.batch_size.labels(*labels).observe(len(items))
+        self.metrics.batch_fill.labels(*labels).observe(len(items) / op.max_items)
+        self.metrics.inflight_batches.labels(*labels).inc()
+        started = time.monotonic()
+        try:
+            results = await self._execute(scope, key, items)
+        finally:
+            self.metrics.inflight_batches.labels(*labels).dec()
+            scope.inflight -= 1
+            scope.wake.set()
+        self._log_batch(batch_id, key, items, results, started)
+        await self._answer(items, results, batch_id)
+
+    async def _execute(self, scope: _Scope, key: BatchKey, items: list[Item]) -> dict[str, ItemResult]:
+        ids = [item.id for item in items]
+        try:
+            return await self.adapters[key[1]].execute(key, ids, scope.client, acquired=True)
+        except Exception as exc:  # a bug must not leave items unanswered
+            log.exception("batch %s failed unexpectedly", key[0])
+            info = ErrorInfo("internal_error", f"{type(exc).__name__}", True)
+            return {i: ItemResult("failed", info) for i in ids}
+
+    def _log_batch(
+        self, batch_id: str, key: BatchKey, items: list[Item], results: dict[str, ItemResult],
+        started: float,
+    ) -> None:
+        counts: dict[str, int] = {}
+        for result in results.values():
+            counts[result.status] = counts.get(result.status, 0) + 1
+        job_ids = sorted({r.job_id for r in results.values() if r.job_id})
+        log.info(
+            "batch done",
+            extra={"fields": {
+                "batch_id": batch_id, "operation": key[0], "target": key[1], "size": len(items),
+                "job_ids": job_ids[:5], "duration_s": round(time.monotonic() - started, 3),
+                "outcomes": counts,
+            }},
+        )
+
+    async def _answer(self, items: list[Item], results: dict[str, ItemResult], batch_id: str) -> None:
+        now = time.monotonic()
+        pairs: list[tuple[Tracked, Outcome]] = []
+        for item in items:
+            result = results[item.id]
+            for waiter in item.waiters:
+                assert isinstance(waiter, Tracked)
+                if not waiter.settled:
+                    pairs.append((waiter, waiter.outcome(item.id, result, batch_id)))
+            self._release(item, now)
+        await self.publish(pairs)
+
+    def _release(self, item: Item, now: float) -> None:
+        self.metrics.pending_items.labels(*item.key[:2]).dec()
+        nxt = self.coalescer.done(item, now)
+        if nxt is not None:
+            scope = self.scopes[self.adapters[nxt.key[1]].rate_scope(nxt.key)]
+            scope.keys.add(nxt.key)
+            scope.wake.set()
+
+    # -- outcomes and settlement ------------------------------------------------------------
+
+    def record_outcome(self, tracked: Tracked, outcome: Outcome) -> bool:
+        """Count a confirmed outcome; True when the request message can now be acked."""
+        labels = (outcome.operation, outcome.target or "unknown")
+        self.metrics.item_outcomes.labels(*labels, outcome.status).inc()
+        if outcome.error is not None:
+            self.metrics.item_failures.labels(*labels, code_label(outcome.error.code)).inc()
+        if tracked.timestamp is not None:
+            self.metrics.end_to_end.labels(*labels).observe(max(0.0, time.time() - tracked.timestamp))
+        tracked.remaining -= 1
+        if tracked.remaining == 0 and not tracked.settled:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+            return True
+        return False
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def begin_drain(self) -> list[Tracked]:
+        """Stop lingering; give back every request none of whose ids was sent yet.
+
+        Returns the requests to requeue. A request that must stay (some id already sent)
+        keeps every earlier operation on its ids too, so per-item order holds.
+        """
+        self.flush = True
+        keep = {t for t in self.tracked if t.started}
+        chains = list(self.coalescer.chains())
+        changed = True
+        while changed:
+            changed = False
+            for chain in chains:
+                last = max(
+                    (n for n, item in enumerate(chain) if any(w in keep for w in item.waiters)),
+                    default=-1,
+                )
+                for item in chain[: last + 1]:
+                    for waiter in item.waiters:
+                        if waiter not in keep:
+                            keep.add(waiter)  # type: ignore[arg-type]
+                            changed = True
+        give_back = [t for t in self.tracked if t not in keep]
+        for tracked in give_back:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+        dropped = self.coalescer.discard_unsent(lambda item: all(
+            w.settled for w in item.waiters  # type: ignore[attr-defined]
+        ))
+        for item in dropped:
+            self.metrics.pending_items.labels(*item.key[:2]).dec()
+        for scope in self.scopes.values():
+            scope.wake.set()
+        return give_back
+
+    @property
+    def idle(self) -> bool:
+        """Nothing accepted is unanswered and no batch is still publishing or acking."""
+        return not self.tracked and not self._batches
+
+    def unsettled(self) -> list[Tracked]:
+        return [t for t in self.tracked if not t.settled]

@@ -1,0 +1,95 @@
+"""The error tree, mapped once from HTTP answers and transport failures.
+
+``ApiError`` carries what the outcome needs (code, message, retryable) and, for retryable
+errors, how long the server asked us to wait. Retryable: 429, 5xx, timeouts, dropped
+connections, DatoCMS errors marked ``transient``. Everything else is permanent.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from worker.messages import ErrorInfo
+
+
+@dataclass(slots=True)
+class ApiError(Exception):
+    code: str
+    message: str
+    retryable: bool
+    status: int | None = None
+    wait: float | None = None  # seconds the server asked for
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(self.code, self.message, self.retryable)
+
+    def __str__(self) -> str:
+        return f"{self.code} ({self.status}): {self.message}"
+
+
+def header_seconds(headers: httpx.Headers, *names: str) -> float | None:
+    for name in names:
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            continue  # an HTTP date in Retry-After: fall back to backoff
+    return None
+
+
+def datocms_error(body: Any) -> tuple[str, bool, str] | None:
+    """(code, transient, details) of the first JSON:API error in a DatoCMS body."""
+    try:
+        first = body["data"][0]["attributes"]
+        code = str(first["code"])
+    except (KeyError, IndexError, TypeError):
+        return None
+    details = orjson.dumps(first.get("details") or {}).decode()[:500]
+    return code, bool(first.get("transient")), details
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def from_response(response: httpx.Response) -> ApiError:
+    """Classify a non-2xx answer."""
+    status = response.status_code
+    body = _json(response)
+    wait = header_seconds(response.headers, "Retry-After", "X-RateLimit-Reset")
+    parsed = datocms_error(body)
+    if parsed is not None:
+        code, transient, details = parsed
+        retryable = transient or status == 429 or status >= 500
+        return ApiError(code, f"HTTP {status}: {code} {details}", retryable, status, wait)
+    text = response.text[:300] if body is None else orjson.dumps(body).decode()[:300]
+    if status == 429:
+        return ApiError("RATE_LIMIT_EXCEEDED", f"HTTP 429: {text}", True, status, wait)
+    if status >= 500:
+        return ApiError(f"http_{status}", f"HTTP {status}: {text}", True, status, wait)
+    names = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "NOT_FOUND"}
+    return ApiError(names.get(status, f"http_{status}"), f"HTTP {status}: {text}", False, status)
+
+
+def from_transport(exc: httpx.TransportError) -> ApiError:
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError("timeout", f"{type(exc).__name__}: request timed out", True)
+    return ApiError("connection_error", f"{type(exc).__name__}: {exc}"[:300], True)
+
+
+def backoff(
+    attempt: int, base: float, cap: float, server_wait: float | None, rng: random.Random
+) -> float:
+    """Exponential backoff with full jitter, never shorter than the server asked for."""
+    jitter = rng.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
+    return max(server_wait or 0.0, jitter)

@@ -1,0 +1,135 @@
+"""HTTP I/O to the APIs: every request passes its rate scope's limiter, is measured, and
+teaches the limiter what the server said (remaining budget, 429 waits).
+
+``send`` makes exactly one request and raises ``ApiError`` for anything but 2xx; retrying is
+the caller's decision (see ``retry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import httpx
+
+from worker.errors import ApiError, backoff, from_response, from_transport, header_seconds
+from worker.limiter import Limiter
+from worker.metrics import Metrics
+
+T = TypeVar("T")
+
+
+class ScopedClient:
+    """One rate scope of one target: a shared httpx client plus this scope's limiter."""
+
+    def __init__(
+        self, http: httpx.AsyncClient, limiter: Limiter, metrics: Metrics, target: str
+    ) -> None:
+        self.http = http
+        self.limiter = limiter
+        self.metrics = metrics
+        self.target = target
+
+    async def send(
+        self,
+        endpoint: str,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        acquired: bool = False,
+    ) -> httpx.Response:
+        if not acquired:
+            await self.limiter.acquire()
+        started = time.monotonic()
+        try:
+            response = await self.http.request(
+                method, url, headers=headers, content=content, params=params
+            )
+        except httpx.TransportError as exc:
+            self._count(endpoint, "error", started)
+            raise from_transport(exc) from exc
+        self._count(endpoint, str(response.status_code), started)
+        self._learn(response)
+        if response.is_success:
+            return response
+        raise from_response(response)
+
+    def _count(self, endpoint: str, code: str, started: float) -> None:
+        self.metrics.api_requests.labels(self.target, endpoint, code).inc()
+        self.metrics.api_latency.labels(self.target, endpoint).observe(time.monotonic() - started)
+
+    def _learn(self, response: httpx.Response) -> None:
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.strip().lstrip("-").isdigit():
+            self.limiter.observe_remaining(int(remaining))
+        if response.status_code == 429:
+            self.metrics.rate_limited.labels(self.target).inc()
+            wait = header_seconds(response.headers, "Retry-After", "X-RateLimit-Reset")
+            # No hint: sit out a whole window, the safest reading of "too many".
+            self.limiter.penalize(wait if wait is not None else self.limiter.rate.seconds)
+
+
+class RetryPolicy:
+    """Bounded retries: at most ``max_attempts`` sends and ``budget`` seconds in all."""
+
+    def __init__(
+        self,
+        max_attempts: int,
+        budget: float,
+        base: float,
+        cap: float,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.max_attempts = max_attempts
+        self.budget = budget
+        self.base = base
+        self.cap = cap
+        self._rng = random.Random()
+        self._sleep = sleep or asyncio.sleep
+
+    def pause(self, attempt: int, error: ApiError) -> float:
+        return backoff(attempt, self.base, self.cap, error.wait, self._rng)
+
+    async def run(
+        self,
+        call: Callable[[], Awaitable[T]],
+        on_retry: Callable[[ApiError], None] | None = None,
+    ) -> tuple[T, int]:
+        """Run ``call`` until it succeeds or fails permanently; returns (result, attempts).
+
+        Raises the last ``ApiError`` when it is permanent or the budget is spent (then with
+        ``code`` kept and ``retries_exhausted`` recorded by the caller).
+        """
+        deadline = time.monotonic() + self.budget
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await call(), attempt
+            except ApiError as exc:
+                pause = self.pause(attempt, exc)
+                out_of_budget = time.monotonic() + pause > deadline
+                if not exc.retryable or attempt >= self.max_attempts or out_of_budget:
+                    raise RetriesExhausted(exc, attempt) from exc
+                if on_retry is not None:
+                    on_retry(exc)
+                await self._sleep(pause)
+
+
+class RetriesExhausted(Exception):
+    """The call failed for good: ``error`` is the last error, ``attempts`` how many sends."""
+
+    def __init__(self, error: ApiError, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+    @property
+    def permanent(self) -> bool:
+        return not self.error.retryable

@@ -1,0 +1,272 @@
+"""Request messages in, outcome messages out: parsing, validation and the outcome body.
+
+Pure: no broker here. ``parse_request`` turns a raw body into either a ``Request`` whose ids
+are split into sendable and rejected, or an ``Invalid`` that says why the message as a whole
+cannot be processed (and which ids, if any, could still be read to answer them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.operations import OPERATIONS, Operation
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_IDS = 10_000
+_SAFE_TEXT = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces
+_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_CATALOG = re.compile(r"[^\x00-\x1f\x7f/]{1,256}")
+
+Status = Literal["succeeded", "failed", "rejected"]
+
+
+class RequestBody(BaseModel):
+    """The JSON body of a request message, as the contract defines it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    operation: str = Field(max_length=128)
+    target: str = Field(max_length=128)
+    environment: str | None = None
+    catalog_id: str | None = None
+    ids: list[Any] = Field(min_length=1, max_length=MAX_IDS)
+    request_id: str | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _environment(cls, value: str | None) -> str | None:
+        if value is not None and not _ENVIRONMENT.fullmatch(value):
+            raise ValueError("environment must be 1-64 of a-z, 0-9, '_' and '-'")
+        return value
+
+    @field_validator("catalog_id")
+    @classmethod
+    def _catalog(cls, value: str | None) -> str | None:
+        if value is not None and not _CATALOG.fullmatch(value):
+            raise ValueError("catalog_id must be 1-256 characters, no '/' or control characters")
+        return value
+
+    @field_validator("request_id")
+    @classmethod
+    def _request_id(cls, value: str | None) -> str | None:
+        if value is not None and not _SAFE_TEXT.fullmatch(value):
+            raise ValueError("request_id must be 1-256 printable ASCII characters without spaces")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    id: str
+    reason: str
+    code: str = "invalid_id"
+
+    def error(self) -> ErrorInfo:
+        return ErrorInfo(self.code, self.reason, False)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A valid request: ``ids`` will be sent (each once, in order); ``rejected`` will not."""
+
+    request_id: str
+    operation: Operation
+    target: str
+    scope: str | None
+    ids: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A message that cannot be processed as a whole: dead-lettered with ``reason``."""
+
+    reason: str
+    code: str
+    request_id: str
+    operation: str | None = None
+    target: str | None = None
+    scope: str | None = None
+    readable_ids: tuple[str, ...] = field(default=())
+
+    def outcomes(self, finished_at: str) -> list[Outcome]:
+        """A ``rejected`` outcome for each id that could be read."""
+        error = ErrorInfo(self.code, self.reason, False)
+        return [
+            Outcome(
+                self.request_id, self.operation or "invalid", self.target, None, None,
+                item_id, "rejected", error, 0, None, None, finished_at,
+            )
+            for item_id in self.readable_ids
+        ]
+
+
+def derive_request_id(body: bytes, message_id: str | None) -> str:
+    """The request id when the body has none: the AMQP message_id, else a hash of the body.
+
+    Both survive redelivery, so outcome message ids stay deterministic.
+    """
+    if message_id and _SAFE_TEXT.fullmatch(message_id):
+        return message_id
+    return "sha256-" + hashlib.sha256(body).hexdigest()[:32]
+
+
+def parse_request(body: bytes, message_id: str | None, targets: Mapping[str, str]) -> Request | Invalid:
+    """Validate a request body. ``targets`` maps configured target names to their API kind."""
+    fallback_id = derive_request_id(body, message_id)
+    if len(body) > MAX_BODY_BYTES:
+        return Invalid(f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", "too_large", fallback_id)
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return Invalid(f"body is not JSON: {exc}", "not_json", fallback_id)
+    if not isinstance(data, dict):
+        return Invalid("body must be a JSON object", "not_object", fallback_id)
+    try:
+        parsed = RequestBody.model_validate(data)
+    except ValidationError as exc:
+        return _schema_invalid(data, exc, fallback_id)
+    return _check_request(parsed, fallback_id, targets)
+
+
+def _check_request(body: RequestBody, fallback_id: str, targets: Mapping[str, str]) -> Request | Invalid:
+    request_id = body.request_id or fallback_id
+    ids = _unique_strings(body.ids)
+
+    def invalid(reason: str, code: str) -> Invalid:
+        scope = body.environment or body.catalog_id
+        return Invalid(reason, code, request_id, body.operation, body.target, scope, ids)
+
+    operation = OPERATIONS.get(body.operation)
+    if operation is None:
+        return invalid(f"unknown operation {body.operation!r}", "unknown_operation")
+    kind = targets.get(body.target)
+    if kind is None:
+        return invalid(f"unknown target {body.target!r}", "unknown_target")
+    if kind != operation.api:
+        return invalid(f"target {body.target!r} is a {kind} target", "unknown_target")
+    other = "catalog_id" if operation.scope_field == "environment" else "environment"
+    if getattr(body, other) is not None:
+        return invalid(f"{other} does not apply to {operation.name}", "invalid_message")
+    scope = getattr(body, operation.scope_field)
+    if scope is None and operation.scope_required:
+        return invalid(f"{operation.scope_field} is required for {operation.name}", "missing_scope")
+    return _split_ids(body.ids, request_id, operation, body.target, scope)
+
+
+def _split_ids(
+    raw: list[Any], request_id: str, operation: Operation, target: str, scope: str | None
+) -> Request:
+    good: dict[str, None] = {}
+    rejected: dict[str, Rejection] = {}
+    for value in raw:
+        problem = operation.id_problem(value)
+        if problem is None:
+            good[value] = None
+        else:
+            key = value if isinstance(value, str) else orjson.dumps(value).decode()[:256]
+            rejected.setdefault(key, Rejection(key, problem))
+    for value in good:
+        rejected.pop(value, None)
+    return Request(request_id, operation, target, scope, tuple(good), tuple(rejected.values()))
+
+
+def _unique_strings(values: object) -> tuple[str, ...]:
+    if not isinstance(values, list):
+        return ()
+    return tuple(dict.fromkeys(v for v in values if isinstance(v, str) and v))
+
+
+def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str) -> Invalid:
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
+    )
+    text = {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= 256}
+    request_id = text.get("request_id", "")
+    if not _SAFE_TEXT.fullmatch(request_id):
+        request_id = fallback_id
+    return Invalid(
+        f"message does not fit the schema: {problems}"[:1000],
+        "invalid_message",
+        request_id,
+        text.get("operation"),
+        text.get("target"),
+        text.get("environment") or text.get("catalog_id"),
+        _unique_strings(data.get("ids")),
+    )
+
+
+def routing_operation(operation: str | None) -> str:
+    """The operation part of an outcome routing key; untrusted names never reach the key."""
+    if operation in OPERATIONS:
+        return operation
+    return "invalid"
+
+
+def outcome_message_id(request_id: str, operation: str, item_id: str) -> str:
+    return f"{request_id}:{operation}:{item_id}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+    retryable: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One item's answer, as published to the results exchange."""
+
+    request_id: str
+    operation: str
+    target: str | None
+    environment: str | None
+    catalog_id: str | None
+    id: str
+    status: Status
+    error: ErrorInfo | None
+    attempts: int
+    batch_id: str | None
+    job_id: str | None
+    finished_at: str
+
+    @property
+    def routing_key(self) -> str:
+        return f"{routing_operation(self.operation)}.{self.status}"
+
+    @property
+    def message_id(self) -> str:
+        return outcome_message_id(self.request_id, self.operation, self.id)
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {
+                "request_id": self.request_id,
+                "operation": self.operation,
+                "target": self.target,
+                "environment": self.environment,
+                "catalog_id": self.catalog_id,
+                "id": self.id,
+                "status": self.status,
+                "error": self.error.as_dict() if self.error else None,
+                "attempts": self.attempts,
+                "batch_id": self.batch_id,
+                "job_id": self.job_id,
+                "finished_at": self.finished_at,
+            }
+        )
