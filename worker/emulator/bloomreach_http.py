@@ -1,0 +1,94 @@
+"""Bloomreach Engagement catalog bulk-delete over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from worker.emulator.bloomreach import BloomState, ItemAnswer
+from worker.emulator.config import EmulatorConfig
+from worker.emulator.log import entry_of
+
+BULK_DELETE = "/data/v2/projects/{project_id}/catalogs/{catalog_id}/items/bulk-delete"
+
+
+def error_json(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    body = {"success": False, "errors": {"_global": [message]}}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    key_id, sep, secret = decoded.partition(":")
+    return (key_id, secret) if sep else None
+
+
+def parse_items(raw: bytes, config: EmulatorConfig) -> list[object] | str:
+    """The body's elements, or the message of a whole-request 400."""
+    if len(raw) > config.bloomreach_max_body_bytes:
+        return f"Payload too large: at most {config.bloomreach_max_body_bytes} bytes"
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return "Invalid JSON payload"
+    if not isinstance(body, list):
+        return "Payload should be a list"
+    if len(body) > config.bloomreach_max_items:
+        return f"Too many items: at most {config.bloomreach_max_items}"
+    return body
+
+
+def render(answer: ItemAnswer, string_booleans: bool) -> dict[str, Any]:
+    flag: bool | str = answer.success
+    if string_booleans:
+        flag = "True" if answer.success else "False"
+    rendered: dict[str, Any] = {"success": flag, "queued": flag}
+    if answer.error is not None:
+        rendered["errors"] = {"_global": [answer.error]}
+    return rendered
+
+
+class BloomHttp:
+    def __init__(self, state: BloomState, config: EmulatorConfig) -> None:
+        self.state = state
+        self.config = config
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(BULK_DELETE, self.bulk_delete)]
+
+    def gate(self, request: web.Request) -> web.Response | None:
+        credentials = basic_credentials(request.headers.get("Authorization", ""))
+        if credentials != (self.config.bloomreach_key_id, self.config.bloomreach_secret):
+            return error_json(401, "Unauthorized: invalid API key id or secret")
+        if request.match_info["project_id"] != self.config.bloomreach_project_id:
+            return error_json(403, "Forbidden: no access to this project")
+        if request.content_type != "application/json":
+            return error_json(400, "Content-Type must be application/json")
+        return None
+
+    async def bulk_delete(self, request: web.Request) -> web.Response:
+        refused = self.gate(request)
+        if refused is not None:
+            return refused
+        items = parse_items(await request.read(), self.config)
+        if isinstance(items, str):
+            return error_json(400, items)
+        entry_of(request).items = len(items)
+        answers = self.state.delete(request.match_info["catalog_id"], items)
+        strings = self.config.bloomreach_string_booleans
+        body = orjson.dumps([render(answer, strings) for answer in answers])
+        return web.Response(body=body, content_type="application/json")

@@ -1,0 +1,50 @@
+"""The emulator's knobs: one mutable, validated object read afresh on every request."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+UnknownIds = Literal["count_failed", "reject_404", "reject_422"]
+
+
+class EmulatorConfig(BaseModel):
+    """Every field may be changed at runtime; the change applies from the next request."""
+
+    model_config = ConfigDict(validate_assignment=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int | None = None  # seeds the spurious-429 dice
+
+    datocms_tokens: set[str] = Field(default_factory=lambda: {"dato-token"}, repr=False)
+    datocms_rate: tuple[int, float] = (60, 3.0)
+    datocms_job_seconds: float = 0.2
+    datocms_job_never_finishes: bool = False
+    datocms_unknown_ids: UnknownIds = "count_failed"
+    datocms_implicit_records: bool = True
+    datocms_max_items: int = 200
+    datocms_max_uploads: int | None = None
+    datocms_primary_environment: str = "main"
+    datocms_environments: set[str] | None = None  # None: any sandbox name exists
+
+    bloomreach_key_id: str = "bloom-key"
+    bloomreach_secret: str = Field(default="bloom-secret", repr=False)
+    bloomreach_project_id: str = "proj-1"
+    bloomreach_rate: tuple[int, float] = (5, 10.0)
+    bloomreach_max_items: int = 10_000
+    bloomreach_max_body_bytes: int = 10 * 1024 * 1024
+    bloomreach_string_booleans: bool = False
+    bloomreach_retry_after: bool = True
+
+    rate_limits_enabled: bool = True
+    spurious_429_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    latency_seconds: float = Field(default=0.0, ge=0.0)
+
+
+def apply_updates(config: EmulatorConfig, updates: dict[str, Any]) -> None:
+    """Set several fields at once, all or nothing (raises pydantic.ValidationError)."""
+    merged = EmulatorConfig.model_validate({**config.model_dump(), **updates})
+    for name in updates:
+        setattr(config, name, getattr(merged, name))

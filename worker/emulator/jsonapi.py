@@ -1,0 +1,57 @@
+"""DatoCMS-shaped JSON:API answers: error bodies and JSON responses."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+JSONAPI = "application/vnd.api+json"
+
+_CODE_BY_STATUS = {
+    400: "INVALID_FORMAT",
+    401: "INVALID_AUTHORIZATION_HEADER",
+    403: "INSUFFICIENT_PERMISSIONS",
+    404: "NOT_FOUND",
+    409: "STALE_ITEM_VERSION",
+    422: "INVALID_FIELD",
+    429: "RATE_LIMIT_EXCEEDED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+def code_for_status(status: int) -> str:
+    if status in _CODE_BY_STATUS:
+        return _CODE_BY_STATUS[status]
+    return "SERVICE_UNAVAILABLE" if status >= 500 else "INVALID_FIELD"
+
+
+def error_body(
+    code: str, details: dict[str, Any] | None = None, *, transient: bool = False
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"code": code, "details": details or {}}
+    if transient:
+        attributes["transient"] = True
+    return {"data": [{"id": str(uuid.uuid4()), "type": "api_error", "attributes": attributes}]}
+
+
+def json_response(status: int, body: Any, content_type: str = JSONAPI) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(body), content_type=content_type)
+
+
+def error_response(
+    status: int, code: str, details: dict[str, Any] | None = None, *, transient: bool = False
+) -> web.Response:
+    return json_response(status, error_body(code, details, transient=transient))
+
+
+def default_error_body(status: int) -> dict[str, Any]:
+    """A plausible error body for ``status``; 429 and 5xx are transient."""
+    return error_body(code_for_status(status), transient=status == 429 or status >= 500)
+
+
+def not_found() -> web.Response:
+    """Identical for a missing record, a running job and a lost job."""
+    return error_response(404, "NOT_FOUND")
