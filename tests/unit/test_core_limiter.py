@@ -1,0 +1,232 @@
+"""Sliding-window rate limiting (worker/limiter.py): arithmetic on a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.strategies import margins, rates
+from worker.limiter import Limiter, WindowLog
+from worker.settings import Rate
+
+DATO = Rate(60, 3.0)
+
+
+def send_at(log: WindowLog, ready: float) -> float:
+    """When a request ready at ``ready`` goes out, as Limiter.acquire decides it."""
+    t = ready
+    for _ in range(100):
+        wait = log.delay(t)
+        if wait <= 0:
+            log.record(t)
+            return t
+        t += wait
+    raise AssertionError(f"no slot found from {ready}")
+
+
+def schedule(rate: Rate, margin: float, arrivals: list[float]) -> tuple[WindowLog, list[float]]:
+    log = WindowLog(rate, margin)
+    sends: list[float] = []
+    for arrival in sorted(arrivals):
+        ready = max(arrival, sends[-1]) if sends else arrival  # first come, first served
+        sends.append(send_at(log, ready))
+    return log, sends
+
+
+def test_sixty_per_three_seconds_uses_the_whole_window_then_waits_for_it() -> None:
+    """60/3s: 60 sends at t=0, the 61st at exactly t = 3 + margin."""
+    log, sends = schedule(DATO, 0.05, [0.0] * 61)
+    assert sends[:60] == [0.0] * 60
+    assert sends[60] == pytest.approx(3.05)
+    assert log.used(3.05) == 1  # the first 60 left the window exactly then
+
+
+def test_delay_is_zero_below_the_limit_and_exact_at_it() -> None:
+    """delay = time until the oldest send that must leave is out of the window."""
+    log = WindowLog(Rate(2, 10.0))
+    assert log.delay(0.0) == 0.0
+    log.record(1.0)
+    assert log.delay(1.0) == 0.0
+    log.record(4.0)
+    assert log.delay(5.0) == pytest.approx(6.0)  # 1.0 leaves at 11.0
+    assert log.delay(11.0) == 0.0  # half-open: a send at 1.0 no longer counts at 11.0
+    assert log.used(11.0) == 1
+
+
+def test_margin_widens_the_window() -> None:
+    """The margin covers send-to-arrival skew by counting a longer window."""
+    log = WindowLog(Rate(1, 10.0), margin=0.5)
+    log.record(0.0)
+    assert log.window == 10.5
+    assert log.delay(10.0) == pytest.approx(0.5)
+    assert log.delay(10.5) == 0.0
+
+
+def test_block_until_holds_every_request_until_the_server_time() -> None:
+    """A 429 wait blocks even with room in the window, and never shortens."""
+    log = WindowLog(Rate(100, 1.0))
+    log.block_until(7.0)
+    log.block_until(3.0)  # an earlier hint does not cut the wait
+    assert log.delay(2.0) == pytest.approx(5.0)
+    assert log.delay(7.0) == 0.0
+    assert log.delay(8.0) == 0.0
+
+
+def test_block_and_window_wait_take_the_longer() -> None:
+    """When both the window and a server wait apply, the later one wins."""
+    log = WindowLog(Rate(1, 10.0))
+    log.record(0.0)
+    log.block_until(4.0)
+    assert log.delay(1.0) == pytest.approx(9.0)
+    log.block_until(20.0)
+    assert log.delay(1.0) == pytest.approx(19.0)
+
+
+def test_observe_remaining_makes_the_log_conservative() -> None:
+    """The server counting more than we sent adds phantom sends; fewer changes nothing."""
+    log = WindowLog(Rate(10, 3.0))
+    for _ in range(2):
+        log.record(0.0)
+    log.observe_remaining(5, now=1.0)  # server: 5 left, we thought 8
+    assert log.used(1.0) == 5
+    assert log.delay(1.0) == 0.0
+    log.observe_remaining(9, now=1.0)  # server more generous: keep our count
+    assert log.used(1.0) == 5
+    log.observe_remaining(0, now=2.0)
+    assert log.used(2.0) == 10
+    assert log.delay(2.0) == pytest.approx(1.0)  # the sends at 0.0 leave at 3.0
+    log.observe_remaining(-3, now=2.0)  # nonsense below zero reads as zero
+    assert log.used(2.0) == 10
+
+
+def test_observe_remaining_phantoms_expire_with_the_window() -> None:
+    """Phantom sends are dated now and leave one window later."""
+    log = WindowLog(Rate(5, 3.0))
+    log.observe_remaining(0, now=10.0)
+    assert log.delay(10.0) == pytest.approx(3.0)
+    assert log.used(13.0) == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rate=rates,
+    margin=margins,
+    arrivals=st.lists(st.floats(0.0, 30.0), min_size=1, max_size=60),
+)
+def test_property_never_more_than_limit_in_any_window(
+    rate: Rate, margin: float, arrivals: list[float]
+) -> None:
+    """Any arrivals, any rate and margin: no half-open window of length seconds + margin
+    holds more than `limit` sends, and no request waits when there is room (full use)."""
+    _, sends = schedule(rate, margin, arrivals)
+    window = rate.seconds + margin
+    limit = rate.requests
+    assert sends == sorted(sends)
+    for i in range(len(sends) - limit):
+        assert sends[i + limit] >= sends[i] + window
+    for i, (arrival, sent) in enumerate(zip(sorted(arrivals), sends, strict=True)):
+        ready = max(arrival, sends[i - 1]) if i else arrival
+        if sent > ready:  # waited: only because `limit` sends filled the window before it
+            assert i >= limit
+            assert sent == pytest.approx(sends[i - limit] + window, abs=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rate=rates, margin=margins, arrivals=st.lists(st.floats(0.0, 30.0), max_size=40))
+def test_property_one_step_delay_is_within_rounding_of_the_window(
+    rate: Rate, margin: float, arrivals: list[float]
+) -> None:
+    """Sending at now + delay(now) without re-checking also respects the window (to 1e-9)."""
+    log = WindowLog(rate, margin)
+    sends: list[float] = []
+    for arrival in sorted(arrivals):
+        now = max(arrival, sends[-1]) if sends else arrival
+        t = now + log.delay(now)
+        log.record(t)
+        sends.append(t)
+    for i in range(len(sends) - rate.requests):
+        assert sends[i + rate.requests] >= sends[i] + log.window - 1e-9
+
+
+# --- Limiter: real asyncio, fake clock, short waits -----------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_acquire_is_immediate_with_room_and_reports_zero_wait() -> None:
+    """Below the limit acquire returns at once and counts the send."""
+    clock, waits = FakeClock(), []
+    limiter = Limiter(Rate(2, 0.05), clock=clock, on_wait=waits.append)
+    assert limiter.has_room()
+    await asyncio.wait_for(limiter.acquire(), 1)
+    await asyncio.wait_for(limiter.acquire(), 1)
+    assert waits == [0.0, 0.0]
+    assert limiter.used() == 2
+    assert not limiter.has_room()
+    assert limiter.room_in() == pytest.approx(0.05)
+
+
+async def test_acquire_waits_until_the_window_frees_a_slot() -> None:
+    """A full window makes acquire wait; it returns once the (fake) clock passes the window,
+    and the waited time is reported."""
+    clock, waits = FakeClock(), []
+    limiter = Limiter(Rate(1, 0.02), clock=clock, on_wait=waits.append)
+    await limiter.acquire()
+    second = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.03)
+    assert not second.done()  # real time passed, but the fake clock did not
+    clock.now += 0.02
+    await asyncio.wait_for(second, 1)
+    assert waits == [0.0, pytest.approx(0.02)]
+
+
+async def test_acquire_is_first_come_first_served() -> None:
+    """Waiters get slots in the order they asked."""
+    clock = FakeClock()
+    limiter = Limiter(Rate(1, 0.01), clock=clock)
+    order: list[int] = []
+
+    async def ask(n: int) -> None:
+        await limiter.acquire()
+        order.append(n)
+
+    tasks = [asyncio.create_task(ask(n)) for n in range(4)]
+    for _ in range(4):
+        await asyncio.sleep(0.015)
+        clock.now += 0.01
+    await asyncio.wait_for(asyncio.gather(*tasks), 2)
+    assert order == [0, 1, 2, 3]
+
+
+async def test_penalize_blocks_acquire_for_the_server_wait() -> None:
+    """A server wait (penalize) holds acquire even with room in the window."""
+    clock = FakeClock()
+    limiter = Limiter(Rate(100, 1.0), clock=clock)
+    limiter.penalize(0.02)
+    assert not limiter.has_room()
+    task = asyncio.create_task(limiter.acquire())
+    await asyncio.sleep(0.03)
+    assert not task.done()
+    clock.now += 0.02
+    await asyncio.wait_for(task, 1)
+    assert limiter.used() == 1
+
+
+async def test_limiter_observe_remaining_uses_its_clock() -> None:
+    """observe_remaining on the Limiter counts phantoms at the clock's now."""
+    clock = FakeClock()
+    limiter = Limiter(Rate(3, 1.0), clock=clock)
+    limiter.observe_remaining(0)
+    assert limiter.used() == 3
+    clock.now += 1.0
+    assert limiter.used() == 0
+    assert limiter.has_room()
