@@ -113,14 +113,16 @@ class Coalescer:
             return None
         if self.is_full(key):
             return 0.0
-        oldest = queue.items[0].ready_at or now
+        ready_at = queue.items[0].ready_at
+        oldest = ready_at if ready_at is not None else now
         return max(0.0, oldest + linger - now)
 
     def oldest(self, key: BatchKey) -> float:
         queue = self._queues.get(key)
         if queue is None or not queue.items:
             return float("inf")
-        return queue.items[0].ready_at or 0.0
+        ready_at = queue.items[0].ready_at
+        return ready_at if ready_at is not None else 0.0
 
     def take(self, key: BatchKey, body_overhead: int = 2) -> list[Item]:
         """Take the largest batch the API allows for ``key``: oldest items first."""

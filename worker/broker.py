@@ -31,6 +31,7 @@ from worker.settings import Settings
 log = logging.getLogger("bulkops.broker")
 
 REASON_HEADER = "x-bulkops-reason"
+PUBLISH_CHUNK = 64
 
 
 async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
@@ -143,9 +144,13 @@ class Session:
         """Publish, wait for every confirm, then ack the requests now fully answered."""
         assert self.engine is not None
         publisher = self.publisher
-        await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in pairs))
-        settle = [t for t, o in pairs if self.engine.record_outcome(t, o)]
-        await asyncio.gather(*(t.delivery.ack() for t in settle))
+        # In chunks: confirms stay pipelined, yet deliveries get the loop between chunks, so a
+        # batch of 10,000 outcomes does not stall intake (and with it the next batch's fill).
+        for start in range(0, len(pairs), PUBLISH_CHUNK):
+            chunk = pairs[start : start + PUBLISH_CHUNK]
+            await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in chunk))
+            settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
+            await asyncio.gather(*(t.delivery.ack() for t in settle))
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         assert self.engine is not None
@@ -200,23 +205,35 @@ class ConnectionLost(Exception):
     pass
 
 
+async def _connect(settings: Settings, role: str, lost: asyncio.Event) -> Any:
+    connection = await aio_pika.connect(
+        settings.amqp_url.get_secret_value(),
+        client_properties={"connection_name": f"bulkops-{role}"},
+    )
+    connection.close_callbacks.add(lambda *_: lost.set())
+    return connection
+
+
 async def run_session(
     settings: Settings, metrics: Metrics, http: httpx.AsyncClient, stopping: asyncio.Event,
     health: Health,
 ) -> None:
-    """One connection's life. Returns after a clean drain; raises ConnectionLost otherwise."""
-    connection = await aio_pika.connect(
-        settings.amqp_url.get_secret_value(), client_properties={"connection_name": "bulkops"}
-    )
+    """One broker session. Returns after a clean drain; raises ConnectionLost otherwise.
+
+    Outcomes go out on a connection of their own, as RabbitMQ advises: a busy publisher
+    then never holds up deliveries to the consumer (nor is held up by flow control on it).
+    """
     lost = asyncio.Event()
-    async with connection:
-        connection.close_callbacks.add(lambda *_: lost.set())
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    consuming = await _connect(settings, "consume", lost)
+    async with consuming, await _connect(settings, "publish", lost) as publishing:
+        channel = await consuming.channel()
         channel.close_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=settings.prefetch)
         queue = await declare_topology(channel, settings)
-        exchange = await channel.get_exchange(settings.results_exchange)
-        session = Session(settings, metrics, Publisher(exchange, channel, settings, metrics))
+        out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
+        out.close_callbacks.add(lambda *_: lost.set())
+        exchange = await out.get_exchange(settings.results_exchange)
+        session = Session(settings, metrics, Publisher(exchange, out, settings, metrics))
         async with asyncio.TaskGroup() as tasks:
             engine = session.engine = Engine(settings, metrics, http, session.publish_outcomes, tasks)
             tag = await queue.consume(session.on_message)
@@ -225,7 +242,7 @@ async def run_session(
             try:
                 await _first(stopping.wait(), lost.wait())
                 if lost.is_set():
-                    raise ConnectionLost("the broker connection or channel closed")
+                    raise ConnectionLost("a broker connection or channel closed")
                 await queue.cancel(tag)
                 await _drain(engine, settings, lost)
             finally:

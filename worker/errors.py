@@ -7,6 +7,7 @@ connections, DatoCMS errors marked ``transient``. Everything else is permanent.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,9 @@ import httpx
 import orjson
 
 from worker.messages import ErrorInfo
+
+
+MAX_SERVER_WAIT = 600.0  # a longer wait than this is a broken header, not a plan
 
 
 @dataclass(slots=True)
@@ -38,9 +42,11 @@ def header_seconds(headers: httpx.Headers, *names: str) -> float | None:
         if value is None:
             continue
         try:
-            return max(0.0, float(value))
+            seconds = float(value)
         except ValueError:
             continue  # an HTTP date in Retry-After: fall back to backoff
+        if math.isfinite(seconds):
+            return min(max(0.0, seconds), MAX_SERVER_WAIT)
     return None
 
 

@@ -55,6 +55,7 @@ class ScopedClient:
             self._count(endpoint, "error", started)
             raise from_transport(exc) from exc
         self._count(endpoint, str(response.status_code), started)
+        self.limiter.observe_latency(time.monotonic() - started)
         self._learn(response)
         if response.is_success:
             return response

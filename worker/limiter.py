@@ -3,8 +3,12 @@
 The APIs count requests in a window (DatoCMS 60 per 3 s per token, Bloomreach 5 per 10 s per
 catalog). A sliding log of send times lets the worker use every request of the window and
 never one more: a request may go when fewer than ``limit`` requests were sent in the last
-``window + margin`` seconds. The margin covers the difference between when we send and when
-the API sees the request arrive.
+``window + margin`` seconds.
+
+The margin covers the difference between when we send and when the API sees the request
+arrive, which can be anything up to the request's latency: if request i arrives late
+(at most its latency after we sent it) and request i+limit arrives at once, the API sees them
+closer than we sent them. So the margin is at least the slowest recent latency of the scope.
 
 ``WindowLog`` is pure arithmetic over timestamps; ``Limiter`` adds the clock and the waiting.
 """
@@ -24,9 +28,19 @@ class WindowLog:
 
     def __init__(self, rate: Rate, margin: float = 0.0) -> None:
         self.limit = rate.requests
+        self.seconds = rate.seconds
+        self.base_margin = margin
         self.window = rate.seconds + margin
         self._sent: deque[float] = deque()
         self._blocked_until = 0.0
+        self._latencies: deque[float] = deque(maxlen=max(8, 2 * rate.requests))
+
+    def observe_latency(self, seconds: float) -> None:
+        """A request of this scope took ``seconds`` from send to answer: widen the margin."""
+        self._latencies.append(max(0.0, seconds))
+        # Capped at one window: a single stuck request must not stall the scope for long.
+        slowest = min(self.seconds, max(self._latencies))
+        self.window = self.seconds + max(self.base_margin, slowest)
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.window:
@@ -96,6 +110,9 @@ class Limiter:
             self.log.record(now)
         if self._on_wait is not None:
             self._on_wait(now - started)
+
+    def observe_latency(self, seconds: float) -> None:
+        self.log.observe_latency(seconds)
 
     def penalize(self, seconds: float) -> None:
         self.log.block_until(self._clock() + seconds)

@@ -7,15 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import httpx
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.app import run
 from worker.emulator import Emulator
@@ -113,6 +118,36 @@ class Rig:
             code = await asyncio.wait_for(task, 60)
             assert code == 0
 
+    def env(self, **overrides: Any) -> dict[str, str]:
+        """Environment for a worker subprocess: the same settings as ``settings()``."""
+        settings = self.settings(**overrides)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BULKOPS_")}
+        for name, value in settings.model_dump(mode="json").items():
+            if name == "targets":
+                targets = {
+                    t: {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+                        for k, v in dict(target).items() if v is not None}
+                    for t, target in settings.targets.items()
+                }
+                env["BULKOPS_TARGETS"] = orjson.dumps(targets).decode()
+            elif name == "amqp_url":
+                env["BULKOPS_AMQP_URL"] = settings.amqp_url.get_secret_value()
+            else:
+                env[f"BULKOPS_{name.upper()}"] = str(value)
+        env["BULKOPS_HTTP_PORT"] = str(free_port())
+        return env
+
+    @contextlib.asynccontextmanager
+    async def worker_process(self, env: dict[str, str] | None = None) -> AsyncIterator[Proc]:
+        """Run ``python -m worker run`` as a real process; leaving the block sends SIGTERM
+        and expects exit code 0."""
+        proc = await start_worker(env or self.env())
+        try:
+            yield proc
+        finally:
+            code = await proc.terminate()
+            assert code == 0, f"worker exited {code}: {proc.stderr_tail()}"
+
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
         return value or 0.0
@@ -151,6 +186,77 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
                     await channel.queue_delete(name)
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(names[2])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A worker subprocess, its metrics port and its stderr (JSON log lines)."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    stderr: list[str] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    async def scrape(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
+        samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return samples
+
+    async def ready(self, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout), httpx.AsyncClient() as client:
+            while True:
+                if self.process.returncode is not None:
+                    raise AssertionError(f"worker died: {self.stderr_tail()}")
+                try:
+                    response = await client.get(f"http://127.0.0.1:{self.port}/readyz")
+                    if response.status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+
+    async def terminate(self, timeout: float = 60.0) -> int:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.process.wait(), timeout)
+        if self.reader is not None:
+            await self.reader
+        return code
+
+    def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+
+    def stderr_tail(self) -> str:
+        return "\n".join(self.stderr[-20:])
+
+
+async def start_worker(env: dict[str, str], ready: bool = True) -> Proc:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "run", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    proc = Proc(process, int(env["BULKOPS_HTTP_PORT"]))
+
+    async def read() -> None:
+        assert process.stderr is not None
+        async for line in process.stderr:
+            proc.stderr.append(line.decode(errors="replace").rstrip())
+
+    proc.reader = asyncio.create_task(read())
+    if ready:
+        await proc.ready()
+    return proc
 
 
 def ids(prefix: str, n: int) -> list[str]:

@@ -202,10 +202,6 @@ def test_due_in_uses_release_time_for_an_item_freed_by_done() -> None:
     assert c.due_in(UNPUB_KEY, 7.1, 0.3) == pytest.approx(0.2)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: due_in/oldest treat ready_at == 0.0 as missing (`ready_at or now`)",
-)
 def test_due_in_with_an_item_ready_at_time_zero() -> None:
     """A clock that starts at 0.0 (fake clocks, loop.time in tests) must linger the same."""
     c = Coalescer()

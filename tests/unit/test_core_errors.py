@@ -65,7 +65,6 @@ def test_negative_wait_reads_as_zero() -> None:
     assert from_response(response(429, headers={"Retry-After": "-5"})).wait == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: header_seconds accepts 'inf' (float()) as a wait")
 def test_non_finite_retry_after_is_not_an_endless_wait() -> None:
     """'inf' is not delay-seconds; taken as a wait it blocks the rate scope forever."""
     wait = from_response(response(429, headers={"Retry-After": "inf"})).wait
