@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from worker import logs
@@ -31,15 +32,14 @@ def main(argv: list[str] | None = None) -> int:
         from worker.emulator import EmulatorConfig, serve
 
         logs.configure("INFO")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve(EmulatorConfig(host=args.host, port=args.port)))
-        except KeyboardInterrupt:
-            pass
         return 0
     from worker.demo import demo as run_demo
 
-    logs.configure("WARNING")
-    return asyncio.run(run_demo(args.amqp_url))
+    logs.configure("ERROR")
+    code: int = asyncio.run(run_demo(args.amqp_url))
+    return code
 
 
 if __name__ == "__main__":

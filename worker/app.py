@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -27,8 +28,11 @@ BROKER_ERRORS = (
 )
 
 
-async def run(settings: Settings, stopping: asyncio.Event | None = None,
-              registry: CollectorRegistry | None = None) -> int:
+async def run(
+    settings: Settings,
+    stopping: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
+) -> int:
     """Run until SIGTERM/SIGINT (or ``stopping``); reconnect whenever the broker goes away."""
     stopping = stopping or asyncio.Event()
     registry = registry or CollectorRegistry()
@@ -36,10 +40,8 @@ async def run(settings: Settings, stopping: asyncio.Event | None = None,
     health = Health(registry, metrics)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stopping.set)
-        except (NotImplementedError, RuntimeError):  # not the main thread
-            pass
     await health.start(settings.http_host, settings.http_port)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=10.0)
@@ -52,18 +54,24 @@ async def run(settings: Settings, stopping: asyncio.Event | None = None,
     return 0
 
 
-async def _sessions(settings: Settings, metrics: Metrics, http: httpx.AsyncClient,
-                    stopping: asyncio.Event, health: Health) -> None:
+async def _sessions(
+    settings: Settings,
+    metrics: Metrics,
+    http: httpx.AsyncClient,
+    stopping: asyncio.Event,
+    health: Health,
+) -> None:
     delay = 0.5
     while not stopping.is_set():
         try:
             await run_session(settings, metrics, http, stopping, health)
             return
         except* BROKER_ERRORS as group:
-            log.error("broker session ended: %s; reconnecting in %.1fs",
-                      "; ".join(str(e) for e in group.exceptions)[:500], delay)
-        try:
+            log.error(
+                "broker session ended: %s; reconnecting in %.1fs",
+                "; ".join(str(e) for e in group.exceptions)[:500],
+                delay,
+            )
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), delay)
-        except TimeoutError:
-            pass
         delay = min(delay * 2, 30.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from worker.operations import Operation
 
@@ -28,7 +29,7 @@ class Item:
     id: str
     cost: int
     consumed_at: float
-    waiters: list[object] = field(default_factory=list)
+    waiters: list[Any] = field(default_factory=list)  # the requests this item answers
     ready_at: float | None = None
     sent: bool = False
     attempts: int = 0
@@ -61,7 +62,12 @@ class Coalescer:
         self.pending = 0  # items added and not yet done
 
     def add(
-        self, operation: Operation, key: BatchKey, item_id: str, waiter: object, now: float,
+        self,
+        operation: Operation,
+        key: BatchKey,
+        item_id: str,
+        waiter: Any,
+        now: float,
         cost: int = 0,
     ) -> Item:
         """Add one requester's id; returns the item that will answer it (maybe an existing one).

@@ -23,6 +23,8 @@ from worker.messages import ErrorInfo
 from worker.operations import Operation
 from worker.settings import BloomreachTarget
 
+OPERATION = "bloomreach.catalog_items.delete"
+
 
 def truthy(value: Any) -> bool:
     if isinstance(value, str):
@@ -51,7 +53,9 @@ def map_answer(ids: list[str], body: Any) -> dict[str, ItemResult]:
     results: dict[str, ItemResult] = {}
     for item_id, element in zip(ids, body, strict=True):
         ok = isinstance(element, dict) and truthy(element.get("success"))
-        results[item_id] = ItemResult("succeeded") if ok else ItemResult("failed", item_error(element))
+        results[item_id] = (
+            ItemResult("succeeded") if ok else ItemResult("failed", item_error(element))
+        )
     return results
 
 
@@ -77,7 +81,8 @@ class Bloomreach:
     def url(self, catalog_id: str) -> str:
         project = quote(self.target.project_id, safe="")
         catalog = quote(catalog_id, safe="")
-        return f"{self.target.base_url}/data/v2/projects/{project}/catalogs/{catalog}/items/bulk-delete"
+        path = f"/data/v2/projects/{project}/catalogs/{catalog}/items/bulk-delete"
+        return self.target.base_url + path
 
     async def execute(
         self, key: BatchKey, ids: list[str], client: ScopedClient, acquired: bool
@@ -88,7 +93,11 @@ class Bloomreach:
         return results
 
     async def _send(
-        self, url: str, ids: list[str], client: ScopedClient, acquired: bool,
+        self,
+        url: str,
+        ids: list[str],
+        client: ScopedClient,
+        acquired: bool,
         results: dict[str, ItemResult],
     ) -> None:
         headers = {"Authorization": self._auth, "Content-Type": "application/json"}
@@ -103,7 +112,9 @@ class Bloomreach:
             return map_answer(ids, _json(response.content))
 
         try:
-            answered, attempts = await self.retry.run(call)
+            answered, attempts = await self.retry.run(
+                call, lambda error: client.count_retry(OPERATION, error)
+            )
         except RetriesExhausted as exc:
             if exc.error.status == 400 and len(ids) > 1:
                 half = len(ids) // 2

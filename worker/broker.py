@@ -16,9 +16,8 @@ from typing import Any
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
-
 import httpx
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from worker.adapters import ItemResult
 from worker.engine import Engine, Tracked
@@ -77,7 +76,10 @@ class Publisher:
     """Publishes outcomes with confirms and ``mandatory``; a return or nack is retried."""
 
     def __init__(
-        self, exchange: AbstractExchange, dlq_channel: AbstractChannel, settings: Settings,
+        self,
+        exchange: AbstractExchange,
+        dlq_channel: AbstractChannel,
+        settings: Settings,
         metrics: Metrics,
     ) -> None:
         self.exchange = exchange
@@ -94,9 +96,10 @@ class Publisher:
             correlation_id=correlation_id or outcome.request_id,
             type="bulkops.outcome",
         )
-        await self._confirmed(lambda: self.exchange.publish(
-            message, outcome.routing_key, mandatory=True
-        ), f"outcome {outcome.routing_key}")
+        await self._confirmed(
+            lambda: self.exchange.publish(message, outcome.routing_key, mandatory=True),
+            f"outcome {outcome.routing_key}",
+        )
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         headers: dict[str, Any] = dict(message.headers or {})
@@ -111,9 +114,10 @@ class Publisher:
             correlation_id=message.correlation_id,
             timestamp=message.timestamp,
         )
-        await self._confirmed(lambda: self.default.publish(
-            copy, self.settings.dead_letter_queue, mandatory=True
-        ), "dead letter")
+        await self._confirmed(
+            lambda: self.default.publish(copy, self.settings.dead_letter_queue, mandatory=True),
+            "dead letter",
+        )
 
     async def _confirmed(self, publish: Callable[[], Awaitable[Any]], what: str) -> None:
         delay = 0.2
@@ -162,16 +166,21 @@ class Session:
         self.metrics.messages_consumed.labels(parsed.operation.name, parsed.target).inc()
         stamp = message.timestamp.timestamp() if message.timestamp else None
         tracked = Tracked(
-            delivery, parsed, message.correlation_id, stamp,
+            delivery,
+            parsed,
+            message.correlation_id,
+            stamp,
             remaining=len(parsed.ids) + len(parsed.rejected),
         )
         if parsed.ids:
             self.engine.accept(tracked)
         if parsed.rejected:
-            await self.publish_outcomes([
-                (tracked, tracked.outcome(r.id, ItemResult("rejected", r.error(), 0), None))
-                for r in parsed.rejected
-            ])
+            await self.publish_outcomes(
+                [
+                    (tracked, tracked.outcome(r.id, ItemResult("rejected", r.error(), 0), None))
+                    for r in parsed.rejected
+                ]
+            )
 
     async def _invalid(
         self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
@@ -184,9 +193,7 @@ class Session:
         log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
         await self.publisher.dead_letter(message, invalid.reason)
         outcomes = invalid.outcomes(utc_now())
-        await asyncio.gather(*(
-            self.publisher.outcome(o, message.correlation_id) for o in outcomes
-        ))
+        await asyncio.gather(*(self.publisher.outcome(o, message.correlation_id) for o in outcomes))
         self.metrics.item_outcomes.labels(*labels, "rejected").inc(len(outcomes))
         self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(len(outcomes))
         await delivery.ack()
@@ -215,7 +222,10 @@ async def _connect(settings: Settings, role: str, lost: asyncio.Event) -> Any:
 
 
 async def run_session(
-    settings: Settings, metrics: Metrics, http: httpx.AsyncClient, stopping: asyncio.Event,
+    settings: Settings,
+    metrics: Metrics,
+    http: httpx.AsyncClient,
+    stopping: asyncio.Event,
     health: Health,
 ) -> None:
     """One broker session. Returns after a clean drain; raises ConnectionLost otherwise.
@@ -235,7 +245,9 @@ async def run_session(
         exchange = await out.get_exchange(settings.results_exchange)
         session = Session(settings, metrics, Publisher(exchange, out, settings, metrics))
         async with asyncio.TaskGroup() as tasks:
-            engine = session.engine = Engine(settings, metrics, http, session.publish_outcomes, tasks)
+            engine = session.engine = Engine(
+                settings, metrics, http, session.publish_outcomes, tasks
+            )
             tag = await queue.consume(session.on_message)
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)

@@ -47,20 +47,44 @@ class Action:
 
 ACTIONS = {
     "datocms.items.publish": Action(
-        "/items/bulk/publish", "item_bulk_publish_operation", "items", "item",
-        "PUT", "/items/{id}/publish", "published", "items_bulk_publish",
+        "/items/bulk/publish",
+        "item_bulk_publish_operation",
+        "items",
+        "item",
+        "PUT",
+        "/items/{id}/publish",
+        "published",
+        "items_bulk_publish",
     ),
     "datocms.items.unpublish": Action(
-        "/items/bulk/unpublish", "item_bulk_unpublish_operation", "items", "item",
-        "PUT", "/items/{id}/unpublish", "draft", "items_bulk_unpublish",
+        "/items/bulk/unpublish",
+        "item_bulk_unpublish_operation",
+        "items",
+        "item",
+        "PUT",
+        "/items/{id}/unpublish",
+        "draft",
+        "items_bulk_unpublish",
     ),
     "datocms.items.destroy": Action(
-        "/items/bulk/destroy", "item_bulk_destroy_operation", "items", "item",
-        "DELETE", "/items/{id}", None, "items_bulk_destroy",
+        "/items/bulk/destroy",
+        "item_bulk_destroy_operation",
+        "items",
+        "item",
+        "DELETE",
+        "/items/{id}",
+        None,
+        "items_bulk_destroy",
     ),
     "datocms.uploads.destroy": Action(
-        "/uploads/bulk/destroy", "upload_bulk_destroy_operation", "uploads", "upload",
-        "DELETE", "/uploads/{id}", None, "uploads_bulk_destroy",
+        "/uploads/bulk/destroy",
+        "upload_bulk_destroy_operation",
+        "uploads",
+        "upload",
+        "DELETE",
+        "/uploads/{id}",
+        None,
+        "uploads_bulk_destroy",
     ),
 }
 
@@ -70,7 +94,12 @@ REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
 def bulk_body(action: Action, ids: list[str]) -> bytes:
     members = [{"type": action.resource, "id": item_id} for item_id in ids]
     return orjson.dumps(
-        {"data": {"type": action.op_type, "relationships": {action.relationship: {"data": members}}}}
+        {
+            "data": {
+                "type": action.op_type,
+                "relationships": {action.relationship: {"data": members}},
+            }
+        }
     )
 
 
@@ -159,7 +188,11 @@ class _Run:
     """One batch's way through the API: submit, follow, attribute, split when refused."""
 
     def __init__(
-        self, adapter: DatoCMS, action: Action, key: BatchKey, client: ScopedClient,
+        self,
+        adapter: DatoCMS,
+        action: Action,
+        key: BatchKey,
+        client: ScopedClient,
         results: dict[str, ItemResult],
     ) -> None:
         self.a = adapter
@@ -169,6 +202,9 @@ class _Run:
         self.client = client
         self.results = results
         self.metrics = client.metrics
+
+    def _on_retry(self, error: ApiError) -> None:
+        self.client.count_retry(self.key[0], error)
 
     def _fail_all(self, ids: list[str], result: ItemResult) -> None:
         for item_id in ids:
@@ -194,19 +230,24 @@ class _Run:
                     await self._isolate(ids, exc)
                     return
                 pause = policy.pause(attempt, exc)
-                if not exc.retryable or attempt >= policy.max_attempts or (
-                    time.monotonic() + pause > deadline
+                if (
+                    not exc.retryable
+                    or attempt >= policy.max_attempts
+                    or (time.monotonic() + pause > deadline)
                 ):
                     self._fail_all(ids, failure(RetriesExhausted(exc, attempt)))
                     return
-                self.metrics.retries.labels(self.key[0], self.key[1], _reason(exc)).inc()
+                self.client.count_retry(self.key[0], exc)
                 await asyncio.sleep(pause)
 
     async def _submit(self, ids: list[str], acquired: bool) -> str:
         response = await self.client.send(
-            self.action.endpoint, "POST", self.a.target.base_url + self.action.bulk_path,
+            self.action.endpoint,
+            "POST",
+            self.a.target.base_url + self.action.bulk_path,
             headers=self.a.headers(self.environment, body=True),
-            content=bulk_body(self.action, ids), acquired=acquired,
+            content=bulk_body(self.action, ids),
+            acquired=acquired,
         )
         try:
             return str(orjson.loads(response.content)["data"]["id"])
@@ -257,12 +298,15 @@ class _Run:
 
         async def call() -> dict[str, str]:
             response = await self.client.send(
-                f"{self.action.resource}s_read", "GET", self.a.target.base_url + path,
-                headers=self.a.headers(self.environment), params=params,
+                f"{self.action.resource}s_read",
+                "GET",
+                self.a.target.base_url + path,
+                headers=self.a.headers(self.environment),
+                params=params,
             )
             return read_back_states(orjson.loads(response.content))
 
-        states, _ = await self.a.retry.run(call)
+        states, _ = await self.a.retry.run(call, self._on_retry)
         return states
 
     async def _attribute(self, ids: list[str], job: JobResult, job_id: str, attempts: int) -> None:
@@ -282,7 +326,9 @@ class _Run:
         if len(suspects) != job.failed:
             log.warning(
                 "job %s counted %d failed, read-back shows %d not applied",
-                job_id, job.failed, len(suspects),
+                job_id,
+                job.failed,
+                len(suspects),
             )
         await asyncio.gather(*(self._single(i, attempts, job_id) for i in suspects))
 
@@ -292,12 +338,14 @@ class _Run:
 
         async def call() -> None:
             await self.client.send(
-                self.action.endpoint.replace("bulk_", "single_"), self.action.single_method,
-                self.a.target.base_url + path, headers=self.a.headers(self.environment),
+                self.action.endpoint.replace("bulk_", "single_"),
+                self.action.single_method,
+                self.a.target.base_url + path,
+                headers=self.a.headers(self.environment),
             )
 
         try:
-            _, extra = await self.a.retry.run(call)
+            _, extra = await self.a.retry.run(call, self._on_retry)
         except RetriesExhausted as exc:
             result = failure(exc, job_id)
             self.results[item_id] = ItemResult(
@@ -323,13 +371,3 @@ class _Run:
                 return
         half = len(ids) // 2
         await asyncio.gather(self.process(ids[:half]), self.process(ids[half:]))
-
-
-def _reason(exc: ApiError) -> str:
-    if exc.status == 429:
-        return "rate_limited"
-    if exc.status is not None and exc.status >= 500:
-        return "server_error"
-    if exc.code in ("timeout", "connection_error"):
-        return exc.code
-    return "transient"

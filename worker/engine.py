@@ -9,6 +9,7 @@ nothing is taken, so batches keep growing: under backlog every request is full.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -56,8 +57,18 @@ class Tracked:
         scope_env = req.scope if req.operation.scope_field == "environment" else None
         scope_cat = req.scope if req.operation.scope_field == "catalog_id" else None
         return Outcome(
-            req.request_id, req.operation.name, req.target, scope_env, scope_cat, item_id,
-            result.status, result.error, result.attempts, batch_id, result.job_id, utc_now(),
+            req.request_id,
+            req.operation.name,
+            req.target,
+            scope_env,
+            scope_cat,
+            item_id,
+            result.status,
+            result.error,
+            result.attempts,
+            batch_id,
+            result.job_id,
+            utc_now(),
         )
 
 
@@ -76,15 +87,17 @@ class _Scope:
 
     async def sleep(self, timeout: float | None) -> None:
         self.wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 class Engine:
     def __init__(
-        self, settings: Settings, metrics: Metrics, http: httpx.AsyncClient, publish: Publish,
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        http: httpx.AsyncClient,
+        publish: Publish,
         tasks: asyncio.TaskGroup,
     ) -> None:
         self.settings = settings
@@ -92,11 +105,15 @@ class Engine:
         self.http = http
         self.publish = publish
         retry = RetryPolicy(
-            settings.max_attempts, settings.retry_budget_seconds,
-            settings.backoff_base_seconds, settings.backoff_max_seconds,
+            settings.max_attempts,
+            settings.retry_budget_seconds,
+            settings.backoff_base_seconds,
+            settings.backoff_max_seconds,
         )
         self.adapters: dict[str, Adapter] = {
-            name: DatoCMS(t, settings, retry) if isinstance(t, DatoCMSTarget) else Bloomreach(t, retry)
+            name: DatoCMS(t, settings, retry)
+            if isinstance(t, DatoCMSTarget)
+            else Bloomreach(t, retry)
             for name, t in settings.targets.items()
         }
         self.coalescer = Coalescer()
@@ -133,7 +150,9 @@ class Engine:
         if scope is None:
             target = self.settings.targets[key[1]]
             gauge = self.metrics.rate_limit_wait.labels(key[1])
-            limiter = Limiter(target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe)
+            limiter = Limiter(
+                target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe
+            )
             client = ScopedClient(self.http, limiter, self.metrics, key[1])
             scope = self.scopes[rate_scope] = _Scope(limiter, client)
             self._spawn(self._dispatch(scope))
@@ -161,9 +180,11 @@ class Engine:
             if due is None:
                 scope.keys.discard(key)
                 continue
-            if due < best_due or (due == best_due and best is not None and (
-                self.coalescer.oldest(key) < self.coalescer.oldest(best)
-            )):
+            if due < best_due or (
+                due == best_due
+                and best is not None
+                and (self.coalescer.oldest(key) < self.coalescer.oldest(best))
+            ):
                 best, best_due = key, due
         return best, best_due
 
@@ -197,7 +218,6 @@ class Engine:
         now = time.monotonic()
         for item in items:
             for waiter in item.waiters:
-                assert isinstance(waiter, Tracked)
                 waiter.started = True
             self.metrics.item_wait.labels(*key[:2]).observe(now - item.consumed_at)
         task = self._spawn(self._run_batch(scope, key, items))
@@ -221,7 +241,9 @@ class Engine:
         self._log_batch(batch_id, key, items, results, started)
         await self._answer(items, results, batch_id)
 
-    async def _execute(self, scope: _Scope, key: BatchKey, items: list[Item]) -> dict[str, ItemResult]:
+    async def _execute(
+        self, scope: _Scope, key: BatchKey, items: list[Item]
+    ) -> dict[str, ItemResult]:
         ids = [item.id for item in items]
         try:
             return await self.adapters[key[1]].execute(key, ids, scope.client, acquired=True)
@@ -231,7 +253,11 @@ class Engine:
             return {i: ItemResult("failed", info) for i in ids}
 
     def _log_batch(
-        self, batch_id: str, key: BatchKey, items: list[Item], results: dict[str, ItemResult],
+        self,
+        batch_id: str,
+        key: BatchKey,
+        items: list[Item],
+        results: dict[str, ItemResult],
         started: float,
     ) -> None:
         counts: dict[str, int] = {}
@@ -240,20 +266,27 @@ class Engine:
         job_ids = sorted({r.job_id for r in results.values() if r.job_id})
         log.info(
             "batch done",
-            extra={"fields": {
-                "batch_id": batch_id, "operation": key[0], "target": key[1], "size": len(items),
-                "job_ids": job_ids[:5], "duration_s": round(time.monotonic() - started, 3),
-                "outcomes": counts,
-            }},
+            extra={
+                "fields": {
+                    "batch_id": batch_id,
+                    "operation": key[0],
+                    "target": key[1],
+                    "size": len(items),
+                    "job_ids": job_ids[:5],
+                    "duration_s": round(time.monotonic() - started, 3),
+                    "outcomes": counts,
+                }
+            },
         )
 
-    async def _answer(self, items: list[Item], results: dict[str, ItemResult], batch_id: str) -> None:
+    async def _answer(
+        self, items: list[Item], results: dict[str, ItemResult], batch_id: str
+    ) -> None:
         now = time.monotonic()
         pairs: list[tuple[Tracked, Outcome]] = []
         for item in items:
             result = results[item.id]
             for waiter in item.waiters:
-                assert isinstance(waiter, Tracked)
                 if not waiter.settled:
                     pairs.append((waiter, waiter.outcome(item.id, result, batch_id)))
             self._release(item, now)
@@ -276,7 +309,9 @@ class Engine:
         if outcome.error is not None:
             self.metrics.item_failures.labels(*labels, code_label(outcome.error.code)).inc()
         if tracked.timestamp is not None:
-            self.metrics.end_to_end.labels(*labels).observe(max(0.0, time.time() - tracked.timestamp))
+            self.metrics.end_to_end.labels(*labels).observe(
+                max(0.0, time.time() - tracked.timestamp)
+            )
         tracked.remaining -= 1
         if tracked.remaining == 0 and not tracked.settled:
             tracked.settled = True
@@ -306,15 +341,13 @@ class Engine:
                 for item in chain[: last + 1]:
                     for waiter in item.waiters:
                         if waiter not in keep:
-                            keep.add(waiter)  # type: ignore[arg-type]
+                            keep.add(waiter)
                             changed = True
         give_back = [t for t in self.tracked if t not in keep]
         for tracked in give_back:
             tracked.settled = True
             self.tracked.discard(tracked)
-        dropped = self.coalescer.discard_unsent(lambda item: all(
-            w.settled for w in item.waiters  # type: ignore[attr-defined]
-        ))
+        dropped = self.coalescer.discard_unsent(lambda item: all(w.settled for w in item.waiters))
         for item in dropped:
             self.metrics.pending_items.labels(*item.key[:2]).dec()
         for scope in self.scopes.values():

@@ -17,7 +17,6 @@ import orjson
 
 from worker.messages import ErrorInfo
 
-
 MAX_SERVER_WAIT = 600.0  # a longer wait than this is a broken header, not a plan
 
 
@@ -99,3 +98,13 @@ def backoff(
     """Exponential backoff with full jitter, never shorter than the server asked for."""
     jitter = rng.uniform(0, min(cap, base * (2 ** max(0, attempt - 1))))
     return max(server_wait or 0.0, jitter)
+
+
+def retry_reason(exc: ApiError) -> str:
+    if exc.status == 429:
+        return "rate_limited"
+    if exc.status is not None and exc.status >= 500:
+        return "server_error"
+    if exc.code in ("timeout", "connection_error"):
+        return exc.code
+    return "transient"

@@ -15,7 +15,14 @@ from typing import TypeVar
 
 import httpx
 
-from worker.errors import ApiError, backoff, from_response, from_transport, header_seconds
+from worker.errors import (
+    ApiError,
+    backoff,
+    from_response,
+    from_transport,
+    header_seconds,
+    retry_reason,
+)
 from worker.limiter import Limiter
 from worker.metrics import Metrics
 
@@ -60,6 +67,9 @@ class ScopedClient:
         if response.is_success:
             return response
         raise from_response(response)
+
+    def count_retry(self, operation: str, error: ApiError) -> None:
+        self.metrics.retries.labels(operation, self.target, retry_reason(error)).inc()
 
     def _count(self, endpoint: str, code: str, started: float) -> None:
         self.metrics.api_requests.labels(self.target, endpoint, code).inc()

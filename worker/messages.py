@@ -101,8 +101,18 @@ class Invalid:
         error = ErrorInfo(self.code, self.reason, False)
         return [
             Outcome(
-                self.request_id, self.operation or "invalid", self.target, None, None,
-                item_id, "rejected", error, 0, None, None, finished_at,
+                self.request_id,
+                self.operation or "invalid",
+                self.target,
+                None,
+                None,
+                item_id,
+                "rejected",
+                error,
+                0,
+                None,
+                None,
+                finished_at,
             )
             for item_id in self.readable_ids
         ]
@@ -118,11 +128,15 @@ def derive_request_id(body: bytes, message_id: str | None) -> str:
     return "sha256-" + hashlib.sha256(body).hexdigest()[:32]
 
 
-def parse_request(body: bytes, message_id: str | None, targets: Mapping[str, str]) -> Request | Invalid:
+def parse_request(
+    body: bytes, message_id: str | None, targets: Mapping[str, str]
+) -> Request | Invalid:
     """Validate a request body. ``targets`` maps configured target names to their API kind."""
     fallback_id = derive_request_id(body, message_id)
     if len(body) > MAX_BODY_BYTES:
-        return Invalid(f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", "too_large", fallback_id)
+        return Invalid(
+            f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", "too_large", fallback_id
+        )
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -136,7 +150,9 @@ def parse_request(body: bytes, message_id: str | None, targets: Mapping[str, str
     return _check_request(parsed, fallback_id, targets)
 
 
-def _check_request(body: RequestBody, fallback_id: str, targets: Mapping[str, str]) -> Request | Invalid:
+def _check_request(
+    body: RequestBody, fallback_id: str, targets: Mapping[str, str]
+) -> Request | Invalid:
     request_id = body.request_id or fallback_id
     ids = _unique_strings(body.ids)
 
@@ -186,7 +202,8 @@ def _unique_strings(values: object) -> tuple[str, ...]:
 
 def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str) -> Invalid:
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors()[:5]
     )
     text = {k: v for k, v in data.items() if isinstance(v, str) and len(v) <= 256}
     request_id = text.get("request_id", "")

@@ -54,81 +54,128 @@ class Metrics:
         self.registry = registry
         op_t = ("operation", "target")
         self.messages_consumed = Counter(
-            "bulkops_messages_consumed", "Request messages consumed.", ["operation", "target"],
+            "bulkops_messages_consumed",
+            "Request messages consumed.",
+            ["operation", "target"],
             registry=registry,
         )
         self.dead_lettered = Counter(
-            "bulkops_dead_lettered_messages", "Request messages parked on the dead-letter queue.",
-            ["reason"], registry=registry,
+            "bulkops_dead_lettered_messages",
+            "Request messages parked on the dead-letter queue.",
+            ["reason"],
+            registry=registry,
         )
         self.item_outcomes = Counter(
-            "bulkops_item_outcomes", "Item outcomes published, by status.",
-            [*op_t, "status"], registry=registry,
+            "bulkops_item_outcomes",
+            "Item outcomes published, by status.",
+            [*op_t, "status"],
+            registry=registry,
         )
         self.item_failures = Counter(
-            "bulkops_item_failures", "Failed or rejected items, by error code (bounded set).",
-            [*op_t, "code"], registry=registry,
+            "bulkops_item_failures",
+            "Failed or rejected items, by error code (bounded set).",
+            [*op_t, "code"],
+            registry=registry,
         )
         self.batch_size = Histogram(
-            "bulkops_batch_size_items", "Items per API batch.", op_t, buckets=_SIZES,
+            "bulkops_batch_size_items",
+            "Items per API batch.",
+            op_t,
+            buckets=_SIZES,
             registry=registry,
         )
         self.batch_fill = Histogram(
-            "bulkops_batch_fill_ratio", "Batch size over the API's maximum.", op_t, buckets=_FILL,
+            "bulkops_batch_fill_ratio",
+            "Batch size over the API's maximum.",
+            op_t,
+            buckets=_FILL,
             registry=registry,
         )
         self.api_requests = Counter(
-            "bulkops_api_requests", "HTTP requests sent to the APIs, by status code.",
-            ["target", "endpoint", "code"], registry=registry,
+            "bulkops_api_requests",
+            "HTTP requests sent to the APIs, by status code.",
+            ["target", "endpoint", "code"],
+            registry=registry,
         )
         self.api_latency = Histogram(
-            "bulkops_api_request_duration_seconds", "HTTP request latency.",
-            ["target", "endpoint"], buckets=_LATENCY, registry=registry,
+            "bulkops_api_request_duration_seconds",
+            "HTTP request latency.",
+            ["target", "endpoint"],
+            buckets=_LATENCY,
+            registry=registry,
         )
         self.rate_limited = Counter(
-            "bulkops_api_rate_limited", "429 answers received.", ["target"], registry=registry,
+            "bulkops_api_rate_limited",
+            "429 answers received.",
+            ["target"],
+            registry=registry,
         )
         self.rate_limit_wait = Histogram(
-            "bulkops_rate_limit_wait_seconds", "Time a request waited for its rate limiter.",
-            ["target"], buckets=_LATENCY, registry=registry,
+            "bulkops_rate_limit_wait_seconds",
+            "Time a request waited for its rate limiter.",
+            ["target"],
+            buckets=_LATENCY,
+            registry=registry,
         )
         self.rate_limit_used = Gauge(
             "bulkops_rate_limit_used_requests",
             "Requests in the current window of the busiest rate scope of a target.",
-            ["target"], registry=registry,
+            ["target"],
+            registry=registry,
         )
         self.rate_limit_allowed = Gauge(
-            "bulkops_rate_limit_allowed_requests", "Requests a rate scope may send per window.",
-            ["target"], registry=registry,
+            "bulkops_rate_limit_allowed_requests",
+            "Requests a rate scope may send per window.",
+            ["target"],
+            registry=registry,
         )
         self.pending_items = Gauge(
-            "bulkops_pending_items", "Items consumed and not yet answered.", op_t,
+            "bulkops_pending_items",
+            "Items consumed and not yet answered.",
+            op_t,
             registry=registry,
         )
         self.inflight_batches = Gauge(
-            "bulkops_inflight_batches", "Batches being sent or followed.", op_t, registry=registry,
+            "bulkops_inflight_batches",
+            "Batches being sent or followed.",
+            op_t,
+            registry=registry,
         )
         self.item_wait = Histogram(
-            "bulkops_item_wait_seconds", "Time from consumption to the item's first send.", op_t,
-            buckets=_LATENCY, registry=registry,
+            "bulkops_item_wait_seconds",
+            "Time from consumption to the item's first send.",
+            op_t,
+            buckets=_LATENCY,
+            registry=registry,
         )
         self.job_duration = Histogram(
-            "bulkops_job_duration_seconds", "DatoCMS job time, submit to result.", op_t,
-            buckets=_LATENCY, registry=registry,
+            "bulkops_job_duration_seconds",
+            "DatoCMS job time, submit to result.",
+            op_t,
+            buckets=_LATENCY,
+            registry=registry,
         )
         self.job_timeouts = Counter(
-            "bulkops_job_timeouts", "DatoCMS jobs that outlived their deadline.", op_t,
+            "bulkops_job_timeouts",
+            "DatoCMS jobs that outlived their deadline.",
+            op_t,
             registry=registry,
         )
         self.retries = Counter(
-            "bulkops_retries", "Requests sent again after a retryable error.",
-            [*op_t, "reason"], registry=registry,
+            "bulkops_retries",
+            "Requests sent again after a retryable error.",
+            [*op_t, "reason"],
+            registry=registry,
         )
         self.end_to_end = Histogram(
             "bulkops_end_to_end_latency_seconds",
-            "Request message timestamp to outcome published.", op_t, buckets=_LATENCY,
+            "Request message timestamp to outcome published.",
+            op_t,
+            buckets=_LATENCY,
             registry=registry,
         )
         self.ready = Gauge(
-            "bulkops_ready", "1 while connected to the broker and consuming.", registry=registry,
+            "bulkops_ready",
+            "1 while connected to the broker and consuming.",
+            registry=registry,
         )

@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -81,11 +82,18 @@ class Rig:
             "backoff_max_seconds": 0.5,
             "drain_timeout_seconds": 15,
             "targets": {
-                "main": {"kind": "datocms", "base_url": self.emulator.base_url,
-                         "api_token": "dato-token"},
-                "shop": {"kind": "bloomreach", "base_url": self.emulator.base_url,
-                         "api_key_id": "bloom-key", "api_secret": "bloom-secret",
-                         "project_id": "proj-1"},
+                "main": {
+                    "kind": "datocms",
+                    "base_url": self.emulator.base_url,
+                    "api_token": "dato-token",
+                },
+                "shop": {
+                    "kind": "bloomreach",
+                    "base_url": self.emulator.base_url,
+                    "api_key_id": "bloom-key",
+                    "api_secret": "bloom-secret",
+                    "project_id": "proj-1",
+                },
             },
         }
         base.update(overrides)
@@ -93,9 +101,12 @@ class Rig:
 
     async def publish(self, body: dict[str, Any] | bytes, **props: Any) -> None:
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        props.setdefault("timestamp", datetime.now(UTC))
         message = aio_pika.Message(
-            raw, content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, **props,
+            raw,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            **props,
         )
         await self.channel.default_exchange.publish(message, self.request_queue)
 
@@ -125,8 +136,11 @@ class Rig:
         for name, value in settings.model_dump(mode="json").items():
             if name == "targets":
                 targets = {
-                    t: {k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-                        for k, v in dict(target).items() if v is not None}
+                    t: {
+                        k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+                        for k, v in dict(target).items()
+                        if v is not None
+                    }
                     for t, target in settings.targets.items()
                 }
                 env["BULKOPS_TARGETS"] = orjson.dumps(targets).decode()
@@ -163,10 +177,15 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
         # Declare as the worker would, so tests can publish before the worker starts.
         from worker.broker import declare_topology
 
-        await declare_topology(channel, Settings(
-            _env_file=None, request_queue=names[0], dead_letter_queue=names[1],  # type: ignore[call-arg]
-            results_exchange=names[2],
-        ))
+        await declare_topology(
+            channel,
+            Settings(
+                _env_file=None,
+                request_queue=names[0],
+                dead_letter_queue=names[1],  # type: ignore[call-arg]
+                results_exchange=names[2],
+            ),
+        )
         results = Results()
         queue = await channel.declare_queue(f"t.{suffix}.outcomes", exclusive=True)
         await queue.bind(names[2], "#")
@@ -243,8 +262,13 @@ class Proc:
 
 async def start_worker(env: dict[str, str], ready: bool = True) -> Proc:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "run", env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "worker",
+        "run",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     proc = Proc(process, int(env["BULKOPS_HTTP_PORT"]))
 

@@ -12,9 +12,9 @@ pytestmark = pytest.mark.integration
 async def test_1000_single_id_messages_become_5_full_datocms_requests(r: Rig) -> None:
     """1,000 single-id publish messages for one scope are sent as 5 requests of 200."""
     wanted = ids("rec", 1000)
-    await r.publish_many([
-        {"operation": "datocms.items.publish", "target": "main", "ids": [i]} for i in wanted
-    ])
+    await r.publish_many(
+        [{"operation": "datocms.items.publish", "target": "main", "ids": [i]} for i in wanted]
+    )
     async with r.worker():
         outcomes = await r.results.wait_for(1000, timeout=60)
     assert sorted(o["id"] for o in outcomes) == wanted
@@ -34,11 +34,17 @@ async def test_20000_bloomreach_ids_in_200_id_messages_become_2_requests_of_1000
     proven is the coalescing, not the intake speed (the benchmark measures that).
     """
     wanted = ids("sku-", 20_000)
-    await r.publish_many([
-        {"operation": "bloomreach.catalog_items.delete", "target": "shop",
-         "catalog_id": "cat-1", "ids": wanted[n:n + 200]}
-        for n in range(0, 20_000, 200)
-    ])
+    await r.publish_many(
+        [
+            {
+                "operation": "bloomreach.catalog_items.delete",
+                "target": "shop",
+                "catalog_id": "cat-1",
+                "ids": wanted[n : n + 200],
+            }
+            for n in range(0, 20_000, 200)
+        ]
+    )
     async with r.worker_process(r.env(linger_seconds=1.0)):
         outcomes = await r.results.wait_for(20_000, timeout=60)
     assert {o["status"] for o in outcomes} == {"succeeded"}
@@ -61,11 +67,17 @@ async def test_backlog_under_rate_limit_sends_only_full_requests_and_never_breac
     targets = dict(settings.targets)
     targets["main"] = targets["main"].model_copy(update={"rate_limit": "10/1s"})
     env = r.env(targets=targets, prefetch=200)
-    await r.publish_many([
-        {"operation": "datocms.items.publish", "target": "main",
-         "environment": f"env-{n % 2}", "ids": ids(f"e{n % 2}m{n}x", 40)}
-        for n in range(150)
-    ])
+    await r.publish_many(
+        [
+            {
+                "operation": "datocms.items.publish",
+                "target": "main",
+                "environment": f"env-{n % 2}",
+                "ids": ids(f"e{n % 2}m{n}x", 40),
+            }
+            for n in range(150)
+        ]
+    )
     async with r.worker_process(env):
         outcomes = await r.results.wait_for(6_000, timeout=90)
     assert {o["status"] for o in outcomes} == {"succeeded"}

@@ -29,24 +29,47 @@ async def test_invalid_messages_are_dead_lettered_with_a_reason_and_readable_ids
     valid message in between is processed normally."""
     await r.publish(b"{not json", message_id="m-notjson")
     await r.publish(b"[1, 2]", message_id="m-list")
-    await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": "abc"},
-                    message_id="m-ids-string")
-    await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": ["ok-1"]},
-                    message_id="m-good")
-    await r.publish({"operation": "datocms.items.explode", "target": "main", "ids": ["u1"]},
-                    message_id="m-unknown-op")
-    await r.publish({"operation": "datocms.items.publish", "target": "nope", "ids": ["t1"]},
-                    message_id="m-unknown-target")
-    await r.publish({"operation": "bloomreach.catalog_items.delete", "target": "shop",
-                     "ids": ["s1"]}, message_id="m-no-catalog")
-    await r.publish({"operation": "datocms.items.publish", "target": "main",
-                     "ids": [f"i{n}" for n in range(10_001)]}, message_id="m-too-many")
+    await r.publish(
+        {"operation": "datocms.items.publish", "target": "main", "ids": "abc"},
+        message_id="m-ids-string",
+    )
+    await r.publish(
+        {"operation": "datocms.items.publish", "target": "main", "ids": ["ok-1"]},
+        message_id="m-good",
+    )
+    await r.publish(
+        {"operation": "datocms.items.explode", "target": "main", "ids": ["u1"]},
+        message_id="m-unknown-op",
+    )
+    await r.publish(
+        {"operation": "datocms.items.publish", "target": "nope", "ids": ["t1"]},
+        message_id="m-unknown-target",
+    )
+    await r.publish(
+        {"operation": "bloomreach.catalog_items.delete", "target": "shop", "ids": ["s1"]},
+        message_id="m-no-catalog",
+    )
+    await r.publish(
+        {
+            "operation": "datocms.items.publish",
+            "target": "main",
+            "ids": [f"i{n}" for n in range(10_001)],
+        },
+        message_id="m-too-many",
+    )
     async with r.worker():
         outcomes = await r.results.wait_for(1 + 1 + 1 + 1 + 10_001, timeout=30)
         letters = await dead_letters(r, 7)
     reasons = {m.message_id: m.headers[REASON_HEADER] for m in letters}
-    assert set(reasons) == {"m-notjson", "m-list", "m-ids-string", "m-unknown-op",
-                            "m-unknown-target", "m-no-catalog", "m-too-many"}
+    assert set(reasons) == {
+        "m-notjson",
+        "m-list",
+        "m-ids-string",
+        "m-unknown-op",
+        "m-unknown-target",
+        "m-no-catalog",
+        "m-too-many",
+    }
     assert "not JSON" in reasons["m-notjson"]
     assert "JSON object" in reasons["m-list"]
     assert "ids" in reasons["m-ids-string"]
@@ -69,9 +92,15 @@ async def test_invalid_messages_are_dead_lettered_with_a_reason_and_readable_ids
 async def test_bad_ids_are_rejected_and_good_ids_of_the_same_message_sent(r: Rig) -> None:
     """Ids the API cannot take get `rejected` with the reason; the rest of the message is
     processed; duplicate ids are answered once."""
-    await r.publish({"operation": "bloomreach.catalog_items.delete", "target": "shop",
-                     "catalog_id": "cat", "request_id": "req-1",
-                     "ids": ["good-1", "a/b", "", 7, "tab\there", "good-1", "good-2"]})
+    await r.publish(
+        {
+            "operation": "bloomreach.catalog_items.delete",
+            "target": "shop",
+            "catalog_id": "cat",
+            "request_id": "req-1",
+            "ids": ["good-1", "a/b", "", 7, "tab\there", "good-1", "good-2"],
+        }
+    )
     async with r.worker():
         outcomes = await r.results.wait_for(6)
     status = {o["id"]: o for o in outcomes}

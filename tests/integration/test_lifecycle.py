@@ -16,8 +16,9 @@ async def test_publish_then_unpublish_of_one_record_ends_unpublished(r: Rig) -> 
     """Operations on one id take effect in consumption order even across batches: the
     unpublish waits for the publish's job, and the final state is draft."""
     others = ids("other", 50)
-    await r.publish({"operation": "datocms.items.publish", "target": "main",
-                     "ids": ["rec-1", *others]})
+    await r.publish(
+        {"operation": "datocms.items.publish", "target": "main", "ids": ["rec-1", *others]}
+    )
     await r.publish({"operation": "datocms.items.unpublish", "target": "main", "ids": ["rec-1"]})
     await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": ["rec-2"]})
     await r.publish({"operation": "datocms.items.unpublish", "target": "main", "ids": ["rec-2"]})
@@ -39,10 +40,12 @@ async def test_sigterm_mid_batch_loses_nothing(r: Rig) -> None:
     not, and exits 0; a second worker answers the rest; every id is answered exactly once."""
     r.emulator.config.datocms_job_seconds = 1.0
     wanted = ids("s", 1200)
-    await r.publish_many([
-        {"operation": "datocms.items.publish", "target": "main", "ids": [i], "request_id": i}
-        for i in wanted
-    ])
+    await r.publish_many(
+        [
+            {"operation": "datocms.items.publish", "target": "main", "ids": [i], "request_id": i}
+            for i in wanted
+        ]
+    )
     env = r.env(prefetch=1200, max_inflight_batches=2)
     async with r.worker_process(env) as first:
         async with asyncio.timeout(20):

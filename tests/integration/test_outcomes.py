@@ -23,8 +23,14 @@ async def test_counted_failures_are_attributed_to_the_right_records(r: Rig) -> N
     good, locked, missing = ids("ok", 150), ids("lk", 30), ids("gone", 20)
     r.emulator.datocms.set_failure(locked, "publish", "ITEM_LOCKED")
     r.emulator.datocms.mark_missing(missing)
-    await r.publish({"operation": "datocms.items.publish", "target": "main",
-                     "ids": good + locked + missing, "request_id": "mixed-1"})
+    await r.publish(
+        {
+            "operation": "datocms.items.publish",
+            "target": "main",
+            "ids": good + locked + missing,
+            "request_id": "mixed-1",
+        }
+    )
     async with r.worker():
         outcomes = by_id(await r.results.wait_for(200))
     assert len(r.emulator.requests(path_contains="/items/bulk/publish")) == 1
@@ -42,16 +48,23 @@ async def test_counted_failures_are_attributed_to_the_right_records(r: Rig) -> N
     assert r.emulator.breaches() == []
 
 
-@pytest.mark.parametrize(("variant", "code"), [("reject_422", "INVALID_FIELD"),
-                                               ("reject_404", "NOT_FOUND")])
+@pytest.mark.parametrize(
+    ("variant", "code"), [("reject_422", "INVALID_FIELD"), ("reject_404", "NOT_FOUND")]
+)
 async def test_whole_request_refusal_isolates_the_bad_ids(r: Rig, variant: str, code: str) -> None:
     """When a bulk request is refused as a whole for some ids, the good ids still succeed and
     only the bad ones fail, with the API's code."""
     r.emulator.config.datocms_unknown_ids = variant  # type: ignore[assignment]
     good, missing = ids("ok", 190), ["gone1", "gone2", "gone3"]
     r.emulator.datocms.mark_missing(missing, "sandbox-1")
-    await r.publish({"operation": "datocms.items.unpublish", "target": "main",
-                     "environment": "sandbox-1", "ids": good[:100] + missing + good[100:]})
+    await r.publish(
+        {
+            "operation": "datocms.items.unpublish",
+            "target": "main",
+            "environment": "sandbox-1",
+            "ids": good[:100] + missing + good[100:],
+        }
+    )
     async with r.worker():
         outcomes = by_id(await r.results.wait_for(193))
     assert {outcomes[i]["status"] for i in good} == {"succeeded"}
@@ -68,8 +81,7 @@ async def test_assets_in_use_fail_alone_when_destroying_uploads(r: Rig) -> None:
     free, used = ids("up", 40), ids("used", 5)
     r.emulator.datocms.seed_uploads(free)
     r.emulator.datocms.seed_uploads(used, in_use=True)
-    await r.publish({"operation": "datocms.uploads.destroy", "target": "main",
-                     "ids": free + used})
+    await r.publish({"operation": "datocms.uploads.destroy", "target": "main", "ids": free + used})
     async with r.worker():
         outcomes = by_id(await r.results.wait_for(45))
     assert {outcomes[i]["status"] for i in free} == {"succeeded"}
@@ -97,8 +109,14 @@ async def test_bloomreach_per_item_answers_map_back_in_order(r: Rig, string_bool
     r.emulator.config.bloomreach_string_booleans = string_booleans
     good, bad = ids("sku", 50), ["bad-1", "bad-2"]
     r.emulator.bloomreach.set_item_error("cat-9", bad, "Item cannot be deleted")
-    await r.publish({"operation": "bloomreach.catalog_items.delete", "target": "shop",
-                     "catalog_id": "cat-9", "ids": good[:25] + bad + good[25:]})
+    await r.publish(
+        {
+            "operation": "bloomreach.catalog_items.delete",
+            "target": "shop",
+            "catalog_id": "cat-9",
+            "ids": good[:25] + bad + good[25:],
+        }
+    )
     async with r.worker():
         outcomes = by_id(await r.results.wait_for(52))
     assert {outcomes[i]["status"] for i in good} == {"succeeded"}
@@ -117,8 +135,14 @@ async def test_transient_errors_are_retried_then_succeed(r: Rig) -> None:
     r.emulator.config.bloomreach_retry_after = False
     r.emulator.inject(Fault("status", count=1, api="bloomreach", status=429))
     await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": ["a1", "a2"]})
-    await r.publish({"operation": "bloomreach.catalog_items.delete", "target": "shop",
-                     "catalog_id": "c", "ids": ["b1"]})
+    await r.publish(
+        {
+            "operation": "bloomreach.catalog_items.delete",
+            "target": "shop",
+            "catalog_id": "c",
+            "ids": ["b1"],
+        }
+    )
     settings = r.settings()
     settings.targets["shop"] = settings.targets["shop"].model_copy(update={"rate_limit": "5/1s"})
     r.emulator.config.bloomreach_rate = (5, 1.0)
@@ -150,8 +174,14 @@ async def test_retries_exhausted_after_the_budget(r: Rig) -> None:
     """An API that keeps answering 503 ends in `failed` / `retries_exhausted` after
     max_attempts sends, retryable true."""
     r.emulator.inject(Fault("status", count=100, api="bloomreach", status=503))
-    await r.publish({"operation": "bloomreach.catalog_items.delete", "target": "shop",
-                     "catalog_id": "c", "ids": ["z1"]})
+    await r.publish(
+        {
+            "operation": "bloomreach.catalog_items.delete",
+            "target": "shop",
+            "catalog_id": "c",
+            "ids": ["z1"],
+        }
+    )
     settings = r.settings(max_attempts=3)
     settings.targets["shop"] = settings.targets["shop"].model_copy(update={"rate_limit": "5/1s"})
     r.emulator.config.bloomreach_rate = (5, 1.0)

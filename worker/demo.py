@@ -1,0 +1,155 @@
+"""``python -m worker demo``: the emulator, the worker and sample traffic on the local RabbitMQ.
+
+Prints each outcome as it arrives, then what the APIs saw: how few, how full the requests
+were, and that no rate limit was breached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import uuid
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import CollectorRegistry
+
+from worker.app import run
+from worker.broker import declare_topology
+from worker.emulator import Emulator, EmulatorConfig
+from worker.settings import Settings
+
+SAMPLE_IDS = 300
+
+
+def _traffic() -> list[dict[str, Any]]:
+    dato = {"target": "cms"}
+    shop = {"target": "shop", "operation": "bloomreach.catalog_items.delete"}
+    msgs: list[dict[str, Any]] = [
+        {**dato, "operation": "datocms.items.publish", "ids": [f"article-{n:03d}"]}
+        for n in range(SAMPLE_IDS)
+    ]
+    msgs += [
+        {**dato, "operation": "datocms.items.publish", "ids": ["locked-page"]},
+        {**dato, "operation": "datocms.items.unpublish", "ids": ["article-000"]},
+        {
+            **dato,
+            "operation": "datocms.items.destroy",
+            "environment": "staging",
+            "ids": ["old-1", "old-2", "restricted-1"],
+        },
+        {**dato, "operation": "datocms.uploads.destroy", "ids": ["img-1", "img-in-use"]},
+        {**shop, "catalog_id": "products", "ids": [f"sku-{n}" for n in range(500)]},
+        {**shop, "catalog_id": "products", "ids": ["has/slash", "sku-broken"]},
+        {"operation": "datocms.items.explode", "target": "cms", "ids": ["x"]},
+    ]
+    return msgs
+
+
+def _seed(emulator: Emulator) -> None:
+    emulator.datocms.set_failure(["locked-page"], "publish", "ITEM_LOCKED")
+    emulator.datocms.set_failure(["restricted-1"], "destroy", "DELETE_RESTRICTION")
+    emulator.datocms.seed_uploads(["img-in-use"], in_use=True)
+    emulator.bloomreach.set_item_error("products", ["sku-broken"], "Item cannot be deleted")
+
+
+def _settings(emulator: Emulator, amqp_url: str, run_id: str) -> Settings:
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        amqp_url=amqp_url,  # type: ignore[arg-type]
+        request_queue=f"bulkops.demo.{run_id}.requests",
+        dead_letter_queue=f"bulkops.demo.{run_id}.dlq",
+        results_exchange=f"bulkops.demo.{run_id}.results",
+        http_port=9464,
+        targets={
+            "cms": {"kind": "datocms", "base_url": emulator.base_url, "api_token": "dato-token"},
+            "shop": {
+                "kind": "bloomreach",
+                "base_url": emulator.base_url,
+                "api_key_id": "bloom-key",
+                "api_secret": "bloom-secret",
+                "project_id": "proj-1",
+            },
+        },  # type: ignore[arg-type]
+    )
+
+
+def _line(body: dict[str, Any]) -> str:
+    error = body.get("error") or {}
+    code = f" {error.get('code')}" if error else ""
+    scope = body.get("environment") or body.get("catalog_id") or ""
+    return f"{body['status']:>9}  {body['operation']:<32} {scope:<9} {body['id']}{code}"
+
+
+async def demo(amqp_url: str) -> int:
+    run_id = uuid.uuid4().hex[:6]
+    emulator = Emulator(EmulatorConfig(datocms_job_seconds=0.5))
+    async with emulator:
+        _seed(emulator)
+        settings = _settings(emulator, amqp_url, run_id)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await declare_topology(channel, settings)
+            results = await channel.declare_queue(exclusive=True)
+            await results.bind(settings.results_exchange, "#")
+            outcomes: list[dict[str, Any]] = []
+            done = asyncio.Event()
+            expected = SAMPLE_IDS + 1 + 1 + 3 + 2 + 500 + 2 + 1
+
+            async def show(message: AbstractIncomingMessage) -> None:
+                body = orjson.loads(message.body)
+                outcomes.append(body)
+                if len(outcomes) <= 12 or body["status"] != "succeeded":
+                    print(_line(body), flush=True)
+                if len(outcomes) >= expected:
+                    done.set()
+                await message.ack()
+
+            await results.consume(show)
+            traffic = _traffic()
+            print(f"publishing {len(traffic)} request messages to {settings.request_queue}")
+            await asyncio.gather(
+                *(
+                    channel.default_exchange.publish(
+                        aio_pika.Message(orjson.dumps(body), content_type="application/json"),
+                        settings.request_queue,
+                    )
+                    for body in traffic
+                )
+            )
+            print(
+                f"emulator at {emulator.base_url}; worker metrics at "
+                f"http://127.0.0.1:{settings.http_port}/metrics while it runs"
+            )
+            print("outcomes (the first 12, then only those that did not succeed):")
+            stopping = asyncio.Event()
+            worker = asyncio.create_task(run(settings, stopping, CollectorRegistry()))
+            try:
+                await asyncio.wait_for(done.wait(), 60)
+            finally:
+                stopping.set()
+                code = await worker
+                for name in (settings.request_queue, settings.dead_letter_queue):
+                    with contextlib.suppress(Exception):
+                        await channel.queue_delete(name)
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(settings.results_exchange)
+    _summary(outcomes, emulator)
+    return code
+
+
+def _summary(outcomes: list[dict[str, Any]], emulator: Emulator) -> None:
+    statuses = collections.Counter(o["status"] for o in outcomes)
+    print(f"\n{len(outcomes)} outcomes: {dict(statuses)}")
+    calls = collections.Counter(
+        f"{e.method} {e.path.split('/items/')[0] if 'catalogs' in e.path else e.path}"
+        for e in emulator.log
+        if e.api != "admin"
+    )
+    sizes = [e.items for e in emulator.log if e.items]
+    print(f"API requests: {sum(calls.values())}; bulk request sizes: {sizes}")
+    print(f"rate-limit breaches seen by the emulator: {len(emulator.breaches())}")
