@@ -58,8 +58,8 @@ def _seed(emulator: Emulator) -> None:
 
 def _settings(emulator: Emulator, amqp_url: str, run_id: str) -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        amqp_url=amqp_url,  # type: ignore[arg-type]
+        _env_file=None,
+        amqp_url=amqp_url,
         request_queue=f"bulkops.demo.{run_id}.requests",
         dead_letter_queue=f"bulkops.demo.{run_id}.dlq",
         results_exchange=f"bulkops.demo.{run_id}.results",
@@ -73,7 +73,7 @@ def _settings(emulator: Emulator, amqp_url: str, run_id: str) -> Settings:
                 "api_secret": "bloom-secret",
                 "project_id": "proj-1",
             },
-        },  # type: ignore[arg-type]
+        },
     )
 
 
