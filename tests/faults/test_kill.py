@@ -1,0 +1,88 @@
+"""Scenario 1: kill -9 of the worker at each point of a request's life, then a restart.
+
+Nothing is lost; the only items answered twice are those of requests that were in flight
+(consumed, not acked) at the kill, and a repeat carries the same message_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.faults.ledger import Ledger
+from tests.faults.support import FAST, kill9, metric, wait_until, worker
+from tests.integration.harness import Rig, ids, start_worker
+from worker.emulator import Fault
+
+pytestmark = pytest.mark.integration
+OP = "datocms.items.publish"
+
+
+async def _restart_and_settle(r: Rig, ledger: Ledger, env: dict[str, str]) -> None:
+    ledger.mark_fault_over()
+    async with worker(env):
+        await ledger.settle(timeout=60)
+    ledger.check()
+    assert r.emulator.breaches() == []
+    assert await r.queue_depth(r.request_queue) == 0
+
+
+async def test_kill_with_ids_pending_in_a_batch(r: Rig) -> None:
+    """Killed while ids linger in an unsent batch: all come back, none answered twice."""
+    ledger = Ledger("1a kill -9: ids pending in a batch", r.results)
+    for n in range(5):
+        await r.publish(ledger.expect(f"pend-{n}", OP, ids(f"p{n}-", 10), target="main"))
+    proc = await start_worker(r.env(**{**FAST, "linger_seconds": 30}))
+    await wait_until(lambda: _pending_is(proc, 50))
+    ledger.snapshot_inflight()
+    await kill9(proc)
+    assert r.emulator.requests(path_contains="/bulk/") == [], "nothing was sent yet"
+    await _restart_and_settle(r, ledger, r.env(**FAST))
+    assert ledger.row().duplicated == 0
+
+
+async def _pending_is(proc: object, n: int) -> bool:
+    return await metric(proc, "bulkops_pending_items") == n  # type: ignore[arg-type]
+
+
+async def test_kill_after_the_api_call_before_the_outcome(r: Rig) -> None:
+    """Killed while the DatoCMS job runs: the next worker sends the ids again (bulk publish is
+    idempotent in effect) and answers each once; no outcome had gone out before."""
+    r.emulator.config.datocms_job_seconds = 3.0
+    ledger = Ledger("1b kill -9: after API call, before outcome", r.results)
+    for n in range(4):
+        await r.publish(ledger.expect(f"api-{n}", OP, ids(f"a{n}-", 25), target="main"))
+    proc = await start_worker(r.env(**FAST))
+    await wait_until(lambda: bool(r.emulator.requests(path_contains="/items/bulk/publish")))
+    ledger.snapshot_inflight()
+    await kill9(proc)
+    assert r.results.messages == []
+    r.emulator.config.datocms_job_seconds = 0.05
+    await _restart_and_settle(r, ledger, r.env(**FAST))
+    assert len(r.emulator.requests(path_contains="/items/bulk/publish")) >= 2
+    assert ledger.row().duplicated == 0
+
+
+async def test_kill_after_the_outcome_before_the_ack(r: Rig) -> None:
+    """One message of 400 ids goes out as two batches; the second is answered, the first is
+    stuck, so the message is not acked. Killed then: the message comes back, the answered
+    half is answered again with the same message_ids, and nothing else is repeated."""
+    r.emulator.inject(Fault("slow", count=1, path_contains="/items/bulk/publish", delay=8))
+    ledger = Ledger("1c kill -9: after outcome, before ack", r.results)
+    await r.publish(ledger.expect("big", OP, ids("b", 400), target="main"))
+    for n in range(3):  # requests answered and acked before the kill: never repeated
+        await r.publish(ledger.expect(f"done-{n}", OP, [f"d{n}"], target="main"))
+    env = r.env(**{**FAST, "http_timeout_seconds": 20})
+    proc = await start_worker(env)
+    await r.results.wait_for(203, timeout=30)
+    await asyncio.sleep(0.5)  # the acks of the small requests reach the broker
+    assert ledger.snapshot_inflight() == 400
+    await kill9(proc)
+    started = time.monotonic()
+    await _restart_and_settle(r, ledger, r.env(**FAST))
+    assert time.monotonic() - started < 30
+    row = ledger.row()
+    assert row.duplicated >= 200, "the half answered before the kill was answered again"
+    assert {str(m.message_id).split(":")[0] for m in r.results.messages} >= {"big"}
