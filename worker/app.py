@@ -63,10 +63,15 @@ async def _sessions(
 ) -> None:
     delay = 0.5
     while not stopping.is_set():
+        ready_before = health.times_ready
         try:
-            await run_session(settings, metrics, http, stopping, health)
-            return
+            if not await run_session(settings, metrics, http, stopping, health):
+                return
+            delay = 0.5
+            continue  # renewed on purpose: reconnect at once
         except* BROKER_ERRORS as group:
+            if health.times_ready > ready_before:
+                delay = 0.5  # that session was up: back off from the start again
             log.error(
                 "broker session ended: %s; reconnecting in %.1fs",
                 "; ".join(str(e) for e in group.exceptions)[:500],

@@ -143,6 +143,7 @@ class Session:
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
         self.engine: Engine | None = None
+        self.last_delivery = time.monotonic()
 
     async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
         """Publish, wait for every confirm, then ack the requests now fully answered."""
@@ -158,6 +159,7 @@ class Session:
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         assert self.engine is not None
+        self.last_delivery = time.monotonic()
         parsed = parse_request(message.body, message.message_id, self.kinds)
         delivery = AmqpDelivery(message)
         if isinstance(parsed, Invalid):
@@ -227,8 +229,9 @@ async def run_session(
     http: httpx.AsyncClient,
     stopping: asyncio.Event,
     health: Health,
-) -> None:
-    """One broker session. Returns after a clean drain; raises ConnectionLost otherwise.
+) -> bool:
+    """One broker session. Returns False after a clean drain, True when the session ended on
+    purpose to be renewed (see ``_idle``); raises ConnectionLost otherwise.
 
     Outcomes go out on a connection of their own, as RabbitMQ advises: a busy publisher
     then never holds up deliveries to the consumer (nor is held up by flow control on it).
@@ -238,6 +241,10 @@ async def run_session(
     async with consuming, await _connect(settings, "publish", lost) as publishing:
         channel = await consuming.channel()
         channel.close_callbacks.add(lambda *_: lost.set())
+        # The broker cancels a consumer (queue deleted) without closing the channel: end the
+        # session all the same, so the next one declares the queue and consumes again.
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=settings.prefetch)
         queue = await declare_topology(channel, settings)
         out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
@@ -252,14 +259,30 @@ async def run_session(
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
             try:
-                await _first(stopping.wait(), lost.wait())
+                await _first(stopping.wait(), lost.wait(), _idle(session, engine, settings))
                 if lost.is_set():
-                    raise ConnectionLost("a broker connection or channel closed")
+                    raise ConnectionLost("connection or channel closed, or consumer cancelled")
+                if not stopping.is_set():
+                    log.info("nothing delivered for a while: renewing the broker session")
+                    return True
                 await queue.cancel(tag)
                 await _drain(engine, settings, lost)
             finally:
                 health.set_ready(False)
                 engine.cancel()
+    return False
+
+
+async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
+    """Return once nothing was delivered for ``consumer_idle_renew_seconds`` and nothing is in
+    flight. A consumer the broker dropped without a word looks just like that (RabbitMQ sends
+    no Basic.Cancel when a quorum queue is deleted and at once declared again, and keeps
+    handing new messages to the dead consumer): a fresh session consumes for real."""
+    limit = settings.consumer_idle_renew_seconds
+    while True:
+        await asyncio.sleep(min(limit / 4, 5.0))
+        if engine.idle and time.monotonic() - session.last_delivery >= limit:
+            return
 
 
 async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:

@@ -15,11 +15,13 @@ class Health:
         self.registry = registry
         self.metrics = metrics
         self.ready = False
+        self.times_ready = 0  # sessions that reached consuming
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     def set_ready(self, ready: bool) -> None:
         self.ready = ready
+        self.times_ready += ready
         self.metrics.ready.set(1 if ready else 0)
 
     async def _metrics(self, _: web.Request) -> web.Response:

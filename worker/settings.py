@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     job_poll_max_seconds: float = Field(default=5, gt=0, le=120)
     rate_limit_margin_seconds: float = Field(default=0.05, ge=0, le=10)
     drain_timeout_seconds: float = Field(default=60, gt=0, le=3600)
+    # With nothing delivered and nothing in flight for this long, the broker session is
+    # renewed: a consumer the broker dropped silently must not leave the worker idle.
+    consumer_idle_renew_seconds: float = Field(default=120, ge=0.5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("targets")
