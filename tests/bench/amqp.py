@@ -1,0 +1,156 @@
+"""Broker helpers for the benchmark: fresh names, a fast loader, the outcome collector."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import aio_pika
+import aiormq
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+
+from worker.broker import declare_topology
+from worker.settings import Settings
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True)
+class Names:
+    requests: str
+    dlq: str
+    results: str
+
+    @classmethod
+    def fresh(cls, phase: str) -> Names:
+        s = f"bench.{phase}.{uuid.uuid4().hex[:6]}"
+        return cls(f"{s}.requests", f"{s}.dlq", f"{s}.results")
+
+
+DECLARED: list[Names] = []  # deleted at the end of the run, whatever happens
+
+
+async def declare(channel: AbstractChannel, names: Names) -> None:
+    """The worker's own topology (quorum request queue, DLQ, results exchange)."""
+    DECLARED.append(names)
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        request_queue=names.requests,
+        dead_letter_queue=names.dlq,
+        results_exchange=names.results,
+    )
+    await declare_topology(channel, settings)
+
+
+async def delete(channel: AbstractChannel, names: Names) -> None:
+    for queue in (names.requests, names.dlq):
+        with contextlib.suppress(Exception):
+            await channel.queue_delete(queue)
+    with contextlib.suppress(Exception):
+        await channel.exchange_delete(names.results)
+
+
+async def depth(channel: AbstractChannel, queue: str) -> int:
+    declared = await channel.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+def request_body(operation: str, ids: list[str], **scope: str) -> bytes:
+    target = "shop" if operation.startswith("bloomreach.") else "bench"
+    return orjson.dumps({"operation": operation, "target": target, "ids": ids, **scope})
+
+
+async def load(
+    connection: AbstractRobustConnection, queue: str, bodies: list[bytes], window: int = 2000
+) -> float:
+    """Publish ``bodies`` to ``queue`` with pipelined confirms; returns seconds taken."""
+    channel = await connection.channel(publisher_confirms=True)
+    raw = await channel.get_underlay_channel()
+    props = aiormq.spec.Basic.Properties(content_type="application/json", delivery_mode=2)
+    started = time.monotonic()
+    for start in range(0, len(bodies), window):
+        chunk = bodies[start : start + window]
+        await asyncio.gather(
+            *(raw.basic_publish(b, routing_key=queue, properties=props) for b in chunk)
+        )
+    await channel.close()
+    return time.monotonic() - started
+
+
+@dataclass
+class Collected:
+    """Outcomes seen on the results exchange: arrival time per id, and per-status counts."""
+
+    first: float = 0.0
+    last: float = 0.0
+    count: int = 0
+    arrivals: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def rate(self) -> float:
+        span = self.last - self.first
+        return (self.count - 1) / span if span > 0 else 0.0
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def collect(connection: AbstractRobustConnection, exchange: str) -> AsyncIterator[Collected]:
+    """Consume every outcome published to ``exchange`` (auto-ack, so it never throttles)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, "#")
+    seen = Collected()
+
+    def on(message: AbstractIncomingMessage) -> None:
+        now = time.monotonic()
+        body = orjson.loads(message.body)
+        if seen.count == 0:
+            seen.first = now
+        seen.last = now
+        seen.count += 1
+        seen.arrivals.setdefault(body["id"], now)
+        seen.statuses[body["status"]] = seen.statuses.get(body["status"], 0) + 1
+        seen.changed.set()
+
+    async def callback(message: AbstractIncomingMessage) -> None:
+        on(message)
+
+    tag = await queue.consume(callback, no_ack=True)
+    try:
+        yield seen
+    finally:
+        with contextlib.suppress(Exception):
+            await queue.cancel(tag)
+        await channel.close()
+
+
+async def broker_hop(connection: AbstractRobustConnection, count: int = 50) -> list[float]:
+    """Publish-to-consume times through RabbitMQ for ``count`` messages sent 20 ms apart."""
+    channel = await connection.channel(publisher_confirms=False)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    got: asyncio.Queue[float] = asyncio.Queue()
+
+    async def callback(message: AbstractIncomingMessage) -> None:
+        await got.put(time.monotonic() - float(message.body))
+
+    await queue.consume(callback, no_ack=True)
+    hops = []
+    for _ in range(count):
+        await channel.default_exchange.publish(
+            aio_pika.Message(str(time.monotonic()).encode()), queue.name
+        )
+        hops.append(await asyncio.wait_for(got.get(), 5))
+        await asyncio.sleep(0.02)
+    await channel.close()
+    return hops

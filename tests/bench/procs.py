@@ -1,0 +1,129 @@
+"""Processes under test: the emulator and the worker (each its own process, so its own core
+as far as the machine has them), plus what /proc says about their CPU time and memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.bench.amqp import AMQP_URL, Names
+from tests.integration.harness import Proc, free_port, start_worker
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) in kB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] = int(value.split()[0])
+    return out
+
+
+@dataclass
+class EmulatorProc:
+    process: asyncio.subprocess.Process
+    base_url: str
+
+    async def configure(self, **updates: Any) -> None:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(f"{self.base_url}/_emulator/config", json=updates)
+            response.raise_for_status()
+
+    async def reset(self) -> None:
+        async with httpx.AsyncClient() as client:
+            (await client.post(f"{self.base_url}/_emulator/reset")).raise_for_status()
+
+    async def log(self) -> dict[str, Any]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.get(f"{self.base_url}/_emulator/log")
+            result: dict[str, Any] = orjson.loads(response.content)
+            return result
+
+
+@contextlib.asynccontextmanager
+async def emulator() -> AsyncIterator[EmulatorProc]:
+    """``python -m worker emulator`` on a free port, driven over its admin endpoints."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "emulator", "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    emu = EmulatorProc(process, f"http://127.0.0.1:{port}")
+    try:
+        async with asyncio.timeout(20), httpx.AsyncClient() as client:
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    (await client.get(f"{emu.base_url}/_emulator/config")).raise_for_status()
+                    break
+                await asyncio.sleep(0.05)
+        yield emu
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
+def worker_env(
+    names: Names, base_url: str, unlimited: bool = False, **settings: Any
+) -> dict[str, str]:
+    """Environment for ``python -m worker run``: one DatoCMS and one Bloomreach target.
+
+    ``unlimited``: the worker's own limiters allow far more than the APIs (for runs against
+    the emulator with its limits off, where the worker is to be measured, not the API)."""
+    targets: dict[str, dict[str, str]] = {
+        "bench": {"kind": "datocms", "base_url": base_url, "api_token": "dato-token"},
+        "shop": {
+            "kind": "bloomreach",
+            "base_url": base_url,
+            "api_key_id": "bloom-key",
+            "api_secret": "bloom-secret",
+            "project_id": "proj-1",
+        },
+    }
+    if unlimited:
+        for target in targets.values():
+            target["rate_limit"] = "100000/1s"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BULKOPS_")}
+    env |= {
+        "BULKOPS_AMQP_URL": AMQP_URL,
+        "BULKOPS_REQUEST_QUEUE": names.requests,
+        "BULKOPS_DEAD_LETTER_QUEUE": names.dlq,
+        "BULKOPS_RESULTS_EXCHANGE": names.results,
+        "BULKOPS_HTTP_HOST": "127.0.0.1",
+        "BULKOPS_HTTP_PORT": str(free_port()),
+        "BULKOPS_TARGETS": orjson.dumps(targets).decode(),
+        "BULKOPS_LOG_LEVEL": "WARNING",
+    }
+    env |= {f"BULKOPS_{k.upper()}": str(v) for k, v in settings.items()}
+    return env
+
+
+@contextlib.asynccontextmanager
+async def worker(env: dict[str, str]) -> AsyncIterator[Proc]:
+    """The worker as a real process, ready (``/readyz``) when yielded; SIGTERM on leaving."""
+    proc = await start_worker(env)
+    try:
+        yield proc
+    finally:
+        code = await proc.terminate()
+        if code != 0:
+            raise RuntimeError(f"worker exited {code}: {proc.stderr_tail()}")
