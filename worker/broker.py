@@ -22,9 +22,12 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from worker.adapters import ItemResult
 from worker.engine import Engine, Tracked
 from worker.health import Health
-from worker.messages import Invalid, Outcome, parse_request, utc_now
+from worker.messages import Invalid, Outcome, derive_request_id, parse_request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import OPERATIONS
+from worker.partitions import declare_partitions, partition_of
+from worker.partitions import queue_name as partition_queue
+from worker.partitions import routing_key as partition_key
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.broker")
@@ -41,15 +44,14 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Abst
     await channel.declare_exchange(
         settings.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
     )
-    return await channel.declare_queue(
-        settings.request_queue,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": settings.dead_letter_queue,
-        },
-    )
+    arguments: dict[str, Any] = {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": settings.dead_letter_queue,
+    }
+    if settings.partitions:  # one router at a time keeps the consumption order
+        arguments["x-single-active-consumer"] = True
+    return await channel.declare_queue(settings.request_queue, durable=True, arguments=arguments)
 
 
 class AmqpDelivery:
@@ -84,6 +86,7 @@ class Publisher:
     ) -> None:
         self.exchange = exchange
         self.default = dlq_channel.default_exchange
+        self.partitions: AbstractExchange | None = None
         self.settings = settings
         self.metrics = metrics
 
@@ -99,6 +102,24 @@ class Publisher:
         await self._confirmed(
             lambda: self.exchange.publish(message, outcome.routing_key, mandatory=True),
             f"outcome {outcome.routing_key}",
+        )
+
+    async def forward(self, message: AbstractIncomingMessage, routing_key: str) -> None:
+        """Move a consumed request to a partition queue, body and properties unchanged."""
+        assert self.partitions is not None
+        copy = aio_pika.Message(
+            message.body,
+            headers=dict(message.headers or {}),
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            # The request id must not change on the way (it names the outcomes).
+            message_id=derive_request_id(message.body, message.message_id),
+            correlation_id=message.correlation_id,
+            timestamp=message.timestamp,
+        )
+        exchange = self.partitions
+        await self._confirmed(
+            lambda: exchange.publish(copy, routing_key, mandatory=True), "forward"
         )
 
     async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
@@ -156,6 +177,18 @@ class Session:
             await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in chunk))
             settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
             await asyncio.gather(*(t.delivery.ack() for t in settle))
+
+    async def route(self, message: AbstractIncomingMessage) -> None:
+        """Partitioned mode: check the message, then move it unchanged to its scope's
+        partition (forwards keep the consumption order: one router, one channel)."""
+        self.last_delivery = time.monotonic()
+        parsed = parse_request(message.body, message.message_id, self.kinds)
+        if isinstance(parsed, Invalid):
+            await self._invalid(message, AmqpDelivery(message), parsed)
+            return
+        index = partition_of(parsed, self.settings.partitions)
+        await self.publisher.forward(message, partition_key(index))
+        await message.ack()
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         assert self.engine is not None
@@ -255,7 +288,7 @@ async def run_session(
             engine = session.engine = Engine(
                 settings, metrics, http, session.publish_outcomes, tasks
             )
-            tag = await queue.consume(session.on_message)
+            consumers = await _consume(session, channel, out, queue)
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
             try:
@@ -265,7 +298,8 @@ async def run_session(
                 if not stopping.is_set():
                     log.info("nothing delivered for a while: renewing the broker session")
                     return True
-                await queue.cancel(tag)
+                for consumer, tag in consumers:
+                    await consumer.cancel(tag)
                 await _drain(engine, settings, lost)
             finally:
                 health.set_ready(False)
@@ -285,10 +319,27 @@ async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
             return
 
 
+async def _consume(
+    session: Session, channel: AbstractChannel, out: AbstractChannel, queue: AbstractQueue
+) -> list[tuple[AbstractQueue, str]]:
+    """Subscribe: the request queue alone, or (partitioned) it as router plus every partition."""
+    settings = session.settings
+    if not settings.partitions:
+        return [(queue, await queue.consume(session.on_message))]
+    await declare_partitions(channel, settings)
+    session.publisher.partitions = await out.get_exchange(settings.partition_exchange)
+    consumers = [(queue, await queue.consume(session.route))]
+    for index in range(settings.partitions):
+        partition = await channel.get_queue(partition_queue(settings, index))
+        consumers.append((partition, await partition.consume(session.on_message)))
+    return consumers
+
+
 async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:
     """Send what was started, give back what was not, wait within the drain timeout."""
     give_back = engine.begin_drain()
-    await asyncio.gather(*(t.delivery.nack(requeue=True) for t in give_back))
+    for tracked in give_back:  # one by one, in consumption order
+        await tracked.delivery.nack(requeue=True)
     log.info("draining: %d requests given back, %d to finish", len(give_back), len(engine.tracked))
     deadline = time.monotonic() + settings.drain_timeout_seconds
     while not engine.idle and time.monotonic() < deadline and not lost.is_set():
@@ -299,4 +350,5 @@ async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> Non
         for tracked in unfinished:
             tracked.settled = True
         if not lost.is_set():
-            await asyncio.gather(*(t.delivery.nack(requeue=True) for t in unfinished))
+            for tracked in unfinished:
+                await tracked.delivery.nack(requeue=True)

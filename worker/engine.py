@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import itertools
 import logging
 import time
 import uuid
@@ -27,9 +29,13 @@ from worker.http import RetryPolicy, ScopedClient
 from worker.limiter import Limiter
 from worker.messages import ErrorInfo, Outcome, Request, utc_now
 from worker.metrics import Metrics, code_label
+from worker.operations import Operation
 from worker.settings import DatoCMSTarget, Settings
 
 log = logging.getLogger("bulkops.engine")
+
+
+_SEQ = itertools.count()
 
 
 class Delivery(Protocol):
@@ -51,6 +57,7 @@ class Tracked:
     remaining: int
     started: bool = False
     settled: bool = False
+    seq: int = field(default_factory=lambda: next(_SEQ))  # consumption order
 
     def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
         req = self.request
@@ -118,6 +125,7 @@ class Engine:
         }
         self.coalescer = Coalescer()
         self.scopes: dict[Hashable, _Scope] = {}
+        self._capped: dict[tuple[str, str], Operation] = {}
         self.tracked: set[Tracked] = set()
         self.flush = False  # shutting down: send without lingering
         self.accepting = True
@@ -137,12 +145,21 @@ class Engine:
         scope = self._scope(adapter, key)
         now = time.monotonic()
         self.tracked.add(tracked)
-        op = req.operation
+        op = self._operation(req)
         for item_id in req.ids:
             self.coalescer.add(op, key, item_id, tracked, now, adapter.cost(op, item_id))
         self.metrics.pending_items.labels(*key[:2]).inc(len(req.ids))
         scope.keys.add(key)
         scope.wake.set()
+
+    def _operation(self, req: Request) -> Operation:
+        """The operation as this target may send it: its batches capped by ``max_batch_items``."""
+        cap = self.settings.targets[req.target].max_batch_items
+        op = req.operation
+        if cap is None or cap >= op.max_items:
+            return op
+        capped = dataclasses.replace(op, max_items=cap)
+        return self._capped.setdefault((op.name, req.target), capped)
 
     def _scope(self, adapter: Adapter, key: BatchKey) -> _Scope:
         rate_scope = adapter.rate_scope(key)
@@ -153,6 +170,8 @@ class Engine:
             limiter = Limiter(
                 target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe
             )
+            if self.settings.partitions:  # this scope may just have moved from another replica
+                limiter.assume_full()
             client = ScopedClient(self.http, limiter, self.metrics, key[1])
             scope = self.scopes[rate_scope] = _Scope(limiter, client)
             self._spawn(self._dispatch(scope))
@@ -343,7 +362,9 @@ class Engine:
                         if waiter not in keep:
                             keep.add(waiter)
                             changed = True
-        give_back = [t for t in self.tracked if t not in keep]
+        # In consumption order: a quorum queue delivers returned messages first, in the order
+        # they came back, so the order of operations on an id survives the hand-back.
+        give_back = sorted((t for t in self.tracked if t not in keep), key=lambda t: t.seq)
         for tracked in give_back:
             tracked.settled = True
             self.tracked.discard(tracked)
@@ -360,4 +381,4 @@ class Engine:
         return not self.tracked and not self._batches
 
     def unsettled(self) -> list[Tracked]:
-        return [t for t in self.tracked if not t.settled]
+        return sorted((t for t in self.tracked if not t.settled), key=lambda t: t.seq)

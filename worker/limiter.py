@@ -6,9 +6,10 @@ never one more: a request may go when fewer than ``limit`` requests were sent in
 ``window + margin`` seconds.
 
 The margin covers the difference between when we send and when the API sees the request
-arrive, which can be anything up to the request's latency: if request i arrives late
-(at most its latency after we sent it) and request i+limit arrives at once, the API sees them
-closer than we sent them. So the margin is at least the slowest recent latency of the scope.
+arrive, which can be anything up to the request's latency: if request i arrives late (at
+most its latency after we sent it) and request i+limit arrives at once, the API sees them
+closer than we sent them. So the margin is at least the slowest recent latency of the scope
+(capped at one window), which costs about latency/window of the limit.
 
 ``WindowLog`` is pure arithmetic over timestamps; ``Limiter`` adds the clock and the waiting.
 """
@@ -113,6 +114,13 @@ class Limiter:
 
     def observe_latency(self, seconds: float) -> None:
         self.log.observe_latency(seconds)
+
+    def assume_full(self) -> None:
+        """Start as if a whole window had just been used: for a scope taken over from another
+        process, whose recent requests this one cannot know."""
+        now = self._clock()
+        for _ in range(self.rate.requests):
+            self.log.record(now)
 
     def penalize(self, seconds: float) -> None:
         self.log.block_until(self._clock() + seconds)

@@ -44,6 +44,9 @@ class _Target(BaseModel):
 
     base_url: str
     rate_limit: str | None = None
+    # Smaller batches than the API allows, if wanted (e.g. to bound one request's blast
+    # radius); None: the API's maximum.
+    max_batch_items: int | None = Field(default=None, ge=1, le=10_000)
 
     @field_validator("base_url")
     @classmethod
@@ -127,6 +130,10 @@ class Settings(BaseSettings):
     # renewed: a consumer the broker dropped silently must not leave the worker idle.
     consumer_idle_renew_seconds: float = Field(default=120, ge=0.5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Scaling out (see worker/partitions.py): 0 keeps the single-replica topology.
+    partitions: int = Field(default=0, ge=0, le=256)
+    partition_exchange: str = "bulkops.partitions"
 
     @field_validator("targets")
     @classmethod

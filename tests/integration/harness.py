@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -207,6 +208,12 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
                 await channel.exchange_delete(names[2])
 
 
+def die_with_parent() -> None:
+    """In the child: be killed when the test process dies, however it dies (no orphans)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -269,6 +276,7 @@ async def start_worker(env: dict[str, str], ready: bool = True) -> Proc:
         env=env,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent,
     )
     proc = Proc(process, int(env["BULKOPS_HTTP_PORT"]))
 

@@ -1,0 +1,183 @@
+"""Several replicas, one rate limit per scope: partitioned by scope, one owner each.
+
+The emulator runs as its own process here (driven through its admin endpoints): with three
+workers, RabbitMQ and the test on two cores, an emulator inside the test process would stamp
+arrivals late whenever the test's own loop is busy, and the breach check would be measuring
+that, not the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.harness import Proc, Rig, die_with_parent, free_port, ids, start_worker
+
+pytestmark = pytest.mark.integration
+
+DATO_RATE = (20, 2.0)
+BLOOM_RATE = (2, 2.0)
+
+
+class RemoteEmulator:
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=10)
+
+    async def configure(self, **fields: Any) -> None:
+        (await self.http.post("/_emulator/config", json=fields)).raise_for_status()
+
+    async def log(self, **query: str) -> list[dict[str, Any]]:
+        response = await self.http.get("/_emulator/log", params=query)
+        return list(response.json()["entries"])
+
+    async def record_status(self, record_id: str) -> str | None:
+        response = await self.http.get(f"/_emulator/datocms/records/{record_id}")
+        return response.json()["status"]  # type: ignore[no-any-return]
+
+
+@contextlib.asynccontextmanager
+async def remote_emulator() -> AsyncIterator[RemoteEmulator]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "emulator", "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
+    emulator = RemoteEmulator(f"http://127.0.0.1:{port}")
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                with contextlib.suppress(httpx.TransportError):
+                    if (await emulator.http.get("/_emulator/config")).status_code == 200:
+                        break
+                await asyncio.sleep(0.05)
+        yield emulator
+    finally:
+        await emulator.http.aclose()
+        process.terminate()
+        await process.wait()
+
+
+def utilisation(times: list[float], limit: int, window: float) -> float:
+    """Requests sent over what the limit allowed from the first request to the last one:
+    `limit` at once, then `limit` per `window`."""
+    span = max(times) - min(times)
+    return len(times) / (limit + limit * span / window)
+
+
+def until_last_bulk(entries: list[dict[str, Any]], marker: str) -> list[float]:
+    """Arrival times of the requests sent while bulk requests were still going out."""
+    last = max(e["t"] for e in entries if marker in e["path"])
+    return [e["t"] for e in entries if e["t"] <= last]
+
+
+async def replica(env: dict[str, str]) -> Proc:
+    return await start_worker({**env, "BULKOPS_HTTP_PORT": str(free_port())})
+
+
+async def partitioned_env(r: Rig, emulator: RemoteEmulator, partitions: int) -> dict[str, str]:
+    """Worker settings for the remote emulator, partitioned. The rig declared the request
+    queue for one replica; partitioned mode declares it single-active-consumer, and RabbitMQ
+    refuses to change a queue's arguments, so it goes first."""
+    await r.channel.queue_delete(r.request_queue)
+    settings = r.settings()
+    targets = {
+        "main": settings.targets["main"].model_copy(
+            update={"base_url": emulator.base_url, "rate_limit": "20/2s"}
+        ),
+        # Batches of 1,000 so that a backlog of a few limiter windows stays small here.
+        "shop": settings.targets["shop"].model_copy(
+            update={"base_url": emulator.base_url, "rate_limit": "2/2s", "max_batch_items": 1000}
+        ),
+    }
+    return r.env(targets=targets, partitions=partitions, prefetch=500, linger_seconds=0.3)
+
+
+def backlog() -> list[dict[str, Any]]:
+    """Enough for the limiters to be the bottleneck: 6,000 DatoCMS ids (30 full requests and
+    their polls at 10 requests/s) and 8,000 Bloomreach ids for one catalog (8 full requests
+    of 1,000 at 1 request/s), a small second catalog, and ids touched twice in the middle."""
+    dato = [{"operation": "datocms.items.publish", "target": "main", "environment": f"e{n % 2}",
+             "ids": ids(f"d{n}x", 50)} for n in range(120)]
+    bloom = [{"operation": "bloomreach.catalog_items.delete", "target": "shop",
+              "catalog_id": "cat-0", "ids": ids(f"b{n}x", 100)} for n in range(80)]
+    small = [{"operation": "bloomreach.catalog_items.delete", "target": "shop",
+              "catalog_id": "cat-1", "ids": ids("small", 100)}]
+    twice = [
+        {"operation": "datocms.items.publish", "target": "main", "ids": ["flip-1", "flip-2"]},
+        {"operation": "datocms.items.unpublish", "target": "main", "ids": ["flip-1"]},
+        {"operation": "datocms.items.unpublish", "target": "main", "ids": ["flip-2"]},
+        {"operation": "datocms.items.publish", "target": "main", "ids": ["flip-2"]},
+    ]
+    return dato[:60] + twice[:2] + bloom + small + twice[2:] + dato[60:]
+
+
+async def test_three_replicas_share_each_limit_keep_order_and_answer_everything(r: Rig) -> None:
+    """3 workers on one queue, partitioned: 0 breaches in the emulator's log, at least 90% of
+    each limit used while there is backlog, every id answered (duplicates only with the same
+    message_id), and the ids touched twice end in the state of their last operation."""
+    async with remote_emulator() as emulator:
+        await emulator.configure(datocms_rate=DATO_RATE, bloomreach_rate=BLOOM_RATE,
+                                 datocms_job_seconds=0.2)
+        env = await partitioned_env(r, emulator, partitions=4)
+        procs: list[Proc] = [await replica(env) for _ in range(3)]
+        try:
+            messages = backlog()
+            await r.publish_many(messages)
+            expected = sum(len(set(m["ids"])) for m in messages)
+            outcomes = await r.results.wait_for(expected, timeout=120)
+        finally:
+            codes = await asyncio.gather(*(p.terminate() for p in procs))
+        assert codes == [0, 0, 0], [p.stderr_tail() for p in procs]
+        log = await emulator.log()
+        assert [e for e in log if e["breach"]] == []
+        assert await emulator.record_status("flip-1") == "draft"
+        assert await emulator.record_status("flip-2") == "published"
+    counts = collections.Counter(m.message_id for m in r.results.messages)
+    assert len(counts) == expected, "every (request, id) answered"
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    dato = until_last_bulk([e for e in log if e["api"] == "datocms"], "/bulk/")
+    cat0 = [e for e in log if "/catalogs/cat-0/" in e["path"]]
+    used = utilisation(dato, *DATO_RATE)
+    bloom = utilisation([e["t"] for e in cat0], *BLOOM_RATE)
+    print(f"limit used while backlogged: datocms {used:.0%}, bloomreach {bloom:.0%}")
+    assert [e["items"] for e in cat0] == [1000] * 8
+    assert used >= 0.9
+    assert bloom >= 0.9
+
+
+async def test_killing_a_replica_hands_its_scopes_to_the_others(r: Rig) -> None:
+    """kill -9 of the replica that owns the scopes mid-stream: another takes over its
+    partitions, nothing is lost, the limit is still never breached."""
+    async with remote_emulator() as emulator:
+        await emulator.configure(datocms_rate=DATO_RATE, datocms_job_seconds=0.3)
+        env = await partitioned_env(r, emulator, partitions=2)
+        first = await replica(env)
+        others = [await replica(env) for _ in range(2)]
+        wanted = ids("k", 3000)
+        try:
+            await r.publish_many([
+                {"operation": "datocms.items.publish", "target": "main",
+                 "ids": wanted[n:n + 20]}
+                for n in range(0, 3000, 20)
+            ])
+            await r.results.wait_for(200, timeout=30)
+            first.kill()  # the first to subscribe is the active consumer of every partition
+            await r.results.wait_for(3000, timeout=120)
+        finally:
+            codes = await asyncio.gather(*(p.terminate() for p in others))
+            await first.terminate()
+        assert codes == [0, 0]
+        log = await emulator.log()
+        assert [e for e in log if e["breach"]] == []
+    seen = {o["id"] for o in r.results.bodies}
+    assert seen == set(wanted), f"lost {len(set(wanted) - seen)}"
+    assert await r.queue_depth(r.request_queue) == 0
