@@ -24,6 +24,7 @@ BROKER_ERRORS = (
     ConnectionError,
     OSError,
     aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,  # a publish on a channel the broker closed
     aio_pika.exceptions.AMQPException,
 )
 
