@@ -18,6 +18,11 @@ PUBLISH = "datocms.items.publish"
 DELETE = "bloomreach.catalog_items.delete"
 
 
+def _no_retry_after_storm(emu: Emulator) -> None:
+    emu.config.bloomreach_retry_after = False
+    emu.inject(Fault("status", count=3, status=429, api="bloomreach"))
+
+
 CASES: dict[str, tuple[Callable[[Emulator], None], str, str, str | None]] = {
     # name: (set the fault up, operation, expected status, expected error code)
     "5xx burst": (
@@ -51,11 +56,7 @@ CASES: dict[str, tuple[Callable[[Emulator], None], str, str, str | None]] = {
         None,
     ),
     "429 storm, no Retry-After": (
-        lambda e: (
-            setattr(e.config, "bloomreach_retry_after", False),
-            e.inject(Fault("status", count=3, status=429, api="bloomreach")),
-        )
-        and None,
+        lambda e: _no_retry_after_storm(e),
         DELETE,
         "succeeded",
         None,
@@ -84,7 +85,9 @@ async def test_api_fault(r: Rig, case: str) -> None:
     scope: dict[str, Any] = {"catalog_id": "cat-1"} if operation == DELETE else {}
     target = "shop" if operation == DELETE else "main"
     for n in range(3):
-        await r.publish(ledger.expect(f"f{n}", operation, ids(f"f{n}-", 20), target=target, **scope))
+        await r.publish(
+            ledger.expect(f"f{n}", operation, ids(f"f{n}-", 20), target=target, **scope)
+        )
     env = r.env(**{**FAST, "job_deadline_seconds": 2, "targets": _targets(r, "5/1s")})
     async with worker(env):
         await ledger.settle(timeout=60)
@@ -135,7 +138,9 @@ async def test_read_back_that_fails_then_recovers(r: Rig) -> None:
     await r.publish(ledger.expect("rc", PUBLISH, ids("rc-", 20), target="main"))
     async with worker(r.env(**FAST)):
         await wait_until(lambda: bool(r.emulator.requests(path_contains="/items/bulk/publish")))
-        r.emulator.inject(Fault("status", count=2, status=503, path_contains="/items", api="datocms"))
+        r.emulator.inject(
+            Fault("status", count=2, status=503, path_contains="/items", api="datocms")
+        )
         await ledger.settle(timeout=30)
     ledger.check()
     by_id = {o["id"]: o for o in r.results.bodies}

@@ -89,8 +89,15 @@ async def test_sigterm_during_a_long_job_with_a_backlog(r: Rig, job_seconds: flo
     ledger = Ledger(f"7 SIGTERM, job {job_seconds:g}s, drain {drain:g}s", r.results)
     for n in range(60):
         await r.publish(ledger.expect(f"q{n}", OP, [f"q{n}"], target="main"))
-    env = r.env(**{**FAST, "drain_timeout_seconds": drain, "job_deadline_seconds": 20,
-                   "prefetch": 20, "max_inflight_batches": 1})
+    env = r.env(
+        **{
+            **FAST,
+            "drain_timeout_seconds": drain,
+            "job_deadline_seconds": 20,
+            "prefetch": 20,
+            "max_inflight_batches": 1,
+        }
+    )
     proc = await start_worker(env)
     await wait_until(lambda: bool(r.emulator.requests(path_contains="/items/bulk/publish")))
     started = time.monotonic()
