@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 from worker.batching import BatchKey
 from worker.http import RetriesExhausted, ScopedClient
+from worker.limiter import Hold
 from worker.messages import ErrorInfo
 from worker.operations import Operation
 
@@ -45,10 +46,11 @@ class Adapter(Protocol):
         ...
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, acquired: bool
+        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
         """Send ``ids`` and return a result for every one of them.
 
-        ``acquired``: the caller already took one limiter slot for the first request.
+        ``hold``: a limiter slot the caller already holds for the first request (spent by
+        that request's send), or None.
         """
         ...

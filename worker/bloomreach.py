@@ -19,6 +19,7 @@ from worker.adapters import ItemResult, failure
 from worker.batching import BatchKey
 from worker.errors import ApiError
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
+from worker.limiter import Hold
 from worker.messages import ErrorInfo
 from worker.operations import Operation
 from worker.settings import BloomreachTarget
@@ -85,11 +86,11 @@ class Bloomreach:
         return self.target.base_url + path
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, acquired: bool
+        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
         assert key[2] is not None, "catalog_id is validated before batching"
         results: dict[str, ItemResult] = {}
-        await self._send(self.url(key[2]), ids, client, acquired, results)
+        await self._send(self.url(key[2]), ids, client, hold, results)
         return results
 
     async def _send(
@@ -97,17 +98,17 @@ class Bloomreach:
         url: str,
         ids: list[str],
         client: ScopedClient,
-        acquired: bool,
+        hold: Hold | None,
         results: dict[str, ItemResult],
     ) -> None:
         headers = {"Authorization": self._auth, "Content-Type": "application/json"}
         body = delete_body(ids)
-        first = [acquired]
+        first = [hold]
 
         async def call() -> dict[str, ItemResult]:
-            taken, first[0] = first[0], False
+            taken, first[0] = first[0], None
             response = await client.send(
-                "catalog_bulk_delete", "POST", url, headers=headers, content=body, acquired=taken
+                "catalog_bulk_delete", "POST", url, headers=headers, content=body, hold=taken
             )
             return map_answer(ids, _json(response.content))
 
@@ -119,8 +120,8 @@ class Bloomreach:
             if exc.error.status == 400 and len(ids) > 1:
                 half = len(ids) // 2
                 await asyncio.gather(
-                    self._send(url, ids[:half], client, False, results),
-                    self._send(url, ids[half:], client, False, results),
+                    self._send(url, ids[:half], client, None, results),
+                    self._send(url, ids[half:], client, None, results),
                 )
                 return
             for item_id in ids:

@@ -24,6 +24,7 @@ from worker.adapters import ItemResult, failure
 from worker.batching import BatchKey
 from worker.errors import ApiError, datocms_error
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
+from worker.limiter import Hold
 from worker.messages import ErrorInfo
 from worker.operations import Operation
 from worker.settings import DatoCMSTarget, Settings
@@ -174,11 +175,11 @@ class DatoCMS:
         return headers
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, acquired: bool
+        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
         results: dict[str, ItemResult] = {}
         run = _Run(self, ACTIONS[key[0]], key, client, results)
-        await run.process(ids, acquired)
+        await run.process(ids, hold)
         missing = [i for i in ids if i not in results]
         assert not missing, f"no result for {len(missing)} ids"
         return results
@@ -210,13 +211,13 @@ class _Run:
         for item_id in ids:
             self.results[item_id] = result
 
-    async def process(self, ids: list[str], acquired: bool = False) -> None:
+    async def process(self, ids: list[str], hold: Hold | None = None) -> None:
         policy = self.a.retry
         deadline = time.monotonic() + policy.budget
         attempt = 0
         while True:
             attempt += 1
-            first = acquired and attempt == 1
+            first = hold if attempt == 1 else None
             try:
                 job_id = await self._submit(ids, first)
                 await self._follow(ids, job_id, attempt)
@@ -240,14 +241,14 @@ class _Run:
                 self.client.count_retry(self.key[0], exc)
                 await asyncio.sleep(pause)
 
-    async def _submit(self, ids: list[str], acquired: bool) -> str:
+    async def _submit(self, ids: list[str], hold: Hold | None) -> str:
         response = await self.client.send(
             self.action.endpoint,
             "POST",
             self.a.target.base_url + self.action.bulk_path,
             headers=self.a.headers(self.environment, body=True),
             content=bulk_body(self.action, ids),
-            acquired=acquired,
+            hold=hold,
         )
         try:
             return str(orjson.loads(response.content)["data"]["id"])

@@ -26,7 +26,7 @@ from worker.batching import BatchKey, Coalescer, Item
 from worker.bloomreach import Bloomreach
 from worker.datocms import DatoCMS
 from worker.http import RetryPolicy, ScopedClient
-from worker.limiter import Limiter
+from worker.limiter import Hold, Limiter
 from worker.messages import ErrorInfo, Outcome, Request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import Operation
@@ -223,27 +223,31 @@ class Engine:
             if room_in > 0:
                 await scope.sleep(room_in)  # items keep arriving: the batch keeps growing
                 continue
-            await scope.limiter.acquire()
+            hold = await scope.limiter.hold()
             items = self.coalescer.take(key)
             if items:
-                self._start(scope, key, items)
+                self._start(scope, key, items, hold)
+            else:
+                hold.release()
             self._update_rate_gauge(key[1], scope)
 
     def _update_rate_gauge(self, target: str, scope: _Scope) -> None:
         self.metrics.rate_limit_used.labels(target).set(scope.limiter.used())
 
-    def _start(self, scope: _Scope, key: BatchKey, items: list[Item]) -> None:
+    def _start(self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold) -> None:
         scope.inflight += 1
         now = time.monotonic()
         for item in items:
             for waiter in item.waiters:
                 waiter.started = True
             self.metrics.item_wait.labels(*key[:2]).observe(now - item.consumed_at)
-        task = self._spawn(self._run_batch(scope, key, items))
+        task = self._spawn(self._run_batch(scope, key, items, hold))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
 
-    async def _run_batch(self, scope: _Scope, key: BatchKey, items: list[Item]) -> None:
+    async def _run_batch(
+        self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
+    ) -> None:
         batch_id = uuid.uuid4().hex
         op = items[0].operation
         labels = key[:2]
@@ -252,8 +256,9 @@ class Engine:
         self.metrics.inflight_batches.labels(*labels).inc()
         started = time.monotonic()
         try:
-            results = await self._execute(scope, key, items)
+            results = await self._execute(scope, key, items, hold)
         finally:
+            hold.release()  # if the first request never went (a no-op once it did)
             self.metrics.inflight_batches.labels(*labels).dec()
             scope.inflight -= 1
             scope.wake.set()
@@ -261,11 +266,11 @@ class Engine:
         await self._answer(items, results, batch_id)
 
     async def _execute(
-        self, scope: _Scope, key: BatchKey, items: list[Item]
+        self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
     ) -> dict[str, ItemResult]:
         ids = [item.id for item in items]
         try:
-            return await self.adapters[key[1]].execute(key, ids, scope.client, acquired=True)
+            return await self.adapters[key[1]].execute(key, ids, scope.client, hold)
         except Exception as exc:  # a bug must not leave items unanswered
             log.exception("batch %s failed unexpectedly", key[0])
             info = ErrorInfo("internal_error", f"{type(exc).__name__}", True)

@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -23,7 +23,7 @@ from worker.errors import (
     header_seconds,
     retry_reason,
 )
-from worker.limiter import Limiter
+from worker.limiter import Hold, Limiter
 from worker.metrics import Metrics
 
 T = TypeVar("T")
@@ -49,20 +49,28 @@ class ScopedClient:
         headers: dict[str, str],
         content: bytes | None = None,
         params: dict[str, str] | None = None,
-        acquired: bool = False,
+        hold: Hold | None = None,
     ) -> httpx.Response:
-        if not acquired:
-            await self.limiter.acquire()
+        # The API may see the request arrive any time from when its slot was counted to when
+        # the answer comes back: that whole span is what the limiter's margin must cover.
+        slot = hold.spend() if hold is not None else await self.limiter.acquire()
         started = time.monotonic()
+        sent = [started]
+
+        async def trace(name: str, info: dict[str, Any]) -> None:
+            if name.endswith("send_request_body.complete"):
+                sent[0] = time.monotonic()
+
         try:
             response = await self.http.request(
-                method, url, headers=headers, content=content, params=params
+                method, url, headers=headers, content=content, params=params,
+                extensions={"trace": trace},
             )
         except httpx.TransportError as exc:
             self._count(endpoint, "error", started)
             raise from_transport(exc) from exc
         self._count(endpoint, str(response.status_code), started)
-        self.limiter.observe_latency(time.monotonic() - started)
+        self.limiter.observe_timing(sent[0] - slot, time.monotonic() - sent[0])
         self._learn(response)
         if response.is_success:
             return response

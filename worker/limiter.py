@@ -5,11 +5,13 @@ catalog). A sliding log of send times lets the worker use every request of the w
 never one more: a request may go when fewer than ``limit`` requests were sent in the last
 ``window + margin`` seconds.
 
-The margin covers the difference between when we send and when the API sees the request
-arrive, which can be anything up to the request's latency: if request i arrives late (at
-most its latency after we sent it) and request i+limit arrives at once, the API sees them
-closer than we sent them. So the margin is at least the slowest recent latency of the scope
-(capped at one window), which costs about latency/window of the limit.
+The margin covers the difference between when a request's slot is counted and when the API
+sees it arrive: if request i arrives late and request i+limit at once, the API sees them
+closer than we counted them. Request i can arrive at most (its bytes left us - its slot was
+counted) + (the network's one-way time) after its slot. The first part is measured for every
+request (it grows when this process is busy); the second is bounded by the round trip, taken
+as the fastest recent one. So the margin is the slowest recent send delay plus the fastest
+recent round trip (at least the configured margin, at most one window).
 
 ``WindowLog`` is pure arithmetic over timestamps; ``Limiter`` adds the clock and the waiting.
 """
@@ -23,6 +25,8 @@ from collections.abc import Callable
 
 from worker.settings import Rate
 
+HELD_POLL = 0.05
+
 
 class WindowLog:
     """Send times within the window, plus any wait the server imposed."""
@@ -33,15 +37,20 @@ class WindowLog:
         self.base_margin = margin
         self.window = rate.seconds + margin
         self._sent: deque[float] = deque()
+        self.held = 0  # slots granted, not yet sent: they count until they are
         self._blocked_until = 0.0
-        self._latencies: deque[float] = deque(maxlen=max(8, 2 * rate.requests))
+        recent = max(8, 2 * rate.requests)
+        self._send_delays: deque[float] = deque(maxlen=recent)
+        self._round_trips: deque[float] = deque(maxlen=recent)
 
-    def observe_latency(self, seconds: float) -> None:
-        """A request of this scope took ``seconds`` from send to answer: widen the margin."""
-        self._latencies.append(max(0.0, seconds))
+    def observe_timing(self, send_delay: float, round_trip: float) -> None:
+        """A request of this scope left ``send_delay`` after its slot was counted and was
+        answered ``round_trip`` after it left: adjust the margin."""
+        self._send_delays.append(max(0.0, send_delay))
+        self._round_trips.append(max(0.0, round_trip))
+        late = max(self._send_delays) + min(self._round_trips)
         # Capped at one window: a single stuck request must not stall the scope for long.
-        slowest = min(self.seconds, max(self._latencies))
-        self.window = self.seconds + max(self.base_margin, slowest)
+        self.window = self.seconds + min(self.seconds, max(self.base_margin, late))
 
     def _expire(self, now: float) -> None:
         while self._sent and self._sent[0] <= now - self.window:
@@ -55,9 +64,11 @@ class WindowLog:
         """Seconds to wait before a request may be sent at ``now`` (0.0: send now)."""
         self._expire(now)
         wait = max(0.0, self._blocked_until - now)
-        if len(self._sent) >= self.limit:
-            oldest_that_must_leave = self._sent[len(self._sent) - self.limit]
-            wait = max(wait, oldest_that_must_leave + self.window - now)
+        must_leave = len(self._sent) + self.held - self.limit  # index of the send to expire
+        if must_leave >= len(self._sent):
+            return max(wait, HELD_POLL)  # only a held slot being sent can make room
+        if must_leave >= 0:
+            wait = max(wait, self._sent[must_leave] + self.window - now)
         return wait
 
     def record(self, now: float) -> None:
@@ -101,8 +112,8 @@ class Limiter:
     def used(self) -> int:
         return self.log.used(self._clock())
 
-    async def acquire(self) -> None:
-        """Return when one request may be sent; it is counted as sent."""
+    async def acquire(self) -> float:
+        """Return when one request may be sent; it is counted as sent at the time returned."""
         started = self._clock()
         async with self._lock:
             while (wait := self.log.delay(self._clock())) > 0:
@@ -111,9 +122,23 @@ class Limiter:
             self.log.record(now)
         if self._on_wait is not None:
             self._on_wait(now - started)
+        return now
 
-    def observe_latency(self, seconds: float) -> None:
-        self.log.observe_latency(seconds)
+    async def hold(self) -> Hold:
+        """Return when one request may be sent, holding its slot until it is: the slot counts
+        from now, and as sent from the moment ``Hold.spend`` says it goes. So the window is
+        measured from the real send, however long the request takes to get ready."""
+        started = self._clock()
+        async with self._lock:
+            while (wait := self.log.delay(self._clock())) > 0:
+                await asyncio.sleep(wait)
+            self.log.held += 1
+        if self._on_wait is not None:
+            self._on_wait(self._clock() - started)
+        return Hold(self)
+
+    def observe_timing(self, send_delay: float, round_trip: float) -> None:
+        self.log.observe_timing(send_delay, round_trip)
 
     def assume_full(self) -> None:
         """Start as if a whole window had just been used: for a scope taken over from another
@@ -127,3 +152,28 @@ class Limiter:
 
     def observe_remaining(self, remaining: int) -> None:
         self.log.observe_remaining(remaining, self._clock())
+
+
+class Hold:
+    """A slot of a ``Limiter`` granted and not yet used: spend it when the request goes, or
+    release it if the request never goes (released twice or after spending: no effect)."""
+
+    __slots__ = ("_limiter", "done")
+
+    def __init__(self, limiter: Limiter) -> None:
+        self._limiter = limiter
+        self.done = False
+
+    def spend(self) -> float:
+        """The request goes now: count it as sent now; returns that time."""
+        now = self._limiter._clock()
+        if not self.done:
+            self.done = True
+            self._limiter.log.held -= 1
+            self._limiter.log.record(now)
+        return now
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            self._limiter.log.held -= 1

@@ -327,8 +327,9 @@ def test_service_servicemonitor_and_pdb_select_the_worker_pods(render: Renderer)
 
 
 def test_keda_scales_the_deployment_on_the_request_queue(render: Renderer) -> None:
-    """ScaledObject: rabbitmq QueueLength on the request queue, host from the Secret; the
-    Deployment leaves replicas to KEDA."""
+    """ScaledObject: rabbitmq QueueLength on the request queue and, partitioned, on every
+    partition queue (where the backlog waits then), host from the Secret; the Deployment
+    leaves replicas to KEDA."""
     manifests = render.values("monitoring-keda-values.yaml")
     scaled = one(manifests, "ScaledObject")
     assert scaled["spec"]["scaleTargetRef"] == {
@@ -336,8 +337,11 @@ def test_keda_scales_the_deployment_on_the_request_queue(render: Renderer) -> No
         "kind": "Deployment",
         "name": FULLNAME,
     }
-    (trigger,) = scaled["spec"]["triggers"]
-    assert trigger["type"] == "rabbitmq"
+    triggers = scaled["spec"]["triggers"]
+    queues = ["bulkops.requests"] + [f"bulkops.requests.p{i}" for i in range(8)]
+    assert [t["metadata"]["queueName"] for t in triggers] == queues
+    trigger = triggers[0]
+    assert {t["type"] for t in triggers} == {"rabbitmq"}
     assert trigger["metadata"] == {
         "protocol": "amqp",
         "mode": "QueueLength",
@@ -433,3 +437,15 @@ def test_values_yaml_comments_every_key() -> None:
         if not ok:
             missing.append(stripped)
     assert missing == []
+
+
+def test_several_replicas_without_partitions_fail_to_render(render: Renderer) -> None:
+    """replicaCount > 1 (or KEDA above 1) with partitions 0 would multiply the rate limit by
+    the replica count: the chart refuses it with a pointer to the fix."""
+    done = render.attempt(
+        "-f", str(CHART / "ci" / "multi-target-values.yaml"), "--set", "config.partitions=0"
+    )
+    assert done.returncode != 0
+    assert "config.partitions" in done.stderr
+    configmap = one(render.values("multi-target-values.yaml"), "ConfigMap", FULLNAME)
+    assert configmap["data"]["BULKOPS_PARTITIONS"] == "6"

@@ -107,6 +107,10 @@ API_SECRET: apiSecret
 
 {{/* Fails rendering on settings the worker would refuse at start. */}}
 {{- define "bulkops.validate" -}}
+{{- $replicas := ternary .Values.keda.maxReplicaCount .Values.replicaCount .Values.keda.enabled }}
+{{- if and (gt (int $replicas) 1) (eq (int .Values.config.partitions) 0) }}
+{{- fail "more than one replica needs config.partitions > 0: each replica would otherwise use the whole rate limit, and two replicas could reorder operations on one id (README: Scaling out)" }}
+{{- end }}
 {{- if and (not .Values.existingSecret) (not .Values.secrets.amqpUrl) }}
 {{- fail "set secrets.amqpUrl (the chart then creates the Secret) or existingSecret (a Secret you manage with key BULKOPS_AMQP_URL)" }}
 {{- end }}
