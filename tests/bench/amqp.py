@@ -39,7 +39,7 @@ async def declare(channel: AbstractChannel, names: Names) -> None:
     """The worker's own topology (quorum request queue, DLQ, results exchange)."""
     DECLARED.append(names)
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         request_queue=names.requests,
         dead_letter_queue=names.dlq,
         results_exchange=names.results,

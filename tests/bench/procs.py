@@ -121,9 +121,24 @@ def worker_env(
 async def worker(env: dict[str, str]) -> AsyncIterator[Proc]:
     """The worker as a real process, ready (``/readyz``) when yielded; SIGTERM on leaving."""
     proc = await start_worker(env)
+    spy = await _profile(proc.process.pid)
     try:
         yield proc
     finally:
         code = await proc.terminate()
+        if spy is not None:
+            await spy.wait()
         if code != 0:
             raise RuntimeError(f"worker exited {code}: {proc.stderr_tail()}")
+
+
+async def _profile(pid: int) -> asyncio.subprocess.Process | None:
+    """With ``BENCH_PYSPY=DIR`` (and py-spy installed), sample each worker until it exits."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        return None
+    return await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+        "--output", os.path.join(folder, f"worker-{pid}.txt"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip

@@ -29,6 +29,16 @@ DATO_OP = "datocms.items.publish"
 BLOOM_OP = "bloomreach.catalog_items.delete"
 
 
+# The emulator neither limits nor counts down a window (so its X-RateLimit-Remaining does
+# not hold back the worker, whose own limiters are set as high by ``unlimited=True``).
+UNLIMITED = {
+    "rate_limits_enabled": False,
+    "latency_seconds": 0.0,
+    "datocms_rate": (100_000, 1.0),
+    "bloomreach_rate": (100_000, 1.0),
+}
+
+
 @dataclass(frozen=True)
 class Plan:
     throughput_items: int = 30_000  # (1) and (2): single-id messages
@@ -134,7 +144,7 @@ async def worker_fast(
     conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, ceiling: float
 ) -> int:
     await emu.reset()
-    await emu.configure(rate_limits_enabled=False, latency_seconds=0.0, datocms_job_seconds=0.0)
+    await emu.configure(**UNLIMITED, datocms_job_seconds=0.0)
     names = Names.fresh("fast")
     channel = await conn.channel()
     await amqp.declare(channel, names)
@@ -216,7 +226,10 @@ async def worker_limited(
     items: int, limit: int, window: float, windows: int, max_batch: int, **settings: Any,
 ) -> None:  # fmt: skip
     await emu.reset()
-    await emu.configure(rate_limits_enabled=True, latency_seconds=0.0, datocms_job_seconds=0.2)
+    await emu.configure(
+        rate_limits_enabled=True, latency_seconds=0.0, datocms_job_seconds=0.2,
+        datocms_rate=(60, 3.0), bloomreach_rate=(5, 10.0),
+    )  # fmt: skip
     names = Names.fresh(f"limited-{api}")
     channel = await conn.channel()
     await amqp.declare(channel, names)
@@ -258,7 +271,9 @@ async def worker_limited(
 
 async def naive(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
     await emu.reset()
-    await emu.configure(rate_limits_enabled=True, latency_seconds=0.0)
+    await emu.configure(
+        rate_limits_enabled=True, latency_seconds=0.0, datocms_rate=(60, 3.0)
+    )  # fmt: skip
     names = Names.fresh("naive")
     channel = await conn.channel()
     await amqp.declare(channel, names)
@@ -282,7 +297,7 @@ async def naive(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) 
 
 async def latency(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
     await emu.reset()
-    await emu.configure(rate_limits_enabled=False, latency_seconds=0.0)
+    await emu.configure(**UNLIMITED)
     hops = await amqp.broker_hop(conn)
     hop = statistics.quantiles(hops, n=100)[98]
     names = Names.fresh("latency")
