@@ -42,12 +42,12 @@ UNLIMITED = {
 @dataclass(frozen=True)
 class Plan:
     throughput_items: int = 30_000  # (1) and (2): single-id messages
-    memory_backlog: int = 120_000  # queued for the RSS-vs-backlog check (0: skip)
+    memory_backlog: int = 90_000  # queued for the RSS-vs-backlog check (0: skip)
     memory_sample: int = 15_000  # outcomes after which peak RSS is compared
     dato_windows: int = 3  # (3) DatoCMS: measured 3-second windows under backlog
-    dato_backlog: int = 30_000
+    dato_backlog: int = 20_000
     bloom_windows: int = 1  # (3) Bloomreach: measured 10-second windows under backlog
-    bloom_backlog: int = 62_000
+    bloom_backlog: int = 61_000
     bloom_ids_per_message: int = 100
     naive_seconds: float = 6.0
     latency_seconds: float = 8.0
