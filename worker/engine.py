@@ -146,9 +146,11 @@ class Engine:
         now = time.monotonic()
         self.tracked.add(tracked)
         op = self._operation(req)
+        before = self.coalescer.pending
         for item_id in req.ids:
             self.coalescer.add(op, key, item_id, tracked, now, adapter.cost(op, item_id))
-        self.metrics.pending_items.labels(*key[:2]).inc(len(req.ids))
+        # Ids that joined an item already pending add nothing: the gauge counts items.
+        self.metrics.pending_items.labels(*key[:2]).inc(self.coalescer.pending - before)
         scope.keys.add(key)
         scope.wake.set()
 

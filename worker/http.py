@@ -51,26 +51,39 @@ class ScopedClient:
         params: dict[str, str] | None = None,
         hold: Hold | None = None,
     ) -> httpx.Response:
-        # The API may see the request arrive any time from when its slot was counted to when
-        # the answer comes back: that whole span is what the limiter's margin must cover.
-        slot = hold.spend() if hold is not None else await self.limiter.acquire()
+        # The slot is held until the request's first bytes go out, and counted as sent from
+        # that moment: however long this process takes to get there (a busy event loop, a
+        # new connection), the window is measured from the real send.
+        hold = hold if hold is not None else await self.limiter.hold()
         started = time.monotonic()
-        sent = [started]
+        timing: dict[str, float] = {}
 
         async def trace(name: str, info: dict[str, Any]) -> None:
-            if name.endswith("send_request_body.complete"):
-                sent[0] = time.monotonic()
+            if name.endswith("send_request_headers.started") and "slot" not in timing:
+                timing["slot"] = hold.spend()
+            elif name.endswith("send_request_body.complete"):
+                timing["sent"] = time.monotonic()
+            elif name.endswith("receive_response_headers.complete"):
+                timing["answered"] = time.monotonic()
 
         try:
             response = await self.http.request(
-                method, url, headers=headers, content=content, params=params,
+                method,
+                url,
+                headers=headers,
+                content=content,
+                params=params,
                 extensions={"trace": trace},
             )
         except httpx.TransportError as exc:
             self._count(endpoint, "error", started)
             raise from_transport(exc) from exc
+        finally:
+            hold.release()  # no bytes went out: the slot was never used (no-op once spent)
         self._count(endpoint, str(response.status_code), started)
-        self.limiter.observe_timing(sent[0] - slot, time.monotonic() - sent[0])
+        if {"slot", "sent", "answered"} <= timing.keys():
+            sent = timing["sent"]
+            self.limiter.observe_timing(sent - timing["slot"], timing["answered"] - sent)
         self._learn(response)
         if response.is_success:
             return response

@@ -7,11 +7,11 @@ never one more: a request may go when fewer than ``limit`` requests were sent in
 
 The margin covers the difference between when a request's slot is counted and when the API
 sees it arrive: if request i arrives late and request i+limit at once, the API sees them
-closer than we counted them. Request i can arrive at most (its bytes left us - its slot was
-counted) + (the network's one-way time) after its slot. The first part is measured for every
-request (it grows when this process is busy); the second is bounded by the round trip, taken
-as the fastest recent one. So the margin is the slowest recent send delay plus the fastest
-recent round trip (at least the configured margin, at most one window).
+closer than we counted them. A slot is held until the request's first bytes go out and
+counted from that moment, so the arrival lies between that moment and the moment the answer
+came back. The margin is therefore the slowest recent span from first byte out to answer in
+(at least the configured margin, at most one window): a true bound, and a small one, since
+the time this process takes to get a request ready is not part of it.
 
 ``WindowLog`` is pure arithmetic over timestamps; ``Limiter`` adds the clock and the waiting.
 """
@@ -40,15 +40,13 @@ class WindowLog:
         self.held = 0  # slots granted, not yet sent: they count until they are
         self._blocked_until = 0.0
         recent = max(8, 2 * rate.requests)
-        self._send_delays: deque[float] = deque(maxlen=recent)
-        self._round_trips: deque[float] = deque(maxlen=recent)
+        self._spans: deque[float] = deque(maxlen=recent)
 
     def observe_timing(self, send_delay: float, round_trip: float) -> None:
         """A request of this scope left ``send_delay`` after its slot was counted and was
         answered ``round_trip`` after it left: adjust the margin."""
-        self._send_delays.append(max(0.0, send_delay))
-        self._round_trips.append(max(0.0, round_trip))
-        late = max(self._send_delays) + min(self._round_trips)
+        self._spans.append(max(0.0, send_delay) + max(0.0, round_trip))
+        late = max(self._spans)
         # Capped at one window: a single stuck request must not stall the scope for long.
         self.window = self.seconds + min(self.seconds, max(self.base_margin, late))
 

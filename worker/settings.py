@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # Tuning. Defaults suit the APIs' documented limits.
     prefetch: int = Field(default=4000, ge=1, le=65535)
     linger_seconds: float = Field(default=0.3, ge=0, le=60)
-    max_inflight_batches: int = Field(default=16, ge=1, le=1000)
+    max_inflight_batches: int = Field(default=64, ge=1, le=1000)
     max_attempts: int = Field(default=6, ge=1, le=50)
     retry_budget_seconds: float = Field(default=300, gt=0, le=1200)
     backoff_base_seconds: float = Field(default=0.5, gt=0, le=60)
