@@ -244,7 +244,13 @@ class Session:
         log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
         await self.publisher.dead_letter(message, invalid.reason)
         outcomes = invalid.outcomes(utc_now())
-        await asyncio.gather(*(self.publisher.outcome(o, message.correlation_id) for o in outcomes))
+        # In chunks, as publish_outcomes does: a message of 100,000 readable ids must not put
+        # 100,000 publishes in flight at once (the loop stalls past the broker's send timeout,
+        # the connection is dropped, the message comes back and stalls the next session too).
+        for start in range(0, len(outcomes), PUBLISH_CHUNK):
+            chunk = outcomes[start : start + PUBLISH_CHUNK]
+            correlation_id = message.correlation_id
+            await asyncio.gather(*(self.publisher.outcome(o, correlation_id) for o in chunk))
         self.metrics.item_outcomes.labels(*labels, "rejected").inc(len(outcomes))
         self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(len(outcomes))
         await delivery.ack()

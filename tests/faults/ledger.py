@@ -57,6 +57,9 @@ class Ledger:
     bound: int = 0  # how many duplicates the faults allow: the in-flight items, per fault
     fault_over: float | None = None
     recovered: float | None = None
+    # Outcome message ids counted off ``results`` (e.g. by a counting queue, for outcomes too
+    # many to keep as messages); they count as seen, their bodies are the counter's to check.
+    counted: collections.Counter[str] = field(default_factory=collections.Counter)
 
     def expect(
         self, request_id: str, operation: str, ids: list[str], **fields: Any
@@ -69,7 +72,7 @@ class Ledger:
         return {"operation": operation, "ids": ids, "request_id": request_id, **fields}
 
     def seen(self) -> collections.Counter[str]:
-        return collections.Counter(str(m.message_id) for m in self.results.messages)
+        return collections.Counter(str(m.message_id) for m in self.results.messages) + self.counted
 
     def answered(self) -> int:
         seen = self.seen()
