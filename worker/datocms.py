@@ -359,7 +359,13 @@ class _Run:
         """The whole request was refused for some of its ids: answer those, resend the rest."""
         try:
             states = await self.read_back(ids)
-        except RetriesExhausted:
+        except RetriesExhausted as exc:
+            if exc.error.status == 404:
+                # A list endpoint answers 404 only when the scope itself is gone (a deleted
+                # sandbox environment): no split would help, every id fails alike.
+                info = ErrorInfo(refusal.code, f"{refusal.message}; read-back: {exc.error}", False)
+                self._fail_all(ids, ItemResult("failed", info, 1))
+                return
             states = None
         if states is not None:
             missing = [i for i in ids if i not in states]

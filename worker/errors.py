@@ -87,9 +87,14 @@ def from_response(response: httpx.Response) -> ApiError:
 
 
 def from_transport(exc: httpx.TransportError) -> ApiError:
+    """The text of a transport error can quote the request (a protocol error names the
+    offending header value, e.g. the Authorization header): only connection failures, whose
+    text names the host, keep it."""
     if isinstance(exc, httpx.TimeoutException):
         return ApiError("timeout", f"{type(exc).__name__}: request timed out", True)
-    return ApiError("connection_error", f"{type(exc).__name__}: {exc}"[:300], True)
+    if isinstance(exc, httpx.ConnectError):
+        return ApiError("connection_error", f"{type(exc).__name__}: {exc}"[:300], True)
+    return ApiError("connection_error", f"{type(exc).__name__} (details withheld)", True)
 
 
 def backoff(

@@ -50,8 +50,12 @@ class RequestBody(BaseModel):
     @field_validator("catalog_id")
     @classmethod
     def _catalog(cls, value: str | None) -> str | None:
-        if value is not None and not _CATALOG.fullmatch(value):
-            raise ValueError("catalog_id must be 1-256 characters, no '/' or control characters")
+        if value is not None and (not _CATALOG.fullmatch(value) or value in (".", "..")):
+            # '.' and '..' are path segments: in the URL they would name another resource.
+            raise ValueError(
+                "catalog_id must be 1-256 characters, no '/' or control characters, "
+                "and not '.' or '..'"
+            )
         return value
 
     @field_validator("request_id")
@@ -93,7 +97,8 @@ class Invalid:
     request_id: str
     operation: str | None = None
     target: str | None = None
-    scope: str | None = None
+    environment: str | None = None
+    catalog_id: str | None = None
     readable_ids: tuple[str, ...] = field(default=())
 
     def outcomes(self, finished_at: str) -> list[Outcome]:
@@ -104,8 +109,8 @@ class Invalid:
                 self.request_id,
                 self.operation or "invalid",
                 self.target,
-                None,
-                None,
+                self.environment,
+                self.catalog_id,
                 item_id,
                 "rejected",
                 error,
@@ -157,8 +162,10 @@ def _check_request(
     ids = _unique_strings(body.ids)
 
     def invalid(reason: str, code: str) -> Invalid:
-        scope = body.environment or body.catalog_id
-        return Invalid(reason, code, request_id, body.operation, body.target, scope, ids)
+        return Invalid(
+            reason, code, request_id, body.operation, body.target, body.environment,
+            body.catalog_id, ids,
+        )
 
     operation = OPERATIONS.get(body.operation)
     if operation is None:
@@ -215,7 +222,8 @@ def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str
         request_id,
         text.get("operation"),
         text.get("target"),
-        text.get("environment") or text.get("catalog_id"),
+        text.get("environment"),
+        text.get("catalog_id"),
         _unique_strings(data.get("ids")),
     )
 

@@ -67,12 +67,23 @@ class _Target(BaseModel):
         return Rate.parse(self.rate_limit or DEFAULT_RATES[self.kind])  # type: ignore[attr-defined]
 
 
+def _clean_secret(value: SecretStr) -> SecretStr:
+    """Secrets mounted from files often end in a newline: strip surrounding white space, and
+    refuse control characters inside (they would break the HTTP header)."""
+    text = value.get_secret_value().strip()
+    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("must be non-empty, without control characters")
+    return SecretStr(text)
+
+
 class DatoCMSTarget(_Target):
     """A DatoCMS project reached with one API token; its rate limit is per token."""
 
     kind: Literal["datocms"]
     base_url: str = "https://site-api.datocms.com"
     api_token: SecretStr
+
+    _token = field_validator("api_token")(_clean_secret)
 
 
 class BloomreachTarget(_Target):
@@ -81,13 +92,15 @@ class BloomreachTarget(_Target):
     kind: Literal["bloomreach"]
     api_key_id: SecretStr
     api_secret: SecretStr
+
+    _credentials = field_validator("api_key_id", "api_secret")(_clean_secret)
     project_id: str
 
     @field_validator("project_id")
     @classmethod
     def _project_id(cls, value: str) -> str:
-        if not value or "/" in value:
-            raise ValueError("project_id must be a non-empty string without '/'")
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError("project_id must be a non-empty string without '/', not '.' or '..'")
         return value
 
 

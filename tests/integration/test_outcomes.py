@@ -202,3 +202,18 @@ async def test_job_that_never_finishes_fails_with_job_timeout(r: Rig) -> None:
         (outcome,) = await r.results.wait_for(1, timeout=20)
     assert (outcome["status"], outcome["error"]["code"]) == ("failed", "job_timeout")
     assert r.emulator.breaches() == []
+
+
+async def test_missing_environment_fails_every_id_without_splitting(r: Rig) -> None:
+    """A bulk request to a sandbox environment that does not exist is refused with 404; the
+    read-back is refused too, so every id fails NOT_FOUND at once instead of the batch being
+    split into hundreds of requests."""
+    r.emulator.config.datocms_environments = {"main"}
+    await r.publish({"operation": "datocms.items.publish", "target": "main",
+                     "environment": "deleted-sandbox", "ids": ids("e", 200)})
+    async with r.worker():
+        outcomes = by_id(await r.results.wait_for(200))
+    assert {(o["status"], o["error"]["code"]) for o in outcomes.values()} == {
+        ("failed", "NOT_FOUND")
+    }
+    assert len(r.emulator.requests(api="datocms")) <= 3
