@@ -39,7 +39,9 @@ class WindowLog:
         self._sent: deque[float] = deque()
         self.held = 0  # slots granted, not yet sent: they count until they are
         self._blocked_until = 0.0
-        recent = max(8, 2 * rate.requests)
+        # The spans that matter are those of the requests still in the window (the one that
+        # must leave next is among the last `limit` sent), plus a few answered out of order.
+        recent = rate.requests + 8
         self._spans: deque[float] = deque(maxlen=recent)
 
     def observe_timing(self, send_delay: float, round_trip: float) -> None:

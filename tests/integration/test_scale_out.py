@@ -21,9 +21,9 @@ import pytest
 
 from tests.integration.harness import Proc, Rig, die_with_parent, free_port, ids, start_worker
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-DATO_RATE = (20, 4.0)
+DATO_RATE = (20, 6.0)
 BLOOM_RATE = (4, 4.0)
 
 
@@ -95,7 +95,7 @@ async def partitioned_env(r: Rig, emulator: RemoteEmulator, partitions: int) -> 
         # Small batches (50 and 250 ids) so that a backlog of a few limiter windows costs few
         # outcomes: what is measured is requests against the limit, not items.
         "main": settings.targets["main"].model_copy(
-            update={"base_url": emulator.base_url, "rate_limit": "20/4s", "max_batch_items": 50}
+            update={"base_url": emulator.base_url, "rate_limit": "20/6s", "max_batch_items": 50}
         ),
         "shop": settings.targets["shop"].model_copy(
             update={"base_url": emulator.base_url, "rate_limit": "4/4s", "max_batch_items": 250}
@@ -106,7 +106,7 @@ async def partitioned_env(r: Rig, emulator: RemoteEmulator, partitions: int) -> 
 
 def backlog() -> list[dict[str, Any]]:
     """Enough for the limiters to be the bottleneck for a few windows: 2,000 DatoCMS ids
-    (40 full requests of 50 and their polls, at 5 requests/s) and 3,000 Bloomreach ids for one
+    (40 full requests of 50 and their polls, at 20 requests per 6 s) and 3,000 Bloomreach ids for one
     catalog (12 full requests of 250, at 1 request/s), a small second catalog; ids touched
     twice come first, so that their ordered hand-over does not stretch the measured span."""
     dato = [{"operation": "datocms.items.publish", "target": "main", "environment": f"e{n % 2}",

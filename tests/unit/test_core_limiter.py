@@ -230,3 +230,32 @@ async def test_limiter_observe_remaining_uses_its_clock() -> None:
     clock.now += 1.0
     assert limiter.used() == 0
     assert limiter.has_room()
+
+
+async def test_a_held_slot_counts_until_spent_and_from_the_moment_it_is_spent() -> None:
+    """A hold takes a slot at once (no second request may use it), and the slot's window
+    starts when the request really goes: a request held for 2 s frees its slot 2 s later."""
+    now = [0.0]
+    limiter = Limiter(Rate(1, 10.0), clock=lambda: now[0])
+    hold = await limiter.hold()
+    assert limiter.room_in() > 0, "the held slot is taken"
+    now[0] = 2.0
+    assert hold.spend() == 2.0
+    now[0] = 11.9
+    assert limiter.room_in() == pytest.approx(0.1)
+    now[0] = 12.0
+    assert limiter.room_in() == 0.0
+
+
+async def test_a_released_hold_gives_its_slot_back_and_spending_twice_counts_once() -> None:
+    """A request that never went frees its slot; release after spend changes nothing."""
+    now = [0.0]
+    limiter = Limiter(Rate(2, 10.0), clock=lambda: now[0])
+    unused = await limiter.hold()
+    unused.release()
+    used = await limiter.hold()
+    used.spend()
+    used.spend()
+    used.release()
+    assert limiter.used() == 1
+    assert limiter.room_in() == 0.0
