@@ -257,22 +257,23 @@ class Engine:
         self.metrics.batch_fill.labels(*labels).observe(len(items) / op.max_items)
         self.metrics.inflight_batches.labels(*labels).inc()
         started = time.monotonic()
+        client = scope.client.for_batch()
         try:
-            results = await self._execute(scope, key, items, hold)
+            results = await self._execute(client, key, items, hold)
         finally:
             hold.release()  # if the first request never went (a no-op once it did)
             self.metrics.inflight_batches.labels(*labels).dec()
             scope.inflight -= 1
             scope.wake.set()
-        self._log_batch(batch_id, key, items, results, started)
+        self._log_batch(batch_id, key, items, results, started, client.statuses)
         await self._answer(items, results, batch_id)
 
     async def _execute(
-        self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
+        self, client: ScopedClient, key: BatchKey, items: list[Item], hold: Hold
     ) -> dict[str, ItemResult]:
         ids = [item.id for item in items]
         try:
-            return await self.adapters[key[1]].execute(key, ids, scope.client, hold)
+            return await self.adapters[key[1]].execute(key, ids, client, hold)
         except Exception as exc:  # a bug must not leave items unanswered
             log.exception("batch %s failed unexpectedly", key[0])
             info = ErrorInfo("internal_error", f"{type(exc).__name__}", True)
@@ -285,6 +286,7 @@ class Engine:
         items: list[Item],
         results: dict[str, ItemResult],
         started: float,
+        http_statuses: dict[str, int],
     ) -> None:
         counts: dict[str, int] = {}
         for result in results.values():
@@ -298,6 +300,7 @@ class Engine:
                     "operation": key[0],
                     "target": key[1],
                     "size": len(items),
+                    "http_statuses": http_statuses,
                     "job_ids": job_ids[:5],
                     "duration_s": round(time.monotonic() - started, 3),
                     "outcomes": counts,

@@ -39,6 +39,11 @@ class ScopedClient:
         self.limiter = limiter
         self.metrics = metrics
         self.target = target
+        self.statuses: dict[str, int] = {}  # HTTP status (or "error") -> requests, for logs
+
+    def for_batch(self) -> ScopedClient:
+        """The same scope (limiter, client) with its own count of answers, for one batch."""
+        return ScopedClient(self.http, self.limiter, self.metrics, self.target)
 
     async def send(
         self,
@@ -93,6 +98,7 @@ class ScopedClient:
         self.metrics.retries.labels(operation, self.target, retry_reason(error)).inc()
 
     def _count(self, endpoint: str, code: str, started: float) -> None:
+        self.statuses[code] = self.statuses.get(code, 0) + 1
         self.metrics.api_requests.labels(self.target, endpoint, code).inc()
         self.metrics.api_latency.labels(self.target, endpoint).observe(time.monotonic() - started)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import orjson
 import pytest
 
 from tests.integration.harness import Rig, ids
@@ -100,3 +101,13 @@ async def test_metrics_move_by_exactly_what_happened(r: Rig) -> None:
     # Bounded labels: no id, catalog id or credential ever shows up.
     for needle in ("secret-catalog-name", "locked-1", "p00001", "dato-token", "bloom-secret"):
         assert needle not in text
+    # One JSON line per batch, with what ops need; no credential in any log line.
+    lines = [orjson.loads(line) for line in proc.stderr if line.startswith("{")]
+    batches = [line for line in lines if line["msg"] == "batch done"]
+    publish = [b for b in batches if b["operation"] == "datocms.items.publish"]
+    assert sorted(b["size"] for b in publish) == [100, 200]
+    assert all(b["http_statuses"].get("202") == 1 and b["job_ids"] for b in publish)
+    assert {"batch_id", "target", "duration_s", "outcomes"} <= publish[0].keys()
+    (bloom_batch,) = [b for b in batches if b["target"] == "shop"]
+    assert bloom_batch["http_statuses"] == {"429": 1, "200": 1}
+    assert not any(s in line for line in proc.stderr for s in ("dato-token", "bloom-secret"))
