@@ -92,6 +92,12 @@ class _Scope:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: int = 0
 
+    @property
+    def scarce(self) -> bool:
+        """Less than one request a second (Bloomreach's 5 per 10 s): every request counts."""
+        rate = self.limiter.rate
+        return rate.requests / rate.seconds < 1.0
+
     async def sleep(self, timeout: float | None) -> None:
         self.wake.clear()
         with contextlib.suppress(TimeoutError):
@@ -201,6 +207,8 @@ class Engine:
             if due is None:
                 scope.keys.discard(key)
                 continue
+            if due == 0.0 and scope.scarce:
+                due = self.coalescer.still_filling(key, now, linger)
             if due < best_due or (
                 due == best_due
                 and best is not None

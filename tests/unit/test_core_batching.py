@@ -378,3 +378,20 @@ CoalescerMachine.TestCase.settings = settings(
     max_examples=60, stateful_step_count=30, deadline=None
 )
 test_property_coalescer_interleavings = CoalescerMachine.TestCase
+
+
+def test_a_due_batch_still_filling_waits_until_ids_stop_joining() -> None:
+    """Past its linger, a part-full batch whose ids keep arriving waits until none joined for
+    half a linger; never longer than 4 lingers after its oldest id; a full one never waits."""
+    c = Coalescer()
+    add(c, PUBLISH, PUB_KEY, "a", now=0.0)
+    add(c, PUBLISH, PUB_KEY, "b", now=0.9)
+    assert c.due_in(PUB_KEY, 1.0, 0.3) == 0.0
+    assert c.still_filling(PUB_KEY, 1.0, 0.3) == pytest.approx(0.05)
+    assert c.still_filling(PUB_KEY, 1.05, 0.3) == 0.0
+    add(c, PUBLISH, PUB_KEY, "c", now=1.19)
+    assert c.still_filling(PUB_KEY, 1.19, 0.3) == pytest.approx(0.01)  # capped at 4 lingers
+    for n in range(197):
+        add(c, PUBLISH, PUB_KEY, f"x{n}", now=1.19)
+    assert c.is_full(PUB_KEY)
+    assert c.still_filling(PUB_KEY, 1.19, 0.3) == 0.0
