@@ -160,6 +160,17 @@ class Engine:
         scope.keys.add(key)
         scope.wake.set()
 
+    def _take_over(self, limiter: Limiter, key: BatchKey) -> None:
+        """Partitioned, this scope may just have moved from another replica, which may still
+        be finishing its in-flight work for it (for up to its drain timeout): send nothing
+        before that work is over and its last window has passed. So two replicas never send
+        for one scope at once: the limit holds, and an operation handed over cannot overtake
+        an earlier one on the same id still in flight there."""
+        wait = self.settings.drain_timeout_seconds + limiter.rate.seconds
+        limiter.assume_full()
+        limiter.penalize(wait)
+        log.info("owning rate scope of %s %s: first request in %.0fs", key[0], key[1], wait)
+
     def _operation(self, req: Request) -> Operation:
         """The operation as this target may send it: its batches capped by ``max_batch_items``."""
         cap = self.settings.targets[req.target].max_batch_items
@@ -178,8 +189,8 @@ class Engine:
             limiter = Limiter(
                 target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe
             )
-            if self.settings.partitions:  # this scope may just have moved from another replica
-                limiter.assume_full()
+            if self.settings.partitions:
+                self._take_over(limiter, key)
             client = ScopedClient(self.http, limiter, self.metrics, key[1])
             scope = self.scopes[rate_scope] = _Scope(limiter, client)
             self._spawn(self._dispatch(scope))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import math
+import statistics
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,11 +68,14 @@ async def remote_emulator() -> AsyncIterator[RemoteEmulator]:
 
 
 def utilisation(times: list[float], limit: int, window: float) -> float:
-    """Requests sent over the most the limit allows in the same span: a closed span of
-    length L holds at most `limit * (floor(L / window) + 1)` arrivals under a sliding window
-    (`limit` at once, then `limit` more each time a full window has passed)."""
-    span = max(times) - min(times)
-    return len(times) / (limit * (math.floor(span / window) + 1))
+    """How fast each slot of the limit is used again. A sliding window lets request i+limit
+    go one window after request i; under backlog a worker that uses the whole limit sends
+    it right then. The median gap (robust to the end of the backlog, where demand stops)
+    against the window: 1.0 is every slot used the moment it frees."""
+    ts = sorted(times)
+    gaps = [ts[i + limit] - ts[i] for i in range(len(ts) - limit)]
+    assert gaps, "too few requests to measure"
+    return window / statistics.median(gaps)
 
 
 def until_last_bulk(entries: list[dict[str, Any]], marker: str) -> list[float]:
@@ -101,7 +104,12 @@ async def partitioned_env(r: Rig, emulator: RemoteEmulator, partitions: int) -> 
             update={"base_url": emulator.base_url, "rate_limit": "4/4s", "max_batch_items": 250}
         ),
     }
-    return r.env(targets=targets, partitions=partitions, prefetch=500, linger_seconds=0.3)
+    # A replica taking a scope over waits out the drain timeout of the one it may take it
+    # from: kept short here.
+    return r.env(
+        targets=targets, partitions=partitions, prefetch=500, linger_seconds=0.3,
+        drain_timeout_seconds=3,
+    )
 
 
 def backlog() -> list[dict[str, Any]]:
