@@ -6,20 +6,8 @@ import pytest
 
 from tests.faults.ledger import HEADER, ROWS
 from tests.faults.support import PrivateBroker, private_rig
-from tests.integration.harness import Rig, rig
-from worker.emulator import Emulator, EmulatorConfig
-
-
-@pytest.fixture
-async def emulator() -> AsyncIterator[Emulator]:
-    async with Emulator(EmulatorConfig(datocms_job_seconds=0.05)) as emu:
-        yield emu
-
-
-@pytest.fixture
-async def r(emulator: Emulator) -> AsyncIterator[Rig]:
-    async with rig(emulator) as the_rig:
-        yield the_rig
+from tests.integration.harness import Rig
+from worker.emulator import Emulator
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from tests.integration.harness import Proc, Results, Rig, free_port, start_worker
-from worker.broker import declare_topology
+from tests.integration.harness import Proc, Results, Rig, declare_names, free_port, start_worker
 from worker.emulator import Emulator
 from worker.settings import Settings
 
@@ -175,16 +174,7 @@ async def private_rig(emulator: Emulator, url: str) -> AsyncIterator[PrivateRig]
     connection = await aio_pika.connect_robust(url, reconnect_interval=0.5)
     async with connection:
         channel = await connection.channel()
-        names = (f"p.{suffix}.requests", f"p.{suffix}.dlq", f"p.{suffix}.results")
-        await declare_topology(
-            channel,
-            Settings(
-                _env_file=None,
-                request_queue=names[0],
-                dead_letter_queue=names[1],  # type: ignore[call-arg]
-                results_exchange=names[2],
-            ),
-        )
+        names = await declare_names(channel, f"p.{suffix}")
         results = Results()
         queue = await channel.declare_queue(f"p.{suffix}.outcomes", durable=True)
         await queue.bind(names[2], "#")

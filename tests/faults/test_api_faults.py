@@ -10,7 +10,7 @@ import pytest
 
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, wait_until, worker
-from tests.integration.harness import Rig, ids
+from tests.integration.harness import Rig, ids, plain_targets
 from worker.emulator import Emulator, Fault
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,9 @@ async def test_api_fault(r: Rig, case: str) -> None:
         await r.publish(
             ledger.expect(f"f{n}", operation, ids(f"f{n}-", 20), target=target, **scope)
         )
-    env = r.env(**{**FAST, "job_deadline_seconds": 2, "targets": _targets(r, "5/1s")})
+    env = r.env(
+        **{**FAST, "job_deadline_seconds": 2, "targets": plain_targets(r.settings(), "5/1s")}
+    )
     async with worker(env):
         await ledger.settle(timeout=60)
     ledger.check()
@@ -97,20 +99,6 @@ async def test_api_fault(r: Rig, case: str) -> None:
     if code is not None:
         assert {o["error"]["code"] for o in outcomes} == {code}
     assert r.emulator.breaches() == []
-
-
-def _targets(r: Rig, bloom_rate: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, t in r.settings().targets.items():
-        fields = {
-            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-            for k, v in dict(t).items()
-            if v is not None
-        }
-        if t.kind == "bloomreach":
-            fields["rate_limit"] = bloom_rate
-        out[name] = fields
-    return out
 
 
 async def test_read_back_that_fails(r: Rig) -> None:

@@ -20,7 +20,7 @@ from aiormq.abc import DeliveredMessage
 
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, rss_kib, wait_until, worker
-from tests.integration.harness import Rig, ids
+from tests.integration.harness import Rig, ids, plain_targets
 from worker.broker import REASON_HEADER
 from worker.messages import MAX_BODY_BYTES, MAX_IDS, outcome_message_id, routing_operation
 
@@ -145,7 +145,7 @@ async def test_poison_among_good_messages(r: Rig) -> None:
         await r.publish(expect_good(n), message_id=f"g{n}")
         n += 1
 
-    async with worker(r.env(**{**FAST, "targets": _targets(r, "5/1s")})) as proc:
+    async with worker(r.env(**{**FAST, "targets": plain_targets(r.settings(), "5/1s")})) as proc:
         await ledger.settle(timeout=40)
         await wait_until(lambda: _depth_is(r, r.dlq, len(reasons)), 10)
     assert not [line for line in proc.stderr if "session ended" in line]
@@ -196,20 +196,6 @@ async def _dead_letters(r: Rig, count: int) -> list[AbstractIncomingMessage]:
         got.append(message)
     assert await queue.get(fail=False) is None, "no more dead letters than expected"
     return got
-
-
-def _targets(r: Rig, bloom_rate: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, t in r.settings().targets.items():
-        fields = {
-            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-            for k, v in dict(t).items()
-            if v is not None
-        }
-        if t.kind == "bloomreach":
-            fields["rate_limit"] = bloom_rate
-        out[name] = fields
-    return out
 
 
 @pytest.mark.slow

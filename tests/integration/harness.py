@@ -136,14 +136,7 @@ class Rig:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BULKOPS_")}
         for name, value in settings.model_dump(mode="json").items():
             if name == "targets":
-                targets = {
-                    t: {
-                        k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
-                        for k, v in dict(target).items()
-                        if v is not None
-                    }
-                    for t, target in settings.targets.items()
-                }
+                targets = plain_targets(settings)
                 env["BULKOPS_TARGETS"] = orjson.dumps(targets).decode()
             elif name == "amqp_url":
                 env["BULKOPS_AMQP_URL"] = settings.amqp_url.get_secret_value()
@@ -168,25 +161,29 @@ class Rig:
         return value or 0.0
 
 
+async def declare_names(channel: AbstractChannel, prefix: str) -> tuple[str, str, str]:
+    """Fresh request queue, DLQ and results exchange names, declared as the worker would,
+    so that tests can publish before the worker starts."""
+    from worker.broker import declare_topology
+
+    names = (f"{prefix}.requests", f"{prefix}.dlq", f"{prefix}.results")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        request_queue=names[0],
+        dead_letter_queue=names[1],
+        results_exchange=names[2],
+    )
+    await declare_topology(channel, settings)
+    return names
+
+
 @contextlib.asynccontextmanager
 async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
     suffix = uuid.uuid4().hex[:8]
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
         channel = await connection.channel()
-        names = (f"t.{suffix}.requests", f"t.{suffix}.dlq", f"t.{suffix}.results")
-        # Declare as the worker would, so tests can publish before the worker starts.
-        from worker.broker import declare_topology
-
-        await declare_topology(
-            channel,
-            Settings(
-                _env_file=None,
-                request_queue=names[0],
-                dead_letter_queue=names[1],  # type: ignore[call-arg]
-                results_exchange=names[2],
-            ),
-        )
+        names = await declare_names(channel, f"t.{suffix}")
         results = Results()
         queue = await channel.declare_queue(f"t.{suffix}.outcomes", exclusive=True)
         await queue.bind(names[2], "#")
@@ -206,6 +203,22 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
                     await channel.queue_delete(name)
             with contextlib.suppress(Exception):
                 await channel.exchange_delete(names[2])
+
+
+def plain_targets(settings: Settings, bloom_rate: str | None = None) -> dict[str, Any]:
+    """The targets as plain JSON-able dicts (secrets revealed: for a test worker's env),
+    optionally with another Bloomreach rate limit."""
+    out: dict[str, Any] = {}
+    for name, target in settings.targets.items():
+        fields = {
+            k: (v.get_secret_value() if hasattr(v, "get_secret_value") else v)
+            for k, v in dict(target).items()
+            if v is not None
+        }
+        if bloom_rate is not None and target.kind == "bloomreach":
+            fields["rate_limit"] = bloom_rate
+        out[name] = fields
+    return out
 
 
 def die_with_parent() -> None:

@@ -1,3 +1,6 @@
+"""Fixtures shared by the integration tests and the fault suite: the emulator in-process,
+and a rig of fresh queue names on the local RabbitMQ."""
+
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
