@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import aio_pika
 import aiormq
@@ -32,6 +32,7 @@ from worker.settings import Settings
 
 log = logging.getLogger("bulkops.broker")
 
+T = TypeVar("T")
 REASON_HEADER = "x-bulkops-reason"
 PUBLISH_CHUNK = 64
 
@@ -188,8 +189,7 @@ class Session:
         publisher = self.publisher
         # In chunks: confirms stay pipelined, yet deliveries get the loop between chunks, so a
         # batch of 10,000 outcomes does not stall intake (and with it the next batch's fill).
-        for start in range(0, len(pairs), PUBLISH_CHUNK):
-            chunk = pairs[start : start + PUBLISH_CHUNK]
+        for chunk in _chunks(pairs):
             await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in chunk))
             settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
             await asyncio.gather(*(t.delivery.ack() for t in settle))
@@ -247,13 +247,19 @@ class Session:
         # In chunks, as publish_outcomes does: a message of 100,000 readable ids must not put
         # 100,000 publishes in flight at once (the loop stalls past the broker's send timeout,
         # the connection is dropped, the message comes back and stalls the next session too).
-        for start in range(0, len(outcomes), PUBLISH_CHUNK):
-            chunk = outcomes[start : start + PUBLISH_CHUNK]
-            correlation_id = message.correlation_id
+        correlation_id = message.correlation_id
+        for chunk in _chunks(outcomes):
             await asyncio.gather(*(self.publisher.outcome(o, correlation_id) for o in chunk))
         self.metrics.item_outcomes.labels(*labels, "rejected").inc(len(outcomes))
         self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(len(outcomes))
         await delivery.ack()
+
+
+def _chunks(items: list[T]) -> Iterator[list[T]]:
+    """Slices of PUBLISH_CHUNK: confirms stay pipelined within one, and deliveries get the
+    event loop between them."""
+    for start in range(0, len(items), PUBLISH_CHUNK):
+        yield items[start : start + PUBLISH_CHUNK]
 
 
 async def _first(*aws: Awaitable[Any]) -> None:

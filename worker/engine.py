@@ -167,7 +167,6 @@ class Engine:
         for one scope at once: the limit holds, and an operation handed over cannot overtake
         an earlier one on the same id still in flight there."""
         wait = self.settings.drain_timeout_seconds + limiter.rate.seconds
-        limiter.assume_full()
         limiter.penalize(wait)
         log.info("owning rate scope of %s %s: first request in %.0fs", key[0], key[1], wait)
 

@@ -140,13 +140,6 @@ class Limiter:
     def observe_timing(self, send_delay: float, round_trip: float) -> None:
         self.log.observe_timing(send_delay, round_trip)
 
-    def assume_full(self) -> None:
-        """Start as if a whole window had just been used: for a scope taken over from another
-        process, whose recent requests this one cannot know."""
-        now = self._clock()
-        for _ in range(self.rate.requests):
-            self.log.record(now)
-
     def penalize(self, seconds: float) -> None:
         self.log.block_until(self._clock() + seconds)
 

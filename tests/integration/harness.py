@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -306,10 +306,3 @@ async def start_worker(env: dict[str, str], ready: bool = True) -> Proc:
 
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
-
-
-def requests_matching(emulator: Emulator, path: str) -> list[Any]:
-    return [e for e in emulator.requests(path_contains=path)]
-
-
-Check = Callable[[], bool]
