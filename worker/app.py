@@ -79,5 +79,6 @@ async def _sessions(
                 delay,
             )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stopping.wait()
         delay = min(delay * 2, 30.0)

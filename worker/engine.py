@@ -99,9 +99,12 @@ class _Scope:
         return rate.requests / rate.seconds < 1.0
 
     async def sleep(self, timeout: float | None) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11, wait_for swallows a cancel that
+        # lands as the wake-up does, and the dispatcher would run on after being retired.
         self.wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.wake.wait()
 
 
 class Engine:
