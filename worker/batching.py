@@ -194,6 +194,21 @@ class Coalescer:
                 dropped.append(chain.pop())
             if not chain:
                 del self._chains[order_key]
+        self._forget(dropped)
+        return dropped
+
+    def discard_chains(self, drop: Callable[[Item], bool]) -> list[Item]:
+        """Remove every chain all of whose items ``drop`` accepts, sent or not (their batches
+        were abandoned); other chains are left whole."""
+        dropped: list[Item] = []
+        for order_key, chain in list(self._chains.items()):
+            if all(drop(item) for item in chain):
+                dropped.extend(chain)
+                del self._chains[order_key]
+        self._forget(dropped)
+        return dropped
+
+    def _forget(self, dropped: list[Item]) -> None:
         gone = {id(item) for item in dropped}
         for key, queue in list(self._queues.items()):
             kept = [item for item in queue.items if id(item) not in gone]
@@ -203,4 +218,3 @@ class Coalescer:
             if not queue.items:
                 del self._queues[key]
         self.pending -= len(dropped)
-        return dropped

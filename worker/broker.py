@@ -9,6 +9,7 @@ delivery tag is ever used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -25,8 +26,7 @@ from worker.health import Health
 from worker.messages import Invalid, Outcome, derive_request_id, parse_request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import OPERATIONS
-from worker.partitions import declare_partitions, partition_of
-from worker.partitions import queue_name as partition_queue
+from worker.partitions import Owner, declare_partitions, partition_of
 from worker.partitions import routing_key as partition_key
 from worker.settings import Settings
 
@@ -56,7 +56,9 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Abst
 
 
 class AmqpDelivery:
-    """Ack/nack for one consumed message, exactly once."""
+    """Ack/nack for one consumed message, exactly once. On a channel that is closed already
+    there is nothing to settle: the broker has put the message back for the next consumer
+    (a partition handed on, or a session that is ending)."""
 
     __slots__ = ("_done", "message")
 
@@ -67,12 +69,14 @@ class AmqpDelivery:
     async def ack(self) -> None:
         if not self._done:
             self._done = True
-            await self.message.ack()
+            with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
+                await self.message.ack()
 
     async def nack(self, requeue: bool) -> None:
         if not self._done:
             self._done = True
-            await self.message.nack(requeue=requeue)
+            with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
+                await self.message.nack(requeue=requeue)
 
 
 class Publisher:
@@ -182,6 +186,11 @@ class Session:
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
         self.engine: Engine | None = None
         self.last_delivery = time.monotonic()
+        # Partitioned mode (see worker/partitions.py): what this replica owns and hands on.
+        self.owned: dict[int, float] = {}  # partition -> when its first delivery came
+        self.holding: set[int] = set()  # partitions being handed on: deliveries left unacked
+        self.routing = True  # False: the router is being handed on
+        self.forwarding = 0  # router messages being forwarded right now
 
     async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
         """Publish, wait for every confirm, then ack the requests now fully answered."""
@@ -198,17 +207,32 @@ class Session:
         """Partitioned mode: check the message, then move it unchanged to its scope's
         partition (forwards keep the consumption order: one router, one channel)."""
         self.last_delivery = time.monotonic()
-        parsed = parse_request(message.body, message.message_id, self.kinds)
-        if isinstance(parsed, Invalid):
-            await self._invalid(message, AmqpDelivery(message), parsed)
-            return
-        index = partition_of(parsed, self.settings.partitions)
-        await self.publisher.forward(message, partition_key(index))
-        await message.ack()
+        if not self.routing:
+            return  # left unacked: it goes back to the queue's head when the channel closes
+        self.forwarding += 1
+        try:
+            parsed = parse_request(message.body, message.message_id, self.kinds)
+            if isinstance(parsed, Invalid):
+                await self._invalid(message, AmqpDelivery(message), parsed)
+                return
+            index = partition_of(parsed, self.settings.partitions)
+            await self.publisher.forward(message, partition_key(index))
+            await AmqpDelivery(message).ack()
+        finally:
+            self.forwarding -= 1
 
-    async def on_message(self, message: AbstractIncomingMessage) -> None:
+    async def on_message(
+        self, message: AbstractIncomingMessage, partition: int | None = None
+    ) -> None:
         assert self.engine is not None
         self.last_delivery = time.monotonic()
+        if partition is not None:
+            if partition in self.holding:
+                return  # left unacked: the next owner gets it when the channel closes
+            if partition not in self.owned:
+                self.owned[partition] = time.monotonic()
+                self.metrics.partitions_owned.set(len(self.owned))
+                log.info("owning partition %d", partition)
         parsed = parse_request(message.body, message.message_id, self.kinds)
         delivery = AmqpDelivery(message)
         if isinstance(parsed, Invalid):
@@ -222,6 +246,7 @@ class Session:
             message.correlation_id,
             stamp,
             remaining=len(parsed.ids) + len(parsed.rejected),
+            partition=partition,
         )
         if parsed.ids:
             self.engine.accept(tracked)
@@ -269,6 +294,12 @@ async def _first(*aws: Awaitable[Any]) -> None:
     finally:
         for task in tasks:
             task.cancel()
+        # Wait for them to unwind: a partition half handed on must be settled before the
+        # drain hands it on again.
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
 
 
 class ConnectionLost(Exception):
@@ -316,19 +347,35 @@ async def run_session(
             engine = session.engine = Engine(
                 settings, metrics, http, session.publish_outcomes, tasks
             )
-            consumers = await _consume(session, channel, out, queue)
+            owner: Owner | None = None
+            consumers: list[tuple[AbstractQueue, str]] = []
+            if settings.partitions:
+                await declare_partitions(channel, settings)
+                session.publisher.partitions = await out.get_exchange(settings.partition_exchange)
+                owner = Owner(consuming, session, lost)
+                await owner.start()
+                rebalancing: Awaitable[Any] = owner.rebalance()
+            else:
+                consumers.append((queue, await queue.consume(session.on_message)))
+                rebalancing = asyncio.Event().wait()
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
             try:
-                await _first(stopping.wait(), lost.wait(), _idle(session, engine, settings))
+                await _first(
+                    stopping.wait(), lost.wait(), _idle(session, engine, settings), rebalancing
+                )
                 if lost.is_set():
                     raise ConnectionLost("connection or channel closed, or consumer cancelled")
                 if not stopping.is_set():
                     log.info("nothing delivered for a while: renewing the broker session")
                     return True
-                for consumer, tag in consumers:
-                    await consumer.cancel(tag)
-                await _drain(engine, settings, lost)
+                if owner is not None:
+                    engine.flush = True
+                    await owner.stop()
+                else:
+                    for consumer, tag in consumers:
+                        await consumer.cancel(tag)
+                    await _drain(engine, settings, lost)
             finally:
                 health.set_ready(False)
                 engine.cancel()
@@ -345,22 +392,6 @@ async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
         await asyncio.sleep(min(limit / 4, 5.0))
         if engine.idle and time.monotonic() - session.last_delivery >= limit:
             return
-
-
-async def _consume(
-    session: Session, channel: AbstractChannel, out: AbstractChannel, queue: AbstractQueue
-) -> list[tuple[AbstractQueue, str]]:
-    """Subscribe: the request queue alone, or (partitioned) it as router plus every partition."""
-    settings = session.settings
-    if not settings.partitions:
-        return [(queue, await queue.consume(session.on_message))]
-    await declare_partitions(channel, settings)
-    session.publisher.partitions = await out.get_exchange(settings.partition_exchange)
-    consumers = [(queue, await queue.consume(session.route))]
-    for index in range(settings.partitions):
-        partition = await channel.get_queue(partition_queue(settings, index))
-        consumers.append((partition, await partition.consume(session.on_message)))
-    return consumers
 
 
 async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:

@@ -57,6 +57,7 @@ class Tracked:
     remaining: int
     started: bool = False
     settled: bool = False
+    partition: int | None = None  # partitioned mode: the partition queue it came from
     seq: int = field(default_factory=lambda: next(_SEQ))  # consumption order
 
     def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
@@ -88,9 +89,12 @@ class _Scope:
 
     limiter: Limiter
     client: ScopedClient
+    partition: int | None = None
     keys: set[BatchKey] = field(default_factory=set)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: int = 0
+    flush: bool = False  # being handed over: send what stays without lingering
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # dispatcher and batches
 
     @property
     def scarce(self) -> bool:
@@ -151,7 +155,7 @@ class Engine:
         req = tracked.request
         adapter = self.adapters[req.target]
         key: BatchKey = (req.operation.name, req.target, req.scope)
-        scope = self._scope(adapter, key)
+        scope = self._scope(adapter, key, tracked.partition)
         now = time.monotonic()
         self.tracked.add(tracked)
         op = self._operation(req)
@@ -164,14 +168,13 @@ class Engine:
         scope.wake.set()
 
     def _take_over(self, limiter: Limiter, key: BatchKey) -> None:
-        """Partitioned, this scope may just have moved from another replica, which may still
-        be finishing its in-flight work for it (for up to its drain timeout): send nothing
-        before that work is over and its last window has passed. So two replicas never send
-        for one scope at once: the limit holds, and an operation handed over cannot overtake
-        an earlier one on the same id still in flight there."""
-        wait = self.settings.drain_timeout_seconds + limiter.rate.seconds
+        """Partitioned, this scope may just have moved from another replica. That one sends
+        nothing more for it (a replica hands a partition on only once its work for it is
+        over, and a dead one sends nothing), but its last requests may still be in the
+        window: send nothing before one window (and the margin) has passed."""
+        wait = limiter.log.window
         limiter.penalize(wait)
-        log.info("owning rate scope of %s %s: first request in %.0fs", key[0], key[1], wait)
+        log.info("owning rate scope of %s %s: first request in %.1fs", key[0], key[1], wait)
 
     def _operation(self, req: Request) -> Operation:
         """The operation as this target may send it: its batches capped by ``max_batch_items``."""
@@ -182,7 +185,7 @@ class Engine:
         capped = dataclasses.replace(op, max_items=cap)
         return self._capped.setdefault((op.name, req.target), capped)
 
-    def _scope(self, adapter: Adapter, key: BatchKey) -> _Scope:
+    def _scope(self, adapter: Adapter, key: BatchKey, partition: int | None) -> _Scope:
         rate_scope = adapter.rate_scope(key)
         scope = self.scopes.get(rate_scope)
         if scope is None:
@@ -194,8 +197,8 @@ class Engine:
             if self.settings.partitions:
                 self._take_over(limiter, key)
             client = ScopedClient(self.http, limiter, self.metrics, key[1])
-            scope = self.scopes[rate_scope] = _Scope(limiter, client)
-            self._spawn(self._dispatch(scope))
+            scope = self.scopes[rate_scope] = _Scope(limiter, client, partition)
+            scope.tasks.add(self._spawn(self._dispatch(scope)))
         return scope
 
     # -- dispatch -------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class Engine:
             task.cancel()
 
     def _next_key(self, scope: _Scope, now: float) -> tuple[BatchKey | None, float]:
-        linger = 0.0 if self.flush else self.settings.linger_seconds
+        linger = 0.0 if self.flush or scope.flush else self.settings.linger_seconds
         best: BatchKey | None = None
         best_due = float("inf")
         for key in list(scope.keys):
@@ -267,6 +270,8 @@ class Engine:
         task = self._spawn(self._run_batch(scope, key, items, hold))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
+        scope.tasks.add(task)
+        task.add_done_callback(scope.tasks.discard)
 
     async def _run_batch(
         self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
@@ -372,13 +377,18 @@ class Engine:
     # -- shutdown -------------------------------------------------------------------------
 
     def begin_drain(self) -> list[Tracked]:
-        """Stop lingering; give back every request none of whose ids was sent yet.
-
-        Returns the requests to requeue. A request that must stay (some id already sent)
-        keeps every earlier operation on its ids too, so per-item order holds.
-        """
+        """Stop lingering; give back every request none of whose ids was sent yet."""
         self.flush = True
-        keep = {t for t in self.tracked if t.started}
+        return self.give_back(lambda tracked: True)
+
+    def give_back(self, select: Callable[[Tracked], bool]) -> list[Tracked]:
+        """Forget the selected requests none of whose ids was sent yet; the rest of the
+        selected go on, without lingering.
+
+        Returns the requests to give back to the broker. A request that must stay (some id
+        already sent) keeps every earlier operation on its ids too, so per-item order holds.
+        """
+        keep = {t for t in self.tracked if t.started or not select(t)}
         chains = list(self.coalescer.chains())
         changed = True
         while changed:
@@ -405,6 +415,45 @@ class Engine:
         for scope in self.scopes.values():
             scope.wake.set()
         return give_back
+
+    def hand_over(self, partition: int) -> list[Tracked]:
+        """The partition is to be handed on: give back its requests not started, and send
+        the ones that stay without lingering."""
+        for scope in self.scopes.values():
+            if scope.partition == partition:
+                scope.flush = True
+        return self.give_back(lambda tracked: tracked.partition == partition)
+
+    def busy(self, partition: int) -> bool:
+        """Some request of this partition is not answered yet."""
+        return any(t.partition == partition for t in self.tracked)
+
+    async def retire(self, partition: int) -> list[Tracked]:
+        """The partition is being handed on: stop its dispatchers and any batch still running
+        (its requests go back to the broker unanswered, for the next owner), and forget its
+        scopes, so that owning it again starts with a takeover wait. Returns what was
+        still unanswered."""
+        scopes = {k: s for k, s in self.scopes.items() if s.partition == partition}
+        tasks = [task for scope in scopes.values() for task in scope.tasks]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        for key in scopes:
+            del self.scopes[key]
+        unanswered = sorted(
+            (t for t in self.tracked if t.partition == partition), key=lambda t: t.seq
+        )
+        for tracked in unanswered:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+        gone = {id(t) for t in unanswered}
+        dropped = self.coalescer.discard_chains(
+            lambda item: all(id(w) in gone or w.settled for w in item.waiters)
+        )
+        for item in dropped:
+            self.metrics.pending_items.labels(*item.key[:2]).dec()
+        return unanswered
 
     @property
     def idle(self) -> bool:

@@ -174,6 +174,18 @@ class Metrics:
             buckets=_LATENCY,
             registry=registry,
         )
+        self.partitions_owned = Gauge(
+            "bulkops_partitions_owned",
+            "Partitioned mode: partition queues this replica consumes as the active consumer "
+            "(those it has had a delivery from).",
+            registry=registry,
+        )
+        self.partition_handovers = Counter(
+            "bulkops_partition_handovers_total",
+            "Partitioned mode: partitions this replica handed on to another.",
+            ["reason"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "bulkops_ready",
             "1 while connected to the broker and consuming.",

@@ -9,17 +9,42 @@ replica subscribes to all of them: RabbitMQ gives each partition to one replica,
 to another when that one goes away. So one process sends for a rate scope at any time (its
 local limiter is the whole truth), and operations on one id pass through one queue and one
 consumer in order. Nothing here is home-made protocol: ordering and failover are RabbitMQ's.
+
+Handing a queue on is closing its channel, never a plain cancel. On a cancel, RabbitMQ makes
+the next consumer active at once and returns the cancelled one's unacked messages after
+whatever it has already delivered to that consumer, so an operation given back would reach
+the next owner after a later one on the same id. On a channel close (or a dead connection)
+it returns every unacked message to the queue's head first, in order, and only then
+activates the next consumer. So the router and each partition have a channel of their own,
+and a replica hands one on like this: leave new deliveries unacked, give back (forget) what
+was not started, finish what was, then close the channel.
+
+Spreading: RabbitMQ makes the first subscriber the active consumer of every queue. Each
+replica also consumes a presence queue (nothing is ever published to it), whose consumer
+count is the number of replicas; one that owns more than partitions / replicas (rounded up)
+hands one on every ``partition_rebalance_seconds``, and subscribes again behind the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from worker.messages import Request
 from worker.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.broker import Session
+
+log = logging.getLogger("bulkops.partitions")
 
 
 def scope_key(request: Request) -> str:
@@ -36,6 +61,10 @@ def partition_of(request: Request, partitions: int) -> int:
 
 def queue_name(settings: Settings, index: int) -> str:
     return f"{settings.request_queue}.p{index}"
+
+
+def presence_queue(settings: Settings) -> str:
+    return f"{settings.request_queue}.replicas"
 
 
 def routing_key(index: int) -> str:
@@ -62,3 +91,143 @@ async def declare_partitions(channel: AbstractChannel, settings: Settings) -> li
         await queue.bind(exchange, routing_key(index))
         queues.append(queue)
     return queues
+
+
+@dataclass(eq=False)
+class _Member:
+    """One queue (the router's or a partition's) as this replica consumes it."""
+
+    index: int | None  # None: the request queue, as router
+    channel: AbstractChannel | None = None
+    closing: bool = False
+
+
+class Owner:
+    """This replica's part in partitioned mode: the router, its partitions, rebalancing."""
+
+    def __init__(
+        self,
+        connection: AbstractConnection,
+        session: Session,
+        lost: asyncio.Event,
+    ) -> None:
+        self.connection = connection
+        self.session = session
+        self.settings = session.settings
+        self.lost = lost
+        self.router = _Member(None)
+        self.members = [_Member(i) for i in range(self.settings.partitions)]
+        self._presence: AbstractChannel | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        presence = self._presence = await self._channel(None)
+        queue = await presence.declare_queue(
+            presence_queue(settings),
+            durable=True,
+            arguments={"x-queue-type": "classic", "x-expires": 24 * 3600 * 1000},
+        )
+        await queue.consume(_ignore, no_ack=True)  # counted, never fed
+        await self._subscribe(self.router)
+        for member in self.members:
+            await self._subscribe(member)
+
+    async def _channel(self, member: _Member | None) -> AbstractChannel:
+        channel = await self.connection.channel()
+
+        def closed(*_: Any) -> None:  # closed by the broker, not handed on: session over
+            if member is None or not member.closing:
+                self.lost.set()
+
+        channel.close_callbacks.add(closed)
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(lambda *_: self.lost.set())
+        return channel
+
+    async def _subscribe(self, member: _Member) -> None:
+        channel = member.channel = await self._channel(member)
+        member.closing = False
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        if member.index is None:
+            queue = await channel.get_queue(self.settings.request_queue)
+            await queue.consume(self.session.route)
+        else:
+            queue = await channel.get_queue(queue_name(self.settings, member.index))
+            await queue.consume(functools.partial(self.session.on_message, partition=member.index))
+
+    async def _close(self, member: _Member) -> None:
+        member.closing = True
+        if member.channel is not None and not member.channel.is_closed:
+            await member.channel.close()
+
+    async def hand_on(self, member: _Member, reason: str, again: bool) -> None:
+        """Hand one partition on: hold new deliveries, give back what was not started,
+        finish what was (within the drain timeout), close its channel; ``again``:
+        subscribe anew, behind the other replicas."""
+        session, index = self.session, member.index
+        assert index is not None and session.engine is not None
+        engine = session.engine
+        if member.channel is None or member.channel.is_closed:
+            return
+        session.holding.add(index)
+        given_back = engine.hand_over(index)
+        deadline = time.monotonic() + self.settings.drain_timeout_seconds
+        while engine.busy(index) and time.monotonic() < deadline and not self.lost.is_set():
+            await asyncio.sleep(0.05)
+        unfinished = await engine.retire(index)
+        if unfinished:
+            log.warning(
+                "partition %d: %d requests not finished in time, handed on unanswered",
+                index,
+                len(unfinished),
+            )
+        await self._close(member)
+        session.holding.discard(index)
+        if session.owned.pop(index, None) is not None:
+            session.metrics.partition_handovers.labels(reason).inc()
+            session.metrics.partitions_owned.set(len(session.owned))
+            log.info(
+                "handed partition %d on (%s): %d requests given back",
+                index,
+                reason,
+                len(given_back) + len(unfinished),
+            )
+        if again and not self.lost.is_set():
+            await self._subscribe(member)
+
+    async def stop(self) -> None:
+        """SIGTERM: hand the router and every partition on, each in order."""
+        session = self.session
+        session.routing = False
+        deadline = time.monotonic() + self.settings.drain_timeout_seconds
+        while session.forwarding and time.monotonic() < deadline and not self.lost.is_set():
+            await asyncio.sleep(0.01)
+        await self._close(self.router)
+        await asyncio.gather(*(self.hand_on(m, "stopping", again=False) for m in self.members))
+
+    async def replicas(self) -> int:
+        assert self._presence is not None
+        queue = await self._presence.declare_queue(presence_queue(self.settings), passive=True)
+        return max(1, queue.declaration_result.consumer_count or 1)
+
+    async def rebalance(self) -> None:
+        """Forever: hand on the newest partition while owning more than a fair share."""
+        interval = self.settings.partition_rebalance_seconds
+        if not interval:
+            await asyncio.Event().wait()
+        total = len(self.members)
+        while True:
+            await asyncio.sleep(interval)
+            owned = self.session.owned
+            share = -(-total // await self.replicas())
+            if len(owned) > share:
+                newest = max(owned, key=owned.__getitem__)
+                log.info(
+                    "owning %d of %d partitions, %d each is fair: handing partition %d on",
+                    len(owned), total, share, newest,
+                )
+                await self.hand_on(self.members[newest], "rebalance", again=True)
+
+
+async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    return None

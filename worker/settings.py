@@ -147,6 +147,9 @@ class Settings(BaseSettings):
     # Scaling out (see worker/partitions.py): 0 keeps the single-replica topology.
     partitions: int = Field(default=0, ge=0, le=256)
     partition_exchange: str = "bulkops.partitions"
+    # Every so often a replica that owns more than its share of the partitions (partitions /
+    # replicas, rounded up) hands one on; 0 never does (the first replica keeps them all).
+    partition_rebalance_seconds: float = Field(default=15, ge=0, le=3600)
 
     @field_validator("targets")
     @classmethod

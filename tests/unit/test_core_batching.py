@@ -395,3 +395,24 @@ def test_a_due_batch_still_filling_waits_until_ids_stop_joining() -> None:
         add(c, PUBLISH, PUB_KEY, f"x{n}", now=1.19)
     assert c.is_full(PUB_KEY)
     assert c.still_filling(PUB_KEY, 1.19, 0.3) == 0.0
+
+
+def test_discard_chains_drops_whole_chains_sent_or_not_and_keeps_the_rest() -> None:
+    """discard_chains removes every item of a chain it accepts entirely (a sent head too:
+    its batch was abandoned), and leaves a chain with one kept item whole."""
+    c = Coalescer()
+    mine, theirs = object(), object()
+    sent = add(c, PUBLISH, PUB_KEY, "a", waiter=mine)
+    c.take(PUB_KEY)
+    behind = add(c, UNPUBLISH, UNPUB_KEY, "a", waiter=mine)
+    other = add(c, PUBLISH, PUB_KEY, "b", waiter=theirs)
+    mixed_head = add(c, DELETE, DEL_KEY, "c", waiter=mine)
+    add(c, DELETE, DEL_KEY, "d", waiter=mine)
+    c.add(DELETE, DEL_KEY, "c", theirs, 1.0)  # joins the unsent item for "c": both waiters
+    dropped = c.discard_chains(lambda item: all(w is mine for w in item.waiters))
+    assert {i.id for i in dropped} == {"a", "d"}
+    assert {id(i) for i in dropped} >= {id(sent), id(behind)}
+    assert c.pending == 2
+    assert c.take(UNPUB_KEY) == []
+    assert c.take(PUB_KEY) == [other]
+    assert c.take(DEL_KEY) == [mixed_head]

@@ -1,0 +1,109 @@
+"""Handing a partition on (worker/engine.py): what is given back, what stays, what is
+forgotten. No request is sent: the partitioned takeover wait keeps every dispatcher idle."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from prometheus_client import CollectorRegistry
+
+from worker.engine import Engine, Tracked
+from worker.messages import Request, parse_request
+from worker.metrics import Metrics
+from worker.settings import Settings
+
+KINDS = {"main": "datocms", "shop": "bloomreach"}
+
+
+def settings() -> Settings:
+    return Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        partitions=2,
+        linger_seconds=60,
+        targets={
+            "main": {"kind": "datocms", "api_token": "t"},
+            "shop": {
+                "kind": "bloomreach",
+                "base_url": "http://127.0.0.1:9",
+                "api_key_id": "k",
+                "api_secret": "s",
+                "project_id": "p",
+            },
+        },
+    )
+
+
+class Delivery:
+    def __init__(self) -> None:
+        self.settled: list[str] = []
+
+    async def ack(self) -> None:
+        self.settled.append("ack")
+
+    async def nack(self, requeue: bool) -> None:
+        self.settled.append("nack")
+
+
+def tracked(body: bytes, partition: int) -> Tracked:
+    request = parse_request(body, None, KINDS)
+    assert isinstance(request, Request)
+    return Tracked(Delivery(), request, None, None, len(request.ids), partition=partition)
+
+
+def dato(op: str, *ids: str) -> bytes:
+    return f'{{"operation": "datocms.items.{op}", "target": "main", "ids": {list(ids)}}}'.replace(
+        "'", '"'
+    ).encode()
+
+
+def bloom(*ids: str) -> bytes:
+    body = '{"operation": "bloomreach.catalog_items.delete", "target": "shop", "catalog_id": "c"'
+    return (body + f', "ids": {list(ids)}}}').replace("'", '"').encode()
+
+
+async def test_hand_over_gives_back_only_that_partition_and_keeps_order_closures() -> None:
+    registry = CollectorRegistry()
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks)
+        first = tracked(dato("publish", "a", "b"), 0)
+        later = tracked(dato("unpublish", "a"), 0)
+        alone = tracked(dato("publish", "c"), 0)
+        elsewhere = tracked(bloom("x"), 1)
+        for t in (first, later, alone, elsewhere):
+            engine.accept(t)
+        # "first" went out (as if a batch took it): it stays, and so does nothing after it
+        # that must wait for it (its items are sent, the unpublish of "a" is not started).
+        first.started = True
+        given = engine.hand_over(0)
+        assert given == [later, alone]  # consumption order, not started, partition 0 only
+        assert engine.busy(0) and engine.busy(1)
+        assert engine.tracked == {first, elsewhere}
+        unanswered = await engine.retire(0)
+        assert unanswered == [first]
+        assert not engine.busy(0)
+        assert engine.tracked == {elsewhere}
+        assert [s.partition for s in engine.scopes.values()] == [1]
+        assert engine.coalescer.pending == 1  # "x" alone
+        engine.cancel()
+
+
+async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -> None:
+    """An unstarted request with an operation on an id that a started, later request also
+    touches is kept: giving it back would let the later one overtake it."""
+    registry = CollectorRegistry()
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks)
+        earlier = tracked(dato("publish", "a"), 0)
+        started = tracked(dato("unpublish", "a", "b"), 0)
+        engine.accept(earlier)
+        engine.accept(started)
+        started.started = True
+        assert engine.hand_over(0) == []
+        assert engine.tracked == {earlier, started}
+        assert all(s.flush for s in engine.scopes.values())
+        engine.cancel()
+
+
+async def _no_publish(pairs: object) -> None:
+    raise AssertionError("nothing is answered here")
