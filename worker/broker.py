@@ -9,6 +9,7 @@ delivery tag is ever used.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -189,6 +190,7 @@ class Session:
         # Partitioned mode (see worker/partitions.py): what this replica owns and hands on.
         self.owned: dict[int, float] = {}  # partition -> when its first delivery came
         self.holding: set[int] = set()  # partitions being handed on: deliveries left unacked
+        self.handling: collections.Counter[int] = collections.Counter()  # callbacks running
         self.routing = True  # False: the router is being handed on
         self.forwarding = 0  # router messages being forwarded right now
 
@@ -224,15 +226,24 @@ class Session:
     async def on_message(
         self, message: AbstractIncomingMessage, partition: int | None = None
     ) -> None:
+        if partition is None:
+            await self._handle(message, None)
+            return
+        if partition in self.holding:
+            return  # left unacked: the next owner gets it when the channel closes
+        if partition not in self.owned:
+            self.owned[partition] = time.monotonic()
+            self.metrics.partitions_owned.set(len(self.owned))
+            log.info("owning partition %d", partition)
+        self.handling[partition] += 1  # a hand-over waits for this (outcomes, dead letters)
+        try:
+            await self._handle(message, partition)
+        finally:
+            self.handling[partition] -= 1
+
+    async def _handle(self, message: AbstractIncomingMessage, partition: int | None) -> None:
         assert self.engine is not None
         self.last_delivery = time.monotonic()
-        if partition is not None:
-            if partition in self.holding:
-                return  # left unacked: the next owner gets it when the channel closes
-            if partition not in self.owned:
-                self.owned[partition] = time.monotonic()
-                self.metrics.partitions_owned.set(len(self.owned))
-                log.info("owning partition %d", partition)
         parsed = parse_request(message.body, message.message_id, self.kinds)
         delivery = AmqpDelivery(message)
         if isinstance(parsed, Invalid):
@@ -378,6 +389,7 @@ async def run_session(
                     await _drain(engine, settings, lost)
             finally:
                 health.set_ready(False)
+                metrics.partitions_owned.set(0)
                 engine.cancel()
     return False
 

@@ -94,7 +94,8 @@ class _Scope:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: int = 0
     flush: bool = False  # being handed over: send what stays without lingering
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)  # dispatcher and batches
+    batches: set[asyncio.Task[None]] = field(default_factory=set)  # running or publishing
+    dispatcher: asyncio.Task[None] | None = None
 
     @property
     def scarce(self) -> bool:
@@ -198,7 +199,7 @@ class Engine:
                 self._take_over(limiter, key)
             client = ScopedClient(self.http, limiter, self.metrics, key[1])
             scope = self.scopes[rate_scope] = _Scope(limiter, client, partition)
-            scope.tasks.add(self._spawn(self._dispatch(scope)))
+            scope.dispatcher = self._spawn(self._dispatch(scope))
         return scope
 
     # -- dispatch -------------------------------------------------------------------------
@@ -270,8 +271,8 @@ class Engine:
         task = self._spawn(self._run_batch(scope, key, items, hold))
         self._batches.add(task)
         task.add_done_callback(self._batches.discard)
-        scope.tasks.add(task)
-        task.add_done_callback(scope.tasks.discard)
+        scope.batches.add(task)
+        task.add_done_callback(scope.batches.discard)
 
     async def _run_batch(
         self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
@@ -425,20 +426,18 @@ class Engine:
         return self.give_back(lambda tracked: tracked.partition == partition)
 
     def busy(self, partition: int) -> bool:
-        """Some request of this partition is not answered yet."""
-        return any(t.partition == partition for t in self.tracked)
+        """Some request of this partition is not answered, or a batch of it is still
+        publishing or acking."""
+        return any(t.partition == partition for t in self.tracked) or any(
+            scope.batches for scope in self.scopes.values() if scope.partition == partition
+        )
 
     async def retire(self, partition: int) -> list[Tracked]:
-        """The partition is being handed on: stop its dispatchers and any batch still running
-        (its requests go back to the broker unanswered, for the next owner), and forget its
-        scopes, so that owning it again starts with a takeover wait. Returns what was
+        """The partition is being handed on: forget its scopes (owning it again starts with a
+        takeover wait) and its requests still unanswered (they go back to the broker, for the
+        next owner), then stop its dispatchers and any batch still running. Returns what was
         still unanswered."""
         scopes = {k: s for k, s in self.scopes.items() if s.partition == partition}
-        tasks = [task for scope in scopes.values() for task in scope.tasks]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks)
         for key in scopes:
             del self.scopes[key]
         unanswered = sorted(
@@ -453,6 +452,11 @@ class Engine:
         )
         for item in dropped:
             self.metrics.pending_items.labels(*item.key[:2]).dec()
+        tasks = [t for scope in scopes.values() for t in (scope.dispatcher, *scope.batches) if t]
+        for task in tasks:
+            task.cancel()
+        if tasks:  # state is settled above: a cancel landing here leaves nothing half done
+            await asyncio.wait(tasks)
         return unanswered
 
     @property

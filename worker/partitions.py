@@ -121,6 +121,7 @@ class Owner:
 
     async def start(self) -> None:
         settings = self.settings
+        self.session.metrics.partitions_owned.set(0)
         presence = self._presence = await self._channel(None)
         queue = await presence.declare_queue(
             presence_queue(settings),
@@ -160,10 +161,14 @@ class Owner:
         if member.channel is not None and not member.channel.is_closed:
             await member.channel.close()
 
-    async def hand_on(self, member: _Member, reason: str, again: bool) -> None:
+    async def hand_on(
+        self, member: _Member, reason: str, again: bool, deadline: float | None = None
+    ) -> None:
         """Hand one partition on: hold new deliveries, give back what was not started,
-        finish what was (within the drain timeout), close its channel; ``again``:
-        subscribe anew, behind the other replicas."""
+        finish what was, close its channel; ``again``: subscribe anew, behind the other
+        replicas. Without a ``deadline`` (rebalancing) the started work is always finished
+        (it is bounded by the retry budget and the job deadline): an abandoned DatoCMS job
+        could complete after a later operation the next owner sends for the same id."""
         session, index = self.session, member.index
         assert index is not None and session.engine is not None
         engine = session.engine
@@ -171,8 +176,13 @@ class Owner:
             return
         session.holding.add(index)
         given_back = engine.hand_over(index)
-        deadline = time.monotonic() + self.settings.drain_timeout_seconds
-        while engine.busy(index) and time.monotonic() < deadline and not self.lost.is_set():
+
+        def working() -> bool:
+            return engine.busy(index) or session.handling[index] > 0
+
+        while working() and not self.lost.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             await asyncio.sleep(0.05)
         unfinished = await engine.retire(index)
         if unfinished:
@@ -196,14 +206,21 @@ class Owner:
             await self._subscribe(member)
 
     async def stop(self) -> None:
-        """SIGTERM: hand the router and every partition on, each in order."""
+        """SIGTERM: hand the router on once its forwards are through, then every partition
+        at once, all within one drain timeout."""
         session = self.session
         session.routing = False
         deadline = time.monotonic() + self.settings.drain_timeout_seconds
         while session.forwarding and time.monotonic() < deadline and not self.lost.is_set():
             await asyncio.sleep(0.01)
         await self._close(self.router)
-        await asyncio.gather(*(self.hand_on(m, "stopping", again=False) for m in self.members))
+        results = await asyncio.gather(
+            *(self.hand_on(m, "stopping", False, deadline) for m in self.members),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def replicas(self) -> int:
         assert self._presence is not None
