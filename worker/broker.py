@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -56,28 +57,96 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Abst
     return await channel.declare_queue(settings.request_queue, durable=True, arguments=arguments)
 
 
+class Acker:
+    """Settles the deliveries of one channel, in order, from one task, acking a run of them in
+    one frame where that is safe.
+
+    ``basic.ack`` with ``multiple`` settles every outstanding delivery up to a tag. It is sent
+    only for a run of settled deliveries at the head of the channel's unsettled ones: every
+    delivery is registered when its callback starts (aio-pika starts them in delivery
+    order), so all tags below the run's last are registered, and all of them are settled.
+    Deliveries held back (partition hand-over) or given back stay unsettled and cut runs
+    short; the acks behind them go one by one. One task sends every ack and nack of the
+    channel, so no frame overtakes another: a multiple ack never reaches the broker before
+    a nack it covers. Frames are written without waiting for each to drain.
+    """
+
+    def __init__(self, channel: aiormq.abc.AbstractChannel) -> None:
+        self.channel = channel
+        self._unsettled: collections.deque[int] = collections.deque()
+        self._settled: set[int] = set()  # sent, still behind an unsettled one
+        self._requests: asyncio.Queue[tuple[int, bool | None]] = asyncio.Queue()
+
+    def delivered(self, tag: int) -> None:
+        self._unsettled.append(tag)
+
+    def ack(self, tag: int) -> None:
+        self._requests.put_nowait((tag, None))
+
+    def nack(self, tag: int, requeue: bool) -> None:
+        self._requests.put_nowait((tag, requeue))
+
+    async def flush(self) -> None:
+        """Return once every ack and nack asked for so far is written."""
+        await self._requests.join()
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._requests.get()]
+            while not self._requests.empty():
+                batch.append(self._requests.get_nowait())
+            try:
+                await self._send(batch)
+            except aiormq.exceptions.ChannelInvalidStateError:
+                pass  # closed: the broker puts these deliveries back for the next consumer
+            finally:
+                for _ in batch:
+                    self._requests.task_done()
+
+    async def _send(self, batch: list[tuple[int, bool | None]]) -> None:
+        channel = self.channel
+        acks: set[int] = set()
+        for tag, requeue in batch:
+            if requeue is None:
+                acks.add(tag)
+            else:
+                await channel.basic_nack(tag, requeue=requeue, wait=False)
+                self._settled.add(tag)
+        upto = None
+        unsettled, settled = self._unsettled, self._settled
+        while unsettled and (unsettled[0] in acks or unsettled[0] in settled):
+            tag = unsettled.popleft()
+            if tag in acks:
+                acks.discard(tag)
+                upto = tag
+            else:
+                settled.discard(tag)
+        if upto is not None:
+            await channel.basic_ack(upto, multiple=True, wait=False)
+        for tag in sorted(acks):
+            await channel.basic_ack(tag, wait=False)
+            settled.add(tag)
+
+
 class AmqpDelivery:
-    """Ack/nack for one consumed message, exactly once. On a channel that is closed already
-    there is nothing to settle: the broker has put the message back for the next consumer
-    (a partition handed on, or a session that is ending)."""
+    """Ack/nack for one consumed message, exactly once, through its channel's Acker."""
 
-    __slots__ = ("_done", "message")
+    __slots__ = ("_acker", "_done", "message")
 
-    def __init__(self, message: AbstractIncomingMessage) -> None:
+    def __init__(self, message: AbstractIncomingMessage, acker: Acker) -> None:
         self.message = message
+        self._acker = acker
         self._done = False
 
     async def ack(self) -> None:
         if not self._done:
             self._done = True
-            with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
-                await self.message.ack()
+            self._acker.ack(self.message.delivery_tag)  # type: ignore[arg-type]
 
     async def nack(self, requeue: bool) -> None:
         if not self._done:
             self._done = True
-            with contextlib.suppress(aiormq.exceptions.ChannelInvalidStateError):
-                await self.message.nack(requeue=requeue)
+            self._acker.nack(self.message.delivery_tag, requeue)  # type: ignore[arg-type]
 
 
 class Publisher:
@@ -192,6 +261,26 @@ class Session:
         self.holding: set[int] = set()  # partitions being handed on: deliveries left unacked
         self.handling: collections.Counter[int] = collections.Counter()  # callbacks running
         self.routing = True  # False: the router is being handed on
+        self.tasks: asyncio.TaskGroup | None = None
+        self._ackers: dict[Acker, asyncio.Task[None]] = {}
+
+    def acker(self, channel: aiormq.abc.AbstractChannel) -> Acker:
+        """The Acker of a consuming channel, its task running in the session."""
+        assert self.tasks is not None
+        acker = Acker(channel)
+        self._ackers[acker] = self.tasks.create_task(acker.run())
+        return acker
+
+    async def settle(self, acker: Acker | None = None, timeout: float = 10.0) -> None:
+        """Write what was acked so far (of one channel, or all), then stop its Acker."""
+        ackers = [acker] if acker is not None else list(self._ackers)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*(a.flush() for a in ackers))
+        for a in ackers:
+            task = self._ackers.pop(a, None)
+            if task is not None:
+                task.cancel()
         self.forwarding = 0  # router messages being forwarded right now
 
     async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
@@ -205,9 +294,10 @@ class Session:
             settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
             await asyncio.gather(*(t.delivery.ack() for t in settle))
 
-    async def route(self, message: AbstractIncomingMessage) -> None:
+    async def route(self, message: AbstractIncomingMessage, acker: Acker) -> None:
         """Partitioned mode: check the message, then move it unchanged to its scope's
         partition (forwards keep the consumption order: one router, one channel)."""
+        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
         self.last_delivery = time.monotonic()
         if not self.routing:
             return  # left unacked: it goes back to the queue's head when the channel closes
@@ -215,19 +305,20 @@ class Session:
         try:
             parsed = parse_request(message.body, message.message_id, self.kinds)
             if isinstance(parsed, Invalid):
-                await self._invalid(message, AmqpDelivery(message), parsed)
+                await self._invalid(message, AmqpDelivery(message, acker), parsed)
                 return
             index = partition_of(parsed, self.settings.partitions)
             await self.publisher.forward(message, partition_key(index))
-            await AmqpDelivery(message).ack()
+            await AmqpDelivery(message, acker).ack()
         finally:
             self.forwarding -= 1
 
     async def on_message(
-        self, message: AbstractIncomingMessage, partition: int | None = None
+        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None = None
     ) -> None:
+        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
         if partition is None:
-            await self._handle(message, None)
+            await self._handle(message, acker, None)
             return
         if partition in self.holding:
             return  # left unacked: the next owner gets it when the channel closes
@@ -237,15 +328,17 @@ class Session:
             log.info("owning partition %d", partition)
         self.handling[partition] += 1  # a hand-over waits for this (outcomes, dead letters)
         try:
-            await self._handle(message, partition)
+            await self._handle(message, acker, partition)
         finally:
             self.handling[partition] -= 1
 
-    async def _handle(self, message: AbstractIncomingMessage, partition: int | None) -> None:
+    async def _handle(
+        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None
+    ) -> None:
         assert self.engine is not None
         self.last_delivery = time.monotonic()
         parsed = parse_request(message.body, message.message_id, self.kinds)
-        delivery = AmqpDelivery(message)
+        delivery = AmqpDelivery(message, acker)
         if isinstance(parsed, Invalid):
             await self._invalid(message, delivery, parsed)
             return
@@ -358,6 +451,7 @@ async def run_session(
             engine = session.engine = Engine(
                 settings, metrics, http, session.publish_outcomes, tasks
             )
+            session.tasks = tasks
             owner: Owner | None = None
             consumers: list[tuple[AbstractQueue, str]] = []
             if settings.partitions:
@@ -367,7 +461,9 @@ async def run_session(
                 await owner.start()
                 rebalancing: Awaitable[Any] = owner.rebalance()
             else:
-                consumers.append((queue, await queue.consume(session.on_message)))
+                acker = session.acker(underlay)
+                consume = functools.partial(session.on_message, acker=acker)
+                consumers.append((queue, await queue.consume(consume)))
                 rebalancing = asyncio.Event().wait()
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
@@ -387,10 +483,12 @@ async def run_session(
                     for consumer, tag in consumers:
                         await consumer.cancel(tag)
                     await _drain(engine, settings, lost)
+                    await session.settle()
             finally:
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
                 engine.cancel()
+                await session.settle(timeout=0)
     return False
 
 

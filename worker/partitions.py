@@ -42,7 +42,7 @@ from worker.messages import Request
 from worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.broker import Session
+    from worker.broker import Acker, Session
 
 log = logging.getLogger("bulkops.partitions")
 
@@ -99,6 +99,7 @@ class _Member:
 
     index: int | None  # None: the request queue, as router
     channel: AbstractChannel | None = None
+    acker: Acker | None = None
     closing: bool = False
 
 
@@ -149,14 +150,23 @@ class Owner:
         channel = member.channel = await self._channel(member)
         member.closing = False
         await channel.set_qos(prefetch_count=self.settings.prefetch)
+        acker = member.acker = self.session.acker(await channel.get_underlay_channel())
         if member.index is None:
             queue = await channel.get_queue(self.settings.request_queue)
-            await queue.consume(self.session.route)
+            await queue.consume(functools.partial(self.session.route, acker=acker))
         else:
             queue = await channel.get_queue(queue_name(self.settings, member.index))
-            await queue.consume(functools.partial(self.session.on_message, partition=member.index))
+            handle = functools.partial(
+                self.session.on_message, acker=acker, partition=member.index
+            )
+            await queue.consume(handle)
 
     async def _close(self, member: _Member) -> None:
+        """Close the member's channel once its acks are written (the close frame follows
+        them on the connection)."""
+        if member.acker is not None:
+            await self.session.settle(member.acker)
+            member.acker = None
         member.closing = True
         if member.channel is not None and not member.channel.is_closed:
             await member.channel.close()
