@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,21 @@ class EmulatorProc:
     async def reset(self) -> None:
         async with httpx.AsyncClient() as client:
             (await client.post(f"{self.base_url}/_emulator/reset")).raise_for_status()
+
+    async def round_trips(self, count: int = 50) -> list[float]:
+        """Times of ``count`` one-id Bloomreach deletes, 20 ms apart, on one kept-alive
+        connection (as the worker sends them)."""
+        path = "/data/v2/projects/proj-1/catalogs/rtt/items/bulk-delete"
+        times = []
+        auth = ("bloom-key", "bloom-secret")
+        async with httpx.AsyncClient(base_url=self.base_url, auth=auth) as client:
+            for n in range(count):
+                started = time.monotonic()
+                response = await client.post(path, json=[{"item_id": f"rtt-{n}"}])
+                times.append(time.monotonic() - started)
+                response.raise_for_status()
+                await asyncio.sleep(0.02)
+        return times
 
     async def log(self) -> dict[str, Any]:
         async with httpx.AsyncClient(timeout=60) as client:

@@ -223,7 +223,8 @@ def limited_stats(
 
 async def worker_limited(
     conn: Any, emu: procs.EmulatorProc, report: Report, *, api: str, bodies: list[bytes],
-    items: int, limit: int, window: float, windows: int, max_batch: int, **settings: Any,
+    items: int, limit: int, window: float, windows: int, max_batch: int, broker: float,
+    **settings: Any,
 ) -> None:  # fmt: skip
     await emu.reset()
     await emu.configure(
@@ -259,6 +260,9 @@ async def worker_limited(
                    f"{stats['items_per_s']:,.0f}", f"{effective:,.0f}",
                    f"{stats['items_per_s'] / effective:.3f}", ">= 0.95",
                    yes(stats["items_per_s"] / effective >= 0.95))  # fmt: skip
+    if api == "datocms":  # the API would take more than the broker confirms: (1) caps it
+        report.add(f"{name}: items/s vs broker ceiling (1)", f"{stats['items_per_s']:,.0f}",
+                   f"{broker:,.0f} (1)", f"{stats['items_per_s'] / broker:.3f}", "", "")  # fmt: skip
     report.add(f"{name}: full bulk requests", f"{stats['full_share']:.0%} of {stats['bulk']}",
                "", "", "100%", yes(stats["full_share"] == 1.0))  # fmt: skip
     report.add(f"{name}: 429s / breaches", f"{throttled} / {log['breaches']}", "", "", "0",
@@ -296,16 +300,23 @@ async def naive(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) 
 
 
 async def latency(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
+    """Publish-to-outcome time at a light, steady load. The first second is a warm-up, not
+    counted: the worker's first batch also opens its HTTP connection and publishing channel.
+    The bound is the linger plus two round trips measured in this run: one through the
+    broker (publish to consume, p99) taken twice (request in, outcome out), and one to the
+    API (p99 of one-id requests on a kept-alive connection)."""
     await emu.reset()
     await emu.configure(**UNLIMITED)
     hops = await amqp.broker_hop(conn)
     hop = statistics.quantiles(hops, n=100)[98]
+    api_rtt = statistics.quantiles(await emu.round_trips(), n=100)[98]
     names = Names.fresh("latency")
     channel = await conn.channel(publisher_confirms=False)
     await amqp.declare(channel, names)
     linger = 0.3
     env = procs.worker_env(names, emu.base_url, unlimited=True, linger_seconds=linger)
-    n = int(plan.latency_rate * plan.latency_seconds)
+    warm = int(plan.latency_rate)
+    n = warm + int(plan.latency_rate * plan.latency_seconds)
     sent: dict[str, float] = {}
     async with amqp.collect(conn, names.results) as seen, procs.worker(env):
         start = time.monotonic()
@@ -317,14 +328,20 @@ async def latency(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report
         await seen.wait_for(n, timeout=60)
     await amqp.delete(channel, names)
     waits = [seen.arrivals[i] - t for i, t in sent.items()]
-    q = statistics.quantiles(waits, n=100)
-    p50, p99 = statistics.median(waits), q[98]
+    counted = waits[warm:]
+    q = statistics.quantiles(counted, n=100)
+    p50, p99 = statistics.median(counted), q[98]
     api = [e for e in (await emu.log())["entries"] if e["api"] == "bloomreach"]
-    bound = linger + 2 * hop
+    bound = linger + 2 * hop + api_rtt
     report.add(f"(5) latency at {plan.latency_rate:g} msg/s: p50 / p99 s", f"{p50:.3f} / {p99:.3f}",
-               f"linger {linger} + 2 x broker hop p99 {hop * 1000:.1f} ms = {bound:.3f}",
+               f"linger {linger} + 2 x broker hop {hop * 1000:.1f} ms + API round trip "
+               f"{api_rtt * 1000:.1f} ms = {bound:.3f}",
                f"{p99 / bound:.2f}", "p99 < bound", yes(p99 < bound))  # fmt: skip
-    report.facts["latency"] = {"p50": p50, "p99": p99, "hop_p99": hop, "api_requests": len(api)}
+    report.add("(5) first second (warm-up, not counted): max s", f"{max(waits[:warm]):.3f}")
+    report.facts["latency"] = {
+        "p50": p50, "p99": p99, "hop_p99": hop, "api_rtt_p99": api_rtt,
+        "warmup_max": max(waits[:warm]), "api_requests": len(api),
+    }  # fmt: skip
 
 
 def note(text: str) -> None:
@@ -375,7 +392,7 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     await worker_limited(
         connection, emu, report, api="datocms",
         bodies=single_id_bodies(DATO_OP, plan.dato_backlog, "d"), items=plan.dato_backlog,
-        limit=60, window=3.0, windows=plan.dato_windows, max_batch=200,
+        limit=60, window=3.0, windows=plan.dato_windows, max_batch=200, broker=ceiling,
     )  # fmt: skip
     note("(3) Bloomreach under its limit")
     per = plan.bloom_ids_per_message
@@ -386,7 +403,7 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     ]
     await worker_limited(
         connection, emu, report, api="bloomreach", bodies=bodies, items=len(bloom_ids),
-        limit=5, window=10.0, windows=plan.bloom_windows, max_batch=10_000,
+        limit=5, window=10.0, windows=plan.bloom_windows, max_batch=10_000, broker=ceiling,
     )  # fmt: skip
     note("(4) naive consumer")
     await naive(connection, emu, plan, report)
