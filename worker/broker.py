@@ -261,6 +261,7 @@ class Session:
         self.holding: set[int] = set()  # partitions being handed on: deliveries left unacked
         self.handling: collections.Counter[int] = collections.Counter()  # callbacks running
         self.routing = True  # False: the router is being handed on
+        self.forwarding = 0  # router messages being forwarded right now
         self.tasks: asyncio.TaskGroup | None = None
         self._ackers: dict[Acker, asyncio.Task[None]] = {}
 
@@ -281,7 +282,6 @@ class Session:
             task = self._ackers.pop(a, None)
             if task is not None:
                 task.cancel()
-        self.forwarding = 0  # router messages being forwarded right now
 
     async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
         """Publish, wait for every confirm, then ack the requests now fully answered."""
