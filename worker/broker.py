@@ -272,13 +272,18 @@ class Session:
         self._ackers[acker] = self.tasks.create_task(acker.run())
         return acker
 
-    async def settle(self, acker: Acker | None = None, timeout: float = 10.0) -> None:
-        """Write what was acked so far (of one channel, or all), then stop its Acker."""
+    async def flush(self, acker: Acker | None, timeout: float) -> None:
+        """Wait, at most ``timeout``, until what was acked so far (on one channel, or all) is
+        queued for the socket. Closing the channel after it (its CloseOk comes after
+        every frame before it) is what makes sure it went out."""
         ackers = [acker] if acker is not None else list(self._ackers)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(max(0.0, timeout)):
                 await asyncio.gather(*(a.flush() for a in ackers))
-        for a in ackers:
+
+    def stop_acker(self, acker: Acker | None = None) -> None:
+        """Stop one channel's Acker (or all): its channel is closed."""
+        for a in [acker] if acker is not None else list(self._ackers):
             task = self._ackers.pop(a, None)
             if task is not None:
                 task.cancel()
@@ -292,7 +297,8 @@ class Session:
         for chunk in _chunks(pairs):
             await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in chunk))
             settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
-            await asyncio.gather(*(t.delivery.ack() for t in settle))
+            for tracked in settle:
+                await tracked.delivery.ack()  # queued: the Acker writes it
 
     async def route(self, message: AbstractIncomingMessage, acker: Acker) -> None:
         """Partitioned mode: check the message, then move it unchanged to its scope's
@@ -483,12 +489,14 @@ async def run_session(
                     for consumer, tag in consumers:
                         await consumer.cancel(tag)
                     await _drain(engine, settings, lost)
-                    await session.settle()
+                    if not lost.is_set():
+                        await session.flush(None, timeout=10.0)
+                        await channel.close()  # after the acks: they reach the broker
             finally:
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
                 engine.cancel()
-                await session.settle(timeout=0)
+                session.stop_acker()
     return False
 
 

@@ -161,15 +161,18 @@ class Owner:
             )
             await queue.consume(handle)
 
-    async def _close(self, member: _Member) -> None:
-        """Close the member's channel once its acks are written (the close frame follows
-        them on the connection)."""
-        if member.acker is not None:
-            await self.session.settle(member.acker)
-            member.acker = None
+    async def _close(self, member: _Member, deadline: float | None = None) -> None:
+        """Close the member's channel once its acks are queued: the CloseOk comes after
+        them, so they reach the broker. Then stop its Acker."""
         member.closing = True
         if member.channel is not None and not member.channel.is_closed:
+            if member.acker is not None and not self.lost.is_set():
+                left = 10.0 if deadline is None else deadline - time.monotonic()
+                await self.session.flush(member.acker, timeout=left)
             await member.channel.close()
+        if member.acker is not None:
+            self.session.stop_acker(member.acker)
+            member.acker = None
 
     async def hand_on(
         self, member: _Member, reason: str, again: bool, deadline: float | None = None
@@ -201,7 +204,7 @@ class Owner:
                 index,
                 len(unfinished),
             )
-        await self._close(member)
+        await self._close(member, deadline)
         session.holding.discard(index)
         if session.owned.pop(index, None) is not None:
             session.metrics.partition_handovers.labels(reason).inc()
@@ -223,7 +226,7 @@ class Owner:
         deadline = time.monotonic() + self.settings.drain_timeout_seconds
         while session.forwarding and time.monotonic() < deadline and not self.lost.is_set():
             await asyncio.sleep(0.01)
-        await self._close(self.router)
+        await self._close(self.router, deadline)
         results = await asyncio.gather(
             *(self.hand_on(m, "stopping", False, deadline) for m in self.members),
             return_exceptions=True,

@@ -4,7 +4,6 @@ recording stand-in for the aiormq channel: the frames are what is tested."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import aiormq
 
@@ -69,15 +68,54 @@ async def test_a_held_delivery_is_never_covered() -> None:
     """Delivery 1 is held (a partition being handed on): nothing may ack it."""
     a, frames = acker(range(1, 5))
     await settle(a, ("ack", 2), ("ack", 3), ("ack", 4))
-    assert all(tag != 1 for _, tag, _ in frames.sent)
-    assert all(not multiple for kind, _, multiple in frames.sent if kind == "ack")
+    assert frames.sent == [("ack", 2, False), ("ack", 3, False), ("ack", 4, False)]
 
 
-async def test_a_closed_channel_ends_nothing_but_the_batch() -> None:
-    class Closed(Frames):
-        async def basic_ack(self, *args: Any, **kwargs: Any) -> None:
-            raise aiormq.exceptions.ChannelInvalidStateError("closed")
+async def test_runs_across_batches_and_a_nack_without_requeue() -> None:
+    """What was settled in earlier batches joins a later run at the head; a dead-letter nack
+    (requeue=False) counts as settled like a requeue."""
+    frames = Frames()
+    a = Acker(frames)  # type: ignore[arg-type]
+    for tag in range(1, 7):
+        a.delivered(tag)
+    task = asyncio.create_task(a.run())
+    a.ack(3)
+    await a.flush()
+    a.nack(2, requeue=False)
+    await a.flush()
+    a.ack(1)
+    a.ack(4)
+    await a.flush()
+    a.ack(6)
+    await a.flush()
+    task.cancel()
+    assert frames.sent == [
+        ("ack", 3, False),
+        ("nack", 2, False),
+        ("ack", 4, True),  # 1 to 4: 2 and 3 settled before, 1 and 4 now
+        ("ack", 6, False),  # 5 is still out
+    ]
 
-    a = Acker(Closed())  # type: ignore[arg-type]
+
+async def test_a_closed_channel_fails_the_batch_not_the_acker() -> None:
+    class ClosedOnce(Frames):
+        closed = True
+
+        async def basic_ack(self, tag: int, multiple: bool = False, wait: bool = True) -> None:
+            if self.closed:
+                self.closed = False
+                raise aiormq.exceptions.ChannelInvalidStateError("closed")
+            await super().basic_ack(tag, multiple, wait)
+
+    frames = ClosedOnce()
+    a = Acker(frames)  # type: ignore[arg-type]
     a.delivered(1)
-    await settle(a, ("ack", 1))  # flush returns: the failed batch counts as done
+    a.delivered(2)
+    task = asyncio.create_task(a.run())
+    a.ack(1)
+    await a.flush()
+    assert not task.done()  # the error ended that batch only
+    a.ack(2)
+    await a.flush()
+    task.cancel()
+    assert frames.sent == [("ack", 2, True)]
