@@ -170,9 +170,10 @@ class Engine:
 
     def _take_over(self, limiter: Limiter, key: BatchKey) -> None:
         """Partitioned, this scope may just have moved from another replica. That one sends
-        nothing more for it (a replica hands a partition on only once its work for it is
-        over, and a dead one sends nothing), but its last requests may still be in the
-        window: send nothing before one window (and the margin) has passed."""
+        nothing more for it (a replica closes a partition's channel only once its work for
+        it is over or abandoned, and a dead one sends nothing), but its last requests may
+        still be in the window: send nothing before one window (and the margin) has
+        passed."""
         wait = limiter.log.window
         limiter.penalize(wait)
         log.info("owning rate scope of %s %s: first request in %.1fs", key[0], key[1], wait)
