@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import orjson
 
 from tests.bench.amqp import AMQP_URL, Names
-from tests.integration.harness import Proc, free_port, start_worker
+from tests.integration.harness import (
+    EmulatorProcess,
+    Proc,
+    emulator_process,
+    free_port,
+    start_worker,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -39,20 +43,7 @@ def memory_kb(pid: int) -> dict[str, int]:
     return out
 
 
-@dataclass
-class EmulatorProc:
-    process: asyncio.subprocess.Process
-    base_url: str
-
-    async def configure(self, **updates: Any) -> None:
-        async with httpx.AsyncClient() as client:
-            response = await client.post(f"{self.base_url}/_emulator/config", json=updates)
-            response.raise_for_status()
-
-    async def reset(self) -> None:
-        async with httpx.AsyncClient() as client:
-            (await client.post(f"{self.base_url}/_emulator/reset")).raise_for_status()
-
+class EmulatorProc(EmulatorProcess):
     async def round_trips(self, count: int = 50) -> list[float]:
         """Times of ``count`` one-id Bloomreach deletes, 20 ms apart, on one kept-alive
         connection (as the worker sends them)."""
@@ -68,34 +59,12 @@ class EmulatorProc:
                 await asyncio.sleep(0.02)
         return times
 
-    async def log(self) -> dict[str, Any]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            response = await client.get(f"{self.base_url}/_emulator/log")
-            result: dict[str, Any] = orjson.loads(response.content)
-            return result
-
 
 @contextlib.asynccontextmanager
 async def emulator() -> AsyncIterator[EmulatorProc]:
-    """``python -m worker emulator`` on a free port, driven over its admin endpoints."""
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "emulator", "--port", str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    emu = EmulatorProc(process, f"http://127.0.0.1:{port}")
-    try:
-        async with asyncio.timeout(20), httpx.AsyncClient() as client:
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    (await client.get(f"{emu.base_url}/_emulator/config")).raise_for_status()
-                    break
-                await asyncio.sleep(0.05)
-        yield emu
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        await process.wait()
+    """The bundled emulator on a free port, in its own process."""
+    async with emulator_process() as emu:
+        yield EmulatorProc(emu.process, emu.base_url)
 
 
 def worker_env(

@@ -304,5 +304,62 @@ async def start_worker(env: dict[str, str], ready: bool = True) -> Proc:
     return proc
 
 
+@dataclass
+class EmulatorProcess:
+    """``python -m worker emulator`` in a process of its own, driven over its admin
+    endpoints (a busy test or benchmark loop then cannot delay its clock or its answers)."""
+
+    process: asyncio.subprocess.Process
+    base_url: str
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=60) as client:
+            response = await client.request(method, path, **kwargs)
+            response.raise_for_status()
+            return response
+
+    async def configure(self, **fields: Any) -> None:
+        await self._call("POST", "/_emulator/config", json=fields)
+
+    async def reset(self) -> None:
+        await self._call("POST", "/_emulator/reset")
+
+    async def log(self) -> dict[str, Any]:
+        """The request log (``entries``) and the breach count (``breaches``)."""
+        result: dict[str, Any] = orjson.loads((await self._call("GET", "/_emulator/log")).content)
+        return result
+
+    async def entries(self) -> list[dict[str, Any]]:
+        return list((await self.log())["entries"])
+
+    async def record_status(self, record_id: str) -> str | None:
+        response = await self._call("GET", f"/_emulator/datocms/records/{record_id}")
+        status: str | None = response.json()["status"]
+        return status
+
+
+@contextlib.asynccontextmanager
+async def emulator_process() -> AsyncIterator[EmulatorProcess]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker", "emulator", "--port", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )  # fmt: skip
+    emulator = EmulatorProcess(process, f"http://127.0.0.1:{port}")
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                with contextlib.suppress(httpx.TransportError, httpx.HTTPStatusError):
+                    await emulator._call("GET", "/_emulator/config")
+                    break
+                await asyncio.sleep(0.05)
+        yield emulator
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+
+
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]

@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 import statistics
-import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.integration.harness import Proc, Rig, die_with_parent, free_port, ids, start_worker
+from tests.integration.harness import (
+    EmulatorProcess,
+    Proc,
+    Rig,
+    emulator_process,
+    free_port,
+    ids,
+    start_worker,
+)
 from worker.messages import Request, parse_request
 from worker.partitions import partition_of
 
@@ -28,46 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 DATO_RATE = (20, 6.0)
 BLOOM_RATE = (4, 4.0)
-
-
-class RemoteEmulator:
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=10)
-
-    async def configure(self, **fields: Any) -> None:
-        (await self.http.post("/_emulator/config", json=fields)).raise_for_status()
-
-    async def log(self, **query: str) -> list[dict[str, Any]]:
-        response = await self.http.get("/_emulator/log", params=query)
-        return list(response.json()["entries"])
-
-    async def record_status(self, record_id: str) -> str | None:
-        response = await self.http.get(f"/_emulator/datocms/records/{record_id}")
-        return response.json()["status"]  # type: ignore[no-any-return]
-
-
-@contextlib.asynccontextmanager
-async def remote_emulator() -> AsyncIterator[RemoteEmulator]:
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker", "emulator", "--port", str(port),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        preexec_fn=die_with_parent,
-    )
-    emulator = RemoteEmulator(f"http://127.0.0.1:{port}")
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                with contextlib.suppress(httpx.TransportError):
-                    if (await emulator.http.get("/_emulator/config")).status_code == 200:
-                        break
-                await asyncio.sleep(0.05)
-        yield emulator
-    finally:
-        await emulator.http.aclose()
-        process.terminate()
-        await process.wait()
 
 
 def utilisation(times: list[float], limit: int, window: float) -> float:
@@ -92,7 +56,7 @@ async def replica(env: dict[str, str]) -> Proc:
 
 
 async def partitioned_env(
-    r: Rig, emulator: RemoteEmulator, partitions: int, prefetch: int = 500, dato_batch: int = 50
+    r: Rig, emulator: EmulatorProcess, partitions: int, prefetch: int = 500, dato_batch: int = 50
 ) -> dict[str, str]:
     """Worker settings for the remote emulator, partitioned. The rig declared the request
     queue for one replica; partitioned mode declares it single-active-consumer, and RabbitMQ
@@ -142,7 +106,7 @@ def backlog() -> list[dict[str, Any]]:
 
 async def owned(procs: list[Proc]) -> list[int]:
     """Partitions each replica owns (has had deliveries from), from its /metrics."""
-    key = ("bulkops_partitions_owned", frozenset())
+    key: tuple[str, frozenset[tuple[str, str]]] = ("bulkops_partitions_owned", frozenset())
     return [int((await p.scrape()).get(key, 0)) for p in procs]
 
 
@@ -193,7 +157,7 @@ async def test_replicas_share_each_limit_keep_order_and_answer_everything(
     replicas, a backlog: 0 breaches in the emulator's log, at least 90% of each limit used
     while there is backlog, every id answered (duplicates only with the same message_id),
     and the ids touched twice end in the state of their last operation."""
-    async with remote_emulator() as emulator:
+    async with emulator_process() as emulator:
         await emulator.configure(
             datocms_rate=DATO_RATE, bloomreach_rate=BLOOM_RATE, datocms_job_seconds=0.2
         )
@@ -203,7 +167,7 @@ async def test_replicas_share_each_limit_keep_order_and_answer_everything(
             counts, warm = await spread(r, procs, SCOPES, partitions=4)
             print(f"{replicas} replicas own {counts} of the busy partitions")
             await r.results.wait_for(warm, timeout=60)
-            start = max(e["t"] for e in await emulator.log())
+            start = max(e["t"] for e in await emulator.entries())
             messages = backlog()
             for message in messages[:4]:  # one by one: the order of these is what is tested
                 await r.publish(message)
@@ -213,7 +177,7 @@ async def test_replicas_share_each_limit_keep_order_and_answer_everything(
         finally:
             codes = await asyncio.gather(*(p.terminate() for p in procs))
         assert codes == [0] * replicas, [p.stderr_tail() for p in procs]
-        log = await emulator.log()
+        log = await emulator.entries()
         assert [e for e in log if e["breach"]] == []
         assert await emulator.record_status("flip-1") == "draft"
         assert await emulator.record_status("flip-2") == "published"
@@ -243,7 +207,7 @@ async def test_partitions_spread_over_the_replicas(r: Rig) -> None:
         by_partition.setdefault(partition(scope, 4), scope)
     assert len(by_partition) == 4
     scopes = list(by_partition.values())
-    async with remote_emulator() as emulator:
+    async with emulator_process() as emulator:
         await emulator.configure(bloomreach_rate=BLOOM_RATE)
         env = await partitioned_env(r, emulator, partitions=4)
         procs = [await replica(env)]
@@ -264,7 +228,7 @@ async def test_partitions_spread_over_the_replicas(r: Rig) -> None:
         finally:
             codes = await asyncio.gather(*(p.terminate() for p in procs))
         assert codes == [0] * 4, [p.stderr_tail() for p in procs]
-        log = await emulator.log()
+        log = await emulator.entries()
         assert [e for e in log if e["breach"]] == []
     print(f"owned {counts}, handovers {handovers}")
     assert counts == [1, 1, 1, 1]
@@ -276,7 +240,7 @@ async def test_partitions_spread_over_the_replicas(r: Rig) -> None:
 async def test_killing_a_replica_hands_its_scopes_to_the_others(r: Rig) -> None:
     """kill -9 of the replica that owns the scopes mid-stream: another takes over its
     partitions, nothing is lost, the limit is still never breached."""
-    async with remote_emulator() as emulator:
+    async with emulator_process() as emulator:
         await emulator.configure(datocms_rate=DATO_RATE, datocms_job_seconds=0.3)
         env = await partitioned_env(r, emulator, partitions=2)
         first = await replica(env)
@@ -301,7 +265,7 @@ async def test_killing_a_replica_hands_its_scopes_to_the_others(r: Rig) -> None:
             codes = await asyncio.gather(*(p.terminate() for p in others))
             await first.terminate()
         assert codes == [0, 0]
-        log = await emulator.log()
+        log = await emulator.entries()
         assert [e for e in log if e["breach"]] == []
     seen = {o["id"] for o in r.results.bodies}
     assert seen == set(wanted), f"lost {len(set(wanted) - seen)}"
@@ -312,7 +276,7 @@ async def test_a_replica_stopping_hands_over_without_reordering(r: Rig) -> None:
     """SIGTERM of the owner while it holds a backlog: the operations it gives back reach the
     next owner before any later operation on the same ids. Five rounds over 40 ids,
     publish and unpublish in turn, one message each: every record must end published."""
-    async with remote_emulator() as emulator:
+    async with emulator_process() as emulator:
         await emulator.configure(datocms_rate=DATO_RATE, datocms_job_seconds=0.2)
         env = await partitioned_env(r, emulator, partitions=1, prefetch=30, dato_batch=10)
         first = await replica(env)
@@ -335,7 +299,7 @@ async def test_a_replica_stopping_hands_over_without_reordering(r: Rig) -> None:
             await first.terminate()
         assert code == 0, second.stderr_tail()
         states = {record: await emulator.record_status(record) for record in flips}
-        log = await emulator.log()
+        log = await emulator.entries()
         assert [e for e in log if e["breach"]] == []
     assert {k: v for k, v in states.items() if v != "published"} == {}
     assert {o["status"] for o in r.results.bodies} == {"succeeded"}
