@@ -104,3 +104,35 @@ async def test_sixth_request_in_ten_seconds_is_429_with_or_without_retry_after(
         assert 1 <= int(response.headers["Retry-After"]) <= 10
     assert [e.path for e in emu.breaches()] == [PATH]
     assert emu.bloomreach.deleted("cat-1") == ["a"] * 5
+
+
+@pytest.mark.parametrize(
+    ("forms", "delete_status", "post_status"),
+    [("both", 200, 200), ("delete-ids", 200, 405), ("post-objects", 405, 200)],
+)
+async def test_each_wire_form_of_bulk_delete_can_be_the_only_one_accepted(
+    emu: Emulator, client: httpx.AsyncClient, forms: str, delete_status: int, post_status: int
+) -> None:
+    """DELETE with id strings, POST with {"item_id"} objects; the refused method is 405."""
+    emu.config.bloomreach_delete_forms = forms  # type: ignore[assignment]
+    by_delete = await client.request("DELETE", PATH, json=["d1", 7])
+    by_post = await client.post(PATH, json=[{"item_id": "p1"}])
+    assert (by_delete.status_code, by_post.status_code) == (delete_status, post_status)
+    if delete_status == 200:
+        assert [e["success"] for e in by_delete.json()] == [True, False]
+    else:
+        assert "DELETE" not in by_delete.headers["Allow"]
+    deleted = (["d1"] if delete_status == 200 else []) + (["p1"] if post_status == 200 else [])
+    assert emu.bloomreach.deleted("cat-1") == deleted
+
+
+async def test_oversize_can_be_answered_413_with_a_lower_item_cap(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """A 5,000-item cap answered 413 (as a proxy might): 5,001 ids are refused whole."""
+    emu.config.bloomreach_max_items = 5_000
+    emu.config.bloomreach_oversize_status = 413
+    over = await client.post(PATH, json=[{"item_id": f"i{n}"} for n in range(5_001)])
+    assert over.status_code == 413
+    at_cap = await client.post(PATH, json=[{"item_id": f"i{n}"} for n in range(5_000)])
+    assert at_cap.status_code == 200 and len(at_cap.json()) == 5_000

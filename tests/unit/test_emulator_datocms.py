@@ -234,3 +234,38 @@ async def test_read_back_honours_page_limit_and_caps_it_at_500(
     assert len(limited.json()["data"]) == 5
     too_big = await client.get("/items", params={"filter[ids]": ids, "page[limit]": "501"})
     assert too_big.status_code == 422
+
+
+async def test_async_single_destroy_answers_202_and_the_job_carries_the_record_or_the_error(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """The real DELETE /items/<id>: 202 + a job; the result holds the record (status 200) or
+    the error the destroy met (status 422 with DELETE_RESTRICTION), applied only then."""
+    emu.config.datocms_async_single_destroy = True
+    emu.datocms.set_failure(["kept"], "destroy", "DELETE_RESTRICTION")
+    gone = await client.delete("/items/gone")
+    assert gone.status_code == 202 and gone.json()["data"]["type"] == "job"
+    result = await wait_result(client, gone.json()["data"]["id"])
+    assert (result["status"], result["payload"]["data"]["id"]) == (200, "gone")
+    assert emu.datocms.record_status("gone") is None
+    kept = await client.delete("/items/kept")
+    assert kept.status_code == 202
+    result = await wait_result(client, kept.json()["data"]["id"])
+    assert result["status"] == 422
+    assert result["payload"]["data"][0]["attributes"]["code"] == "DELETE_RESTRICTION"
+    assert emu.datocms.record_status("kept") == "draft"
+
+
+async def test_records_without_drafts_read_back_with_null_status_and_stay_published(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """Seeded with status None: meta.status null in read-backs and single answers; publish
+    changes nothing, unpublish is refused."""
+    emu.datocms.seed_records(["n"], status=None)
+    read = await client.get("/items", params={"filter[ids]": "n"})
+    assert [i["meta"]["status"] for i in read.json()["data"]] == [None]
+    published = await client.put("/items/n/publish")
+    assert published.status_code == 200 and published.json()["data"]["meta"]["status"] is None
+    refused = await client.put("/items/n/unpublish")
+    assert refused.status_code == 422
+    assert emu.datocms.record_status("n") == "published"

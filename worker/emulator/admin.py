@@ -23,7 +23,7 @@ _SECRET_FIELDS = {"datocms_tokens", "bloomreach_secret"}
 class SeedRequest(BaseModel):
     environment: str | None = None
     records: list[str] = []
-    status: RecordStatus = "draft"
+    status: RecordStatus | None = "draft"  # None: a model without drafts (meta.status null)
     uploads: list[str] = []
     in_use: bool = False
     missing: list[str] = []

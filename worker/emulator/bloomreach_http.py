@@ -14,6 +14,11 @@ from worker.emulator.config import EmulatorConfig
 from worker.emulator.log import entry_of
 
 BULK_DELETE = "/data/v2/projects/{project_id}/catalogs/{catalog_id}/items/bulk-delete"
+FORM_METHODS = {
+    "both": frozenset({"DELETE", "POST"}),
+    "delete-ids": frozenset({"DELETE"}),
+    "post-objects": frozenset({"POST"}),
+}
 
 
 def error_json(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -37,19 +42,29 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     return (key_id, secret) if sep else None
 
 
-def parse_items(raw: bytes, config: EmulatorConfig) -> list[object] | str:
-    """The body's elements, or the message of a whole-request 400."""
+def parse_items(raw: bytes, config: EmulatorConfig) -> list[object] | tuple[int, str]:
+    """The body's elements, or the (status, message) of a whole-request refusal. Too large
+    is 400 as documented, or 413 as a proxy may answer (``bloomreach_oversize_status``)."""
+    too_large = config.bloomreach_oversize_status
     if len(raw) > config.bloomreach_max_body_bytes:
-        return f"Payload too large: at most {config.bloomreach_max_body_bytes} bytes"
+        return too_large, f"Payload too large: at most {config.bloomreach_max_body_bytes} bytes"
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return "Invalid JSON payload"
+        return 400, "Invalid JSON payload"
     if not isinstance(body, list):
-        return "Payload should be a list"
+        return 400, "Payload should be a list"
     if len(body) > config.bloomreach_max_items:
-        return f"Too many items: at most {config.bloomreach_max_items}"
+        return too_large, f"Too many items: at most {config.bloomreach_max_items}"
     return body
+
+
+def as_elements(method: str, items: list[object]) -> list[object]:
+    """DELETE carries id strings, POST ``{"item_id"}`` objects: the state judges objects (an
+    element of the wrong shape stays as it is, and is answered malformed)."""
+    if method != "DELETE":
+        return items
+    return [{"item_id": item} if isinstance(item, str) else item for item in items]
 
 
 def render(answer: ItemAnswer, string_booleans: bool) -> dict[str, Any]:
@@ -68,7 +83,7 @@ class BloomHttp:
         self.config = config
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(BULK_DELETE, self.bulk_delete)]
+        return [web.post(BULK_DELETE, self.bulk_delete), web.delete(BULK_DELETE, self.bulk_delete)]
 
     def gate(self, request: web.Request) -> web.Response | None:
         credentials = basic_credentials(request.headers.get("Authorization", ""))
@@ -80,15 +95,23 @@ class BloomHttp:
             return error_json(400, "Content-Type must be application/json")
         return None
 
+    def method_refused(self, method: str) -> web.Response | None:
+        """One wire form only (``bloomreach_delete_forms``): the other method is 405."""
+        accepted = FORM_METHODS[self.config.bloomreach_delete_forms]
+        if method in accepted:
+            return None
+        return error_json(405, "Method not allowed", {"Allow": ", ".join(sorted(accepted))})
+
     async def bulk_delete(self, request: web.Request) -> web.Response:
-        refused = self.gate(request)
+        refused = self.method_refused(request.method) or self.gate(request)
         if refused is not None:
             return refused
         items = parse_items(await request.read(), self.config)
-        if isinstance(items, str):
-            return error_json(400, items)
+        if isinstance(items, tuple):
+            return error_json(*items)
         entry_of(request).items = len(items)
-        answers = self.state.delete(request.match_info["catalog_id"], items)
+        elements = as_elements(request.method, items)
+        answers = self.state.delete(request.match_info["catalog_id"], elements)
         strings = self.config.bloomreach_string_booleans
         body = orjson.dumps([render(answer, strings) for answer in answers])
         return web.Response(body=body, content_type="application/json")

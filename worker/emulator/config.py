@@ -28,6 +28,9 @@ class EmulatorConfig(BaseModel):
     datocms_max_uploads: int | None = None
     datocms_primary_environment: str = "main"
     datocms_environments: set[str] | None = None  # None: any sandbox name exists
+    # DELETE /items/<id> answers 202 + a job (as the real API does), whose result carries the
+    # record or the error (DELETE_RESTRICTION, ...). False: a synchronous answer, as before.
+    datocms_async_single_destroy: bool = False
 
     bloomreach_key_id: str = "bloom-key"
     bloomreach_secret: str = Field(default="bloom-secret", repr=False)
@@ -37,6 +40,12 @@ class EmulatorConfig(BaseModel):
     bloomreach_max_body_bytes: int = 10 * 1024 * 1024
     bloomreach_string_booleans: bool = False
     bloomreach_retry_after: bool = True
+    # Which wire forms bulk-delete accepts: "delete-ids" (DELETE, a list of id strings),
+    # "post-objects" (POST, a list of {"item_id"}), or both; the other method answers 405.
+    bloomreach_delete_forms: Literal["both", "delete-ids", "post-objects"] = "both"
+    # The status of a request over bloomreach_max_items or _max_body_bytes: 400 as the API
+    # documents, or 413 as a proxy in front of it may answer.
+    bloomreach_oversize_status: Literal[400, 413] = 400
 
     rate_limits_enabled: bool = True
     spurious_429_probability: float = Field(default=0.0, ge=0.0, le=1.0)

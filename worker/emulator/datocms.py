@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker.emulator.config import EmulatorConfig
+from worker.emulator.jsonapi import error_body
 
 Action = Literal["publish", "unpublish", "destroy", "upload_destroy"]
 RecordStatus = Literal["draft", "updated", "published"]
@@ -29,6 +30,9 @@ class _Environment:
     uploads: dict[str, bool] = field(default_factory=dict)  # id -> in use
     missing_records: set[str] = field(default_factory=set)  # destroyed or marked missing
     missing_uploads: set[str] = field(default_factory=set)
+    # Records of models without a draft system: always published, read back with
+    # meta.status null.
+    draftless: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -40,6 +44,7 @@ class Job:
     due: float
     failure: tuple[int, Any] | None = None  # (operation status, error payload)
     result: dict[str, Any] | None = None
+    single: bool = False  # a single-record operation: its result is the record or the error
 
 
 class DatoState:
@@ -54,12 +59,21 @@ class DatoState:
 
     # -- Python API for tests -------------------------------------------------------------
     def seed_records(
-        self, ids: Iterable[str], environment: str | None = None, status: RecordStatus = "draft"
+        self,
+        ids: Iterable[str],
+        environment: str | None = None,
+        status: RecordStatus | None = "draft",
     ) -> None:
+        """``status`` None: records of a model without drafts (published, ``meta.status``
+        null)."""
         env = self._env(environment)
         for item_id in ids:
-            env.records[item_id] = status
+            env.records[item_id] = status or "published"
             env.missing_records.discard(item_id)
+            if status is None:
+                env.draftless.add(item_id)
+            else:
+                env.draftless.discard(item_id)
 
     def seed_uploads(
         self, ids: Iterable[str], environment: str | None = None, in_use: bool = False
@@ -114,6 +128,9 @@ class DatoState:
             return "draft"
         return status
 
+    def draftless(self, environment: str | None, item_id: str) -> bool:
+        return item_id in self._env(environment).draftless
+
     def upload_in_use(self, environment: str | None, upload_id: str) -> bool | None:
         """None when absent, else whether the upload is in use."""
         env = self._env(environment)
@@ -149,7 +166,12 @@ class DatoState:
             env.missing_uploads.add(some_id)
         elif action == "destroy":
             env.records.pop(some_id, None)
+            env.draftless.discard(some_id)
             env.missing_records.add(some_id)
+        elif some_id in env.draftless:
+            # Not documented: a record without drafts cannot be unpublished; a refusal is
+            # the plausible answer. Publishing it changes nothing.
+            return "INVALID_FIELD" if action == "unpublish" else None
         else:
             env.records[some_id] = "published" if action == "publish" else "draft"
         return None
@@ -161,11 +183,12 @@ class DatoState:
         environment: str | None,
         ids: list[str],
         failure: tuple[int, Any] | None = None,
+        single: bool = False,
     ) -> Job:
         now = self._clock()
         never = self.config.datocms_job_never_finishes
         due = math.inf if never else now + self.config.datocms_job_seconds
-        job = Job(str(next(self._job_ids)), action, environment, ids, due, failure)
+        job = Job(str(next(self._job_ids)), action, environment, ids, due, failure, single=single)
         self._jobs[job.id] = job
         heapq.heappush(self._pending, (due, int(job.id), job.id))
         return job
@@ -188,9 +211,21 @@ class DatoState:
         if job.failure is not None:
             status, payload = job.failure
             return {"status": status, "payload": payload}
+        if job.single:
+            return self._run_single(job)
         failed = sum(self.apply(job.action, job.environment, i) is not None for i in job.ids)
         meta = {"successful": len(job.ids) - failed, "failed": failed}
         return {"status": 200, "payload": {"data": [], "meta": meta}}
+
+    def _run_single(self, job: Job) -> dict[str, Any]:
+        """A single-record job (``DELETE /items/<id>``): the result's own status and payload
+        carry the record, or the error the operation met (e.g. DELETE_RESTRICTION)."""
+        some_id = job.ids[0]
+        code = self.apply(job.action, job.environment, some_id)
+        if code is None:
+            return {"status": 200, "payload": {"data": {"type": "item", "id": some_id}}}
+        status = 404 if code == NOT_FOUND else 422
+        return {"status": status, "payload": error_body(code, {"id": some_id})}
 
     # -- internals --------------------------------------------------------------------------
     def _env(self, environment: str | None) -> _Environment:

@@ -86,7 +86,7 @@ def _invalid(field: str, message: str) -> BodyError:
     )
 
 
-def item_json(item_id: str, status: str) -> dict[str, Any]:
+def item_json(item_id: str, status: str | None) -> dict[str, Any]:
     return {
         "type": "item",
         "id": item_id,
@@ -221,7 +221,11 @@ class DatoHttp:
         environment = self.environment(request)
         wanted = self._wanted_ids(request) or self.state.records_present(environment)
         found = [(i, self.state.record(environment, i)) for i in wanted]
-        data = [item_json(i, status) for i, status in found if status is not None]
+        data = [
+            item_json(i, None if self.state.draftless(environment, i) else status)
+            for i, status in found
+            if status is not None
+        ]
         return self._page(request, data)
 
     async def list_uploads(self, request: web.Request) -> web.Response:
@@ -255,10 +259,22 @@ class DatoHttp:
         return self._single(request, "unpublish")
 
     async def destroy_one(self, request: web.Request) -> web.Response:
+        if self.state.config.datocms_async_single_destroy:
+            return self._single_job(request, "destroy")
         return self._single(request, "destroy")
 
     async def destroy_upload(self, request: web.Request) -> web.Response:
         return self._single(request, "upload_destroy")
+
+    def _single_job(self, request: web.Request, action: Action) -> web.Response:
+        """The real ``DELETE /items/<id>``: 202 with a job; the job's result tells."""
+        refused = self.gate(request)
+        if refused is not None:
+            return refused
+        some_id = request.match_info["id"]
+        job = self.state.create_job(action, self.environment(request), [some_id], single=True)
+        entry_of(request).job_id = job.id
+        return json_response(202, {"data": {"type": "job", "id": job.id}})
 
     def _single(self, request: web.Request, action: Action) -> web.Response:
         refused = self.gate(request)
@@ -275,4 +291,5 @@ class DatoHttp:
         if action == "upload_destroy":
             return json_response(200, {"data": upload_json(some_id)})
         after = self.state.record(environment, some_id) or before or "draft"
-        return json_response(200, {"data": item_json(some_id, after)})
+        status = None if self.state.draftless(environment, some_id) else after
+        return json_response(200, {"data": item_json(some_id, status)})
