@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import orjson
 
 from worker.adapters import ItemResult, failure
@@ -112,13 +113,33 @@ def is_done(action: Action, state: str | None) -> bool:
 
 
 def read_back_states(body: Any) -> dict[str, str]:
-    """id -> meta.status (uploads have none: "present") from a list answer."""
+    """id -> meta.status from a list answer. Records of models without drafts have
+    ``meta.status: null``: published is their only state. Uploads have no status: "present"."""
     states: dict[str, str] = {}
     for record in body.get("data", []) if isinstance(body, dict) else []:
         if isinstance(record, dict) and isinstance(record.get("id"), str):
-            meta = record.get("meta") or {}
-            states[record["id"]] = str(meta.get("status") or "present")
+            meta = record.get("meta")
+            if record.get("type") == "item" and isinstance(meta, dict):
+                states[record["id"]] = str(meta.get("status") or "published")
+            else:
+                states[record["id"]] = "present"
     return states
+
+
+def job_of(response: httpx.Response) -> str | None:
+    """The job id when the answer is ``202`` + ``{"data": {"type": "job", "id"}}``, else None.
+
+    The async-jobs page warns that any endpoint may turn asynchronous (``DELETE /items/<id>``
+    already has): such an answer says nothing about the outcome, its job result does."""
+    if response.status_code != 202:
+        return None
+    try:
+        data = orjson.loads(response.content)["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if isinstance(data, dict) and data.get("type") == "job" and data.get("id") is not None:
+        return str(data["id"])
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +148,7 @@ class JobResult:
     successful: int
     failed: int
     error: ApiError | None
+    payload: Any = None  # what the operation would have answered synchronously
 
 
 def parse_job_result(body: Any) -> JobResult:
@@ -135,8 +157,9 @@ def parse_job_result(body: Any) -> JobResult:
     status = int(attributes["status"])
     payload = attributes.get("payload") or {}
     if 200 <= status < 300:
-        meta = payload.get("meta") or {}
-        return JobResult(status, int(meta.get("successful", 0)), int(meta.get("failed", 0)), None)
+        meta = (payload.get("meta") if isinstance(payload, dict) else None) or {}
+        successful, failed = int(meta.get("successful", 0)), int(meta.get("failed", 0))
+        return JobResult(status, successful, failed, None, payload)
     parsed = datocms_error(payload)
     code, transient, details = parsed or (f"http_{status}", False, "")
     retryable = transient or status >= 500 or status == 429
@@ -290,6 +313,17 @@ class _Run:
                 raise JobTimeout(f"job {job_id} had no result after {s.job_deadline_seconds:g}s")
             interval = min(interval * 1.5, s.job_poll_max_seconds)
 
+    async def _settled(self, response: httpx.Response) -> Any:
+        """The answer's body, or, when the answer is a job, its result's payload: the job's
+        own status decides (a non-2xx one raises its error). Its polls count as any request."""
+        job_id = job_of(response)
+        if job_id is None:
+            return _json_or_none(response)
+        job = await self._poll(job_id)  # JobTimeout: the caller decides
+        if job.error is not None:
+            raise job.error
+        return job.payload
+
     async def read_back(self, ids: list[str]) -> dict[str, str]:
         """Current state of ``ids`` (absent ones missing), retried within the budget."""
         path = "/items" if self.action.resource == "item" else "/uploads"
@@ -305,7 +339,10 @@ class _Run:
                 headers=self.a.headers(self.environment),
                 params=params,
             )
-            return read_back_states(orjson.loads(response.content))
+            try:
+                return read_back_states(await self._settled(response))
+            except JobTimeout as exc:
+                raise ApiError("job_timeout", str(exc), True) from exc
 
         states, _ = await self.a.retry.run(call, self._on_retry)
         return states
@@ -338,15 +375,21 @@ class _Run:
         path = self.action.single_path.format(id=quote(item_id, safe=""))
 
         async def call() -> None:
-            await self.client.send(
+            response = await self.client.send(
                 self.action.endpoint.replace("bulk_", "single_"),
                 self.action.single_method,
                 self.a.target.base_url + path,
                 headers=self.a.headers(self.environment),
             )
+            # DELETE /items/<id> answers 202 + a job: success is the job's, not the 202's.
+            await self._settled(response)
 
         try:
             _, extra = await self.a.retry.run(call, self._on_retry)
+        except JobTimeout as exc:
+            info = ErrorInfo("job_timeout", str(exc), True)  # the job may still complete
+            self.results[item_id] = ItemResult("failed", info, attempts + 1, job_id)
+            return
         except RetriesExhausted as exc:
             result = failure(exc, job_id)
             self.results[item_id] = ItemResult(
@@ -378,3 +421,10 @@ class _Run:
                 return
         half = len(ids) // 2
         await asyncio.gather(self.process(ids[:half]), self.process(ids[half:]))
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
-from worker.datocms import ACTIONS, bulk_body, is_done, parse_job_result, read_back_states
+from worker.datocms import (
+    ACTIONS,
+    bulk_body,
+    is_done,
+    job_of,
+    parse_job_result,
+    read_back_states,
+)
 from worker.operations import OPERATIONS
 
 
@@ -154,3 +162,27 @@ def test_parse_job_result_without_status_raises_for_the_caller(body: Any) -> Non
     """A body without attributes.status is unreadable (the poller maps it to a retry)."""
     with pytest.raises((KeyError, TypeError, ValueError)):
         parse_job_result(body)
+
+
+def test_read_back_states_reads_null_status_of_a_draftless_record_as_published() -> None:
+    """Models without drafts: meta.status null, and published is their only state."""
+    body = {"data": [{"id": "n", "type": "item", "meta": {"status": None}}]}
+    assert read_back_states(body) == {"n": "published"}
+    assert is_done(ACTIONS["datocms.items.publish"], read_back_states(body)["n"])
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "job"),
+    [
+        (202, {"data": {"type": "job", "id": "4235"}}, "4235"),
+        (202, {"data": {"type": "job", "id": 77}}, "77"),
+        (200, {"data": {"type": "job", "id": "1"}}, None),
+        (202, {"data": {"type": "item", "id": "1"}}, None),
+        (202, {"data": []}, None),
+        (202, b"not json", None),
+    ],
+)
+def test_job_of_recognises_only_202_with_a_job(status: int, body: Any, job: str | None) -> None:
+    """Any endpoint may answer 202 + a job; nothing else is taken for one."""
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    assert job_of(httpx.Response(status, content=content)) == job
