@@ -2,14 +2,22 @@
 
 The answer is a list with one element per request element. ``success`` (boolean, or the
 strings "True"/"False" in some examples) means queued by the API. A request refused as a
-whole with 400 (body too large, too many items) is split in halves and sent again.
+whole with 400 (body too large, too many items) or 413 (what a proxy answers for too large)
+is split in halves and sent again. After a 413 the adapter splits batches of that size
+before sending them: the real per-request cap may be 5,000 items (a production integration
+caps there), and each refusal costs one of the catalog's 5 requests per 10 s.
+
+The docs name bulk-delete's path but neither its method nor its body: ``delete_format``
+picks ``DELETE`` with id strings or ``POST`` with ``{"item_id"}`` objects; ``auto`` starts
+with the first and switches to the second, once per target, when the API answers 405.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Hashable
+import logging
+from collections.abc import Callable, Hashable
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +33,9 @@ from worker.operations import Operation
 from worker.settings import BloomreachTarget
 
 OPERATION = "bloomreach.catalog_items.delete"
+TOO_LARGE = frozenset({400, 413})  # 400 as documented, 413 as a proxy in front may answer
+
+log = logging.getLogger("bulkops.bloomreach")
 
 
 def truthy(value: Any) -> bool:
@@ -61,7 +72,29 @@ def map_answer(ids: list[str], body: Any) -> dict[str, ItemResult]:
 
 
 def delete_body(ids: list[str]) -> bytes:
+    """The ``post-objects`` form: ``[{"item_id": "a"}, ...]``."""
     return orjson.dumps([{"item_id": item_id} for item_id in ids])
+
+
+def delete_ids_body(ids: list[str]) -> bytes:
+    """The ``delete-ids`` form: ``["a", ...]``."""
+    return orjson.dumps(ids)
+
+
+WIRE_FORMS: dict[str, tuple[str, Callable[[list[str]], bytes]]] = {
+    "delete-ids": ("DELETE", delete_ids_body),
+    "post-objects": ("POST", delete_body),
+}
+OTHER_FORM = {"delete-ids": "post-objects", "post-objects": "delete-ids"}
+
+
+def halves(ids: list[str], below: int) -> list[list[str]]:
+    """``ids`` split in halves, again and again, until every part is shorter than ``below``
+    (parts keep the ids' order)."""
+    if len(ids) < below or len(ids) < 2:
+        return [ids]
+    half = len(ids) // 2
+    return halves(ids[:half], below) + halves(ids[half:], below)
 
 
 class Bloomreach:
@@ -72,9 +105,14 @@ class Bloomreach:
         self.retry = retry
         pair = f"{target.api_key_id.get_secret_value()}:{target.api_secret.get_secret_value()}"
         self._auth = "Basic " + base64.b64encode(pair.encode()).decode()
+        configured = target.delete_format
+        self.form: str = "delete-ids" if configured == "auto" else configured
+        self._switched = False
+        self.refused_size: int | None = None  # the smallest request refused with 413
 
     def cost(self, operation: Operation, item_id: str) -> int:
-        return len(orjson.dumps({"item_id": item_id})) + 1  # the element and its comma
+        # The larger of the two forms' elements, and its comma.
+        return len(orjson.dumps({"item_id": item_id})) + 1
 
     def rate_scope(self, key: BatchKey) -> Hashable:
         return ("bloomreach", key[1], key[2])  # the limit is per catalog
@@ -90,8 +128,32 @@ class Bloomreach:
     ) -> dict[str, ItemResult]:
         assert key[2] is not None, "catalog_id is validated before batching"
         results: dict[str, ItemResult] = {}
-        await self._send(self.url(key[2]), ids, client, hold, results)
+        url = self.url(key[2])
+        parts = halves(ids, self.refused_size) if self.refused_size else [ids]
+        holds = [hold] + [None] * (len(parts) - 1)  # the held slot goes to the first part
+        sends = (self._send(url, p, client, h, results) for p, h in zip(parts, holds, strict=True))
+        await asyncio.gather(*sends)
         return results
+
+    def other_form_after_405(self, sent: str) -> bool:
+        """A 405 answered the form ``sent``: whether to send again in the form now in use.
+
+        ``auto`` switches once per target (a batch that raced the switch just resends); an
+        explicit form, or a 405 to both forms, is final."""
+        if self.target.delete_format != "auto":
+            return False
+        if sent != self.form:
+            return True  # another batch switched meanwhile
+        if self._switched:
+            return False  # both forms answered 405
+        self.form, self._switched = OTHER_FORM[sent], True
+        log.warning(
+            "bulk-delete of project %s answered 405 to %s: switching to %s",
+            self.target.project_id,
+            sent,
+            self.form,
+        )
+        return True
 
     async def _send(
         self,
@@ -102,13 +164,15 @@ class Bloomreach:
         results: dict[str, ItemResult],
     ) -> None:
         headers = {"Authorization": self._auth, "Content-Type": "application/json"}
-        body = delete_body(ids)
+        form = self.form
+        method, render = WIRE_FORMS[form]
+        body = render(ids)
         first = [hold]
 
         async def call() -> dict[str, ItemResult]:
             taken, first[0] = first[0], None
             response = await client.send(
-                "catalog_bulk_delete", "POST", url, headers=headers, content=body, hold=taken
+                "catalog_bulk_delete", method, url, headers=headers, content=body, hold=taken
             )
             return map_answer(ids, _json(response.content))
 
@@ -117,18 +181,38 @@ class Bloomreach:
                 call, lambda error: client.count_retry(OPERATION, error)
             )
         except RetriesExhausted as exc:
-            if exc.error.status == 400 and len(ids) > 1:
-                half = len(ids) // 2
-                await asyncio.gather(
-                    self._send(url, ids[:half], client, None, results),
-                    self._send(url, ids[half:], client, None, results),
-                )
-                return
-            for item_id in ids:
-                results[item_id] = failure(exc)
+            if not await self._refused(exc, form, url, ids, client, results):
+                for item_id in ids:
+                    results[item_id] = failure(exc)
             return
         for item_id, result in answered.items():
             results[item_id] = ItemResult(result.status, result.error, attempts)
+
+    async def _refused(
+        self,
+        exc: RetriesExhausted,
+        form: str,
+        url: str,
+        ids: list[str],
+        client: ScopedClient,
+        results: dict[str, ItemResult],
+    ) -> bool:
+        """A refusal the adapter can work around: the other wire form (405), or halves (too
+        large). True when the ids were sent again, and so have their results."""
+        status = exc.error.status
+        if status == 405 and self.other_form_after_405(form):
+            await self._send(url, ids, client, None, results)
+            return True
+        if status in TOO_LARGE and len(ids) > 1:
+            if status == 413:
+                self.refused_size = min(self.refused_size or len(ids), len(ids))
+            half = len(ids) // 2
+            await asyncio.gather(
+                self._send(url, ids[:half], client, None, results),
+                self._send(url, ids[half:], client, None, results),
+            )
+            return True
+        return False
 
 
 def _json(content: bytes) -> Any:

@@ -103,6 +103,11 @@ class BloomreachTarget(_Target):
             raise ValueError("project_id must be a non-empty string without '/', not '.' or '..'")
         return value
 
+    # The docs leave bulk-delete's method and body open: "delete-ids" is DELETE with a list of
+    # id strings (what a production integration sends), "post-objects" POST with
+    # [{"item_id"}]; "auto" starts with delete-ids and switches once on a 405.
+    delete_format: Literal["auto", "delete-ids", "post-objects"] = "auto"
+
 
 Target = Annotated[DatoCMSTarget | BloomreachTarget, Field(discriminator="kind")]
 

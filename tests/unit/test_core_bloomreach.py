@@ -6,11 +6,23 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from worker.adapters import ItemResult
-from worker.bloomreach import delete_body, item_error, map_answer, truthy
+from worker.bloomreach import (
+    Bloomreach,
+    delete_body,
+    delete_ids_body,
+    halves,
+    item_error,
+    map_answer,
+    truthy,
+)
 from worker.errors import ApiError
+from worker.http import RetryPolicy
 from worker.messages import ErrorInfo
+from worker.settings import BloomreachTarget
 
 MALFORMED = "Malformed item id. Item id should be a string"
 
@@ -88,3 +100,49 @@ def test_delete_body_is_the_documented_list() -> None:
     """[{"item_id": ...}, ...] in order, ids as given (unicode included)."""
     assert orjson.loads(delete_body(["a", "é 1"])) == [{"item_id": "a"}, {"item_id": "é 1"}]
     assert delete_body([]) == b"[]"
+
+
+def test_delete_ids_body_is_a_list_of_id_strings() -> None:
+    """The form a production integration sends with DELETE."""
+    assert orjson.loads(delete_ids_body(["a", "é 1"])) == ["a", "é 1"]
+
+
+@given(st.lists(st.text(min_size=1), max_size=300), st.integers(min_value=1, max_value=400))
+def test_halves_keep_order_and_end_below_the_refused_size(ids: list[str], below: int) -> None:
+    """Splitting converges: every part is shorter than the refused size (or single), and
+    the parts put together are the ids in their order."""
+    parts = halves(ids, below)
+    assert [i for part in parts for i in part] == ids
+    assert all(len(part) < below or len(part) <= 1 for part in parts)
+
+
+def adapter(delete_format: str) -> Bloomreach:
+    target = BloomreachTarget(
+        kind="bloomreach",
+        base_url="http://127.0.0.1:9",
+        api_key_id="k",  # type: ignore[arg-type]
+        api_secret="s",  # type: ignore[arg-type]
+        project_id="p",
+        delete_format=delete_format,  # type: ignore[arg-type]
+    )
+    return Bloomreach(target, RetryPolicy(1, 1.0, 0.1, 1.0))
+
+
+def test_auto_starts_with_delete_ids_and_switches_once_on_a_405() -> None:
+    """auto: DELETE first; a 405 switches to POST objects, a batch that raced the switch
+    resends, and a 405 to the second form too is final (no ping-pong)."""
+    auto = adapter("auto")
+    assert auto.form == "delete-ids"
+    assert auto.other_form_after_405("delete-ids") is True
+    assert auto.form == "post-objects"
+    assert auto.other_form_after_405("delete-ids") is True  # sent before the switch
+    assert auto.other_form_after_405("post-objects") is False
+    assert auto.form == "post-objects"
+
+
+@pytest.mark.parametrize("form", ["delete-ids", "post-objects"])
+def test_an_explicit_form_is_kept_on_a_405(form: str) -> None:
+    explicit = adapter(form)
+    assert explicit.form == form
+    assert explicit.other_form_after_405(form) is False
+    assert explicit.form == form
