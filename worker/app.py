@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.broker import ConnectionLost, run_session
 from worker.health import Health
+from worker.limiter import Limiters
 from worker.metrics import Metrics
 from worker.settings import Settings
 
@@ -43,12 +44,15 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stopping.set)
+    # Made as the process starts: the limiters outlive sessions, and a scope's first request
+    # waits for one window after this moment (an earlier process may still count in it).
+    limiters = Limiters(settings.rate_limit_margin_seconds)
     await health.start(settings.http_host, settings.http_port)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=10.0)
     try:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            await _sessions(settings, metrics, http, stopping, health)
+            await _sessions(settings, metrics, http, stopping, health, limiters)
     finally:
         await health.stop()
     log.info("stopped cleanly")
@@ -61,12 +65,13 @@ async def _sessions(
     http: httpx.AsyncClient,
     stopping: asyncio.Event,
     health: Health,
+    limiters: Limiters,
 ) -> None:
     delay = 0.5
     while not stopping.is_set():
         ready_before = health.times_ready
         try:
-            if not await run_session(settings, metrics, http, stopping, health):
+            if not await run_session(settings, metrics, http, stopping, health, limiters):
                 return
             delay = 0.5
             continue  # renewed on purpose: reconnect at once

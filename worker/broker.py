@@ -25,6 +25,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMess
 from worker.adapters import ItemResult
 from worker.engine import Engine, Tracked
 from worker.health import Health
+from worker.limiter import Limiters
 from worker.messages import Invalid, Outcome, derive_request_id, parse_request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import OPERATIONS
@@ -431,6 +432,7 @@ async def run_session(
     http: httpx.AsyncClient,
     stopping: asyncio.Event,
     health: Health,
+    limiters: Limiters | None = None,
 ) -> bool:
     """One broker session. Returns False after a clean drain, True when the session ended on
     purpose to be renewed (see ``_idle``); raises ConnectionLost otherwise.
@@ -455,7 +457,7 @@ async def run_session(
         session = Session(settings, metrics, Publisher(exchange, out, settings, metrics))
         async with asyncio.TaskGroup() as tasks:
             engine = session.engine = Engine(
-                settings, metrics, http, session.publish_outcomes, tasks
+                settings, metrics, http, session.publish_outcomes, tasks, limiters
             )
             session.tasks = tasks
             owner: Owner | None = None

@@ -26,7 +26,7 @@ from worker.batching import BatchKey, Coalescer, Item
 from worker.bloomreach import Bloomreach
 from worker.datocms import DatoCMS
 from worker.http import RetryPolicy, ScopedClient
-from worker.limiter import Hold, Limiter
+from worker.limiter import Hold, Limiter, Limiters
 from worker.messages import ErrorInfo, Outcome, Request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import Operation
@@ -120,6 +120,7 @@ class Engine:
         http: httpx.AsyncClient,
         publish: Publish,
         tasks: asyncio.TaskGroup,
+        limiters: Limiters | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -146,8 +147,11 @@ class Engine:
         self._tasks = tasks
         self._running: set[asyncio.Task[None]] = set()
         self._batches: set[asyncio.Task[None]] = set()
+        # The process's limiters (see Limiters): a new session keeps what earlier ones sent.
+        margin = settings.rate_limit_margin_seconds
+        self.limiters = limiters if limiters is not None else Limiters(margin)
         for name, target in settings.targets.items():
-            metrics.rate_limit_allowed.labels(name).set(target.rate.requests)
+            metrics.rate_limit_allowed.labels(name).set(self.limiters.allowed(name, target))
 
     # -- intake ---------------------------------------------------------------------------
 
@@ -193,9 +197,7 @@ class Engine:
         if scope is None:
             target = self.settings.targets[key[1]]
             gauge = self.metrics.rate_limit_wait.labels(key[1])
-            limiter = Limiter(
-                target.rate, self.settings.rate_limit_margin_seconds, on_wait=gauge.observe
-            )
+            limiter = self.limiters.get(rate_scope, key[1], target, gauge.observe)
             if self.settings.partitions:
                 self._take_over(limiter, key)
             client = ScopedClient(self.http, limiter, self.metrics, key[1])

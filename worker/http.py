@@ -8,6 +8,7 @@ the caller's decision (see ``retry``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,7 @@ from worker.limiter import Hold, Limiter
 from worker.metrics import Metrics
 
 T = TypeVar("T")
+log = logging.getLogger("bulkops.http")
 
 
 class ScopedClient:
@@ -103,14 +105,31 @@ class ScopedClient:
         self.metrics.api_latency.labels(self.target, endpoint).observe(time.monotonic() - started)
 
     def _learn(self, response: httpx.Response) -> None:
-        remaining = response.headers.get("X-RateLimit-Remaining")
-        if remaining is not None and remaining.strip().lstrip("-").isdigit():
-            self.limiter.observe_remaining(int(remaining))
+        # The limit first: the remaining budget is read against the limit in force.
+        stated = _header_int(response.headers, "X-RateLimit-Limit")
+        if stated is not None and self.limiter.observe_limit(stated):
+            self.metrics.rate_limit_allowed.labels(self.target).set(self.limiter.rate.requests)
+            log.info(
+                "target %s: rate limit now %s (the API states %d)",
+                self.target,
+                self.limiter.rate,
+                stated,
+            )
+        remaining = _header_int(response.headers, "X-RateLimit-Remaining")
+        if remaining is not None:
+            self.limiter.observe_remaining(remaining)
         if response.status_code == 429:
             self.metrics.rate_limited.labels(self.target).inc()
             wait = header_seconds(response.headers, "Retry-After", "X-RateLimit-Reset")
             # No hint: sit out a whole window, the safest reading of "too many".
             self.limiter.penalize(wait if wait is not None else self.limiter.rate.seconds)
+
+
+def _header_int(headers: httpx.Headers, name: str) -> int | None:
+    value = headers.get(name)
+    if value is None or not value.strip().lstrip("-").isdigit():
+        return None
+    return int(value)
 
 
 class RetryPolicy:

@@ -13,6 +13,17 @@ came back. The margin is therefore the slowest recent span from first byte out t
 (at least the configured margin, at most one window): a true bound, and a small one, since
 the time this process takes to get a request ready is not part of it.
 
+The limit itself may be learnt: DatoCMS states the one in force (plans differ) in
+``X-RateLimit-Limit`` on every answer. Without an explicit ``rate_limit`` the worker starts
+at the most conservative documented reading and adopts the stated limit, up or down; an
+explicit one is a ceiling the stated limit can only lower.
+
+Limiters live as long as the process (``Limiters``), not a broker session: after a
+reconnect the new session knows what the old one sent. A process that starts knows nothing
+of what an earlier one (killed and restarted at once) sent, so a rate scope's limiter starts
+blocked until one window (and the margin) after the process started: by then none of the
+earlier process's requests can still be in the API's window.
+
 ``WindowLog`` is pure arithmetic over timestamps; ``Limiter`` adds the clock and the waiting.
 """
 
@@ -21,9 +32,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
-from worker.settings import Rate
+from worker.settings import BloomreachTarget, DatoCMSTarget, Rate
 
 HELD_POLL = 0.05
 
@@ -41,8 +52,13 @@ class WindowLog:
         self._blocked_until = 0.0
         # The spans that matter are those of the requests still in the window (the one that
         # must leave next is among the last `limit` sent), plus a few answered out of order.
-        recent = rate.requests + 8
-        self._spans: deque[float] = deque(maxlen=recent)
+        self._spans: deque[float] = deque(maxlen=rate.requests + 8)
+
+    def set_limit(self, limit: int) -> None:
+        """The limit in force changed (a lower one takes effect at once: sends already in
+        the window count against it)."""
+        self.limit = limit
+        self._spans = deque(self._spans, maxlen=limit + 8)
 
     def observe_timing(self, send_delay: float, round_trip: float) -> None:
         """A request of this scope left ``send_delay`` after its slot was counted and was
@@ -96,12 +112,17 @@ class Limiter:
         margin: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_wait: Callable[[float], None] | None = None,
+        *,
+        follow_stated: bool = False,
+        ceiling: int | None = None,
     ) -> None:
         self.rate = rate
         self.log = WindowLog(rate, margin)
         self._clock = clock
         self._lock = asyncio.Lock()
         self._on_wait = on_wait
+        self.follow_stated = follow_stated  # adopt the limit the API states
+        self.ceiling = ceiling  # an explicit limit: never exceeded, whatever is stated
 
     def has_room(self) -> bool:
         return not self._lock.locked() and self.log.delay(self._clock()) == 0.0
@@ -145,6 +166,70 @@ class Limiter:
 
     def observe_remaining(self, remaining: int) -> None:
         self.log.observe_remaining(remaining, self._clock())
+
+    def observe_limit(self, stated: int) -> bool:
+        """The API stated the limit in force for this window (``X-RateLimit-Limit``): adopt
+        it, up or down, capped by the explicit ceiling. True when the limit changed."""
+        if not self.follow_stated or stated < 1:
+            return False
+        limit = stated if self.ceiling is None else min(stated, self.ceiling)
+        if limit == self.log.limit:
+            return False
+        self.log.set_limit(limit)
+        self.rate = Rate(limit, self.rate.seconds)
+        return True
+
+
+class Limiters:
+    """The process's limiters by rate scope: they outlive broker sessions.
+
+    The first limiter of a scope in this process is blocked until one window (plus the
+    margin) after the process started. An earlier process may have sent up to the limit just
+    before it died, and the API counts those requests for a window more; this process cannot
+    see them (Bloomreach states nothing, and DatoCMS's count comes only on an answer, which
+    a request would have to be risked for). So a restart costs at most one window per scope
+    (3 s for DatoCMS, 10 s for a Bloomreach catalog), counted from the start, not from the
+    first request: a scope first used later than that waits for nothing."""
+
+    def __init__(self, margin: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.margin = margin
+        self._clock = clock
+        self.started = clock()
+        self._by_scope: dict[Hashable, Limiter] = {}
+        self._by_target: dict[str, Limiter] = {}  # the latest made for each target name
+
+    def get(
+        self,
+        scope: Hashable,
+        name: str,
+        target: DatoCMSTarget | BloomreachTarget,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> Limiter:
+        limiter = self._by_scope.get(scope)
+        if limiter is None:
+            limiter = self._by_scope[scope] = self._by_target[name] = self._new(target, on_wait)
+        return limiter
+
+    def allowed(self, name: str, target: DatoCMSTarget | BloomreachTarget) -> int:
+        """The limit in force for a target: its limiters' (they agree), else the first."""
+        limiter = self._by_target.get(name)
+        return limiter.rate.requests if limiter is not None else target.first_rate.requests
+
+    def _new(
+        self, target: DatoCMSTarget | BloomreachTarget, on_wait: Callable[[float], None] | None
+    ) -> Limiter:
+        explicit = Rate.parse(target.rate_limit) if target.rate_limit else None
+        limiter = Limiter(
+            target.first_rate,
+            self.margin,
+            self._clock,
+            on_wait,
+            follow_stated=target.states_limit,
+            ceiling=explicit.requests if explicit else None,
+        )
+        # The longest window any limit of this target can have: the first one's.
+        limiter.log.block_until(self.started + limiter.log.window)
+        return limiter
 
 
 class Hold:

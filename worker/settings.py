@@ -37,6 +37,12 @@ class Rate:
 
 
 DEFAULT_RATES = {"datocms": "60/3s", "bloomreach": "5/10s"}
+# Before any answer has stated the limit in force, the most conservative documented reading:
+# DatoCMS's default is 60 per 3 s, but plans differ and the docs' examples show
+# X-RateLimit-Limit: 30. Bloomreach states nothing: its documented limit is all there is.
+FIRST_RATES = {"datocms": "30/3s", "bloomreach": "5/10s"}
+# APIs whose every answer states the limit in force (X-RateLimit-Limit, per the same window).
+STATES_LIMIT = frozenset({"datocms"})
 
 
 class _Target(BaseModel):
@@ -65,6 +71,17 @@ class _Target(BaseModel):
     @property
     def rate(self) -> Rate:
         return Rate.parse(self.rate_limit or DEFAULT_RATES[self.kind])  # type: ignore[attr-defined]
+
+    @property
+    def first_rate(self) -> Rate:
+        """The limit to start with: an explicit ``rate_limit``, else the most conservative
+        documented reading (raised or lowered by the API's own statement, see ``Limiter``)."""
+        return Rate.parse(self.rate_limit or FIRST_RATES[self.kind])  # type: ignore[attr-defined]
+
+    @property
+    def states_limit(self) -> bool:
+        """Whether the API's answers state the limit in force, for the worker to adopt."""
+        return self.kind in STATES_LIMIT  # type: ignore[attr-defined]
 
 
 def _clean_secret(value: SecretStr) -> SecretStr:

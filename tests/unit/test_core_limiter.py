@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.strategies import margins, rates
-from worker.limiter import Limiter, WindowLog
-from worker.settings import Rate
+from worker.limiter import Limiter, Limiters, WindowLog
+from worker.settings import BloomreachTarget, DatoCMSTarget, Rate
 
 DATO = Rate(60, 3.0)
 
@@ -259,3 +259,73 @@ async def test_a_released_hold_gives_its_slot_back_and_spending_twice_counts_onc
     used.release()
     assert limiter.used() == 1
     assert limiter.room_in() == 0.0
+
+
+def test_a_stated_limit_is_adopted_up_and_down() -> None:
+    """Following the API's statement: 30 -> 120 (a bigger plan) -> 20, each at once; a
+    lower limit counts the sends already in the window."""
+    now = [0.0]
+    limiter = Limiter(Rate(30, 3.0), clock=lambda: now[0], follow_stated=True)
+    for _ in range(30):
+        limiter.log.record(0.0)
+    assert limiter.room_in() > 0
+    assert limiter.observe_limit(120) is True
+    assert (limiter.rate, limiter.room_in()) == (Rate(120, 3.0), 0.0)
+    assert limiter.observe_limit(120) is False
+    assert limiter.observe_limit(20) is True
+    assert limiter.rate == Rate(20, 3.0) and limiter.room_in() == pytest.approx(3.0)
+
+
+def test_an_explicit_limit_is_a_ceiling_the_statement_only_lowers() -> None:
+    limiter = Limiter(Rate(60, 3.0), follow_stated=True, ceiling=60)
+    assert limiter.observe_limit(120) is False and limiter.rate == Rate(60, 3.0)
+    assert limiter.observe_limit(30) is True and limiter.rate == Rate(30, 3.0)
+    assert limiter.observe_limit(90) is True and limiter.rate == Rate(60, 3.0)
+
+
+@pytest.mark.parametrize("stated", [0, -5])
+def test_a_limiter_that_does_not_follow_or_a_nonsense_statement_changes_nothing(
+    stated: int,
+) -> None:
+    assert Limiter(Rate(5, 10.0)).observe_limit(50) is False
+    assert Limiter(Rate(5, 10.0), follow_stated=True).observe_limit(stated) is False
+
+
+def targets() -> tuple[DatoCMSTarget, DatoCMSTarget, BloomreachTarget]:
+    dato = DatoCMSTarget(kind="datocms", api_token="t")  # type: ignore[arg-type]
+    capped = DatoCMSTarget(kind="datocms", api_token="t", rate_limit="100/3s")  # type: ignore[arg-type]
+    bloom = BloomreachTarget(
+        kind="bloomreach",
+        base_url="http://127.0.0.1:9",
+        api_key_id="k",  # type: ignore[arg-type]
+        api_secret="s",  # type: ignore[arg-type]
+        project_id="p",
+    )
+    return dato, capped, bloom
+
+
+def test_limiters_start_conservative_and_blocked_one_window_after_the_process_started() -> None:
+    """A new process: DatoCMS starts at 30/3s following the stated limit (capped by an
+    explicit one), Bloomreach at 5/10s; each scope waits until one window (plus margin)
+    after the start, however late it is first used: by then no request of an earlier
+    process can be in the window."""
+    now = [100.0]
+    limiters = Limiters(0.05, clock=lambda: now[0])
+    dato, capped, bloom = targets()
+    now[0] = 101.0
+    first = limiters.get(("datocms", "main"), "main", dato)
+    assert (first.rate, first.follow_stated, first.ceiling) == (Rate(30, 3.0), True, None)
+    assert first.room_in() == pytest.approx(2.05)
+    assert limiters.get(("datocms", "main"), "main", dato) is first, "one per scope"
+    other = limiters.get(("datocms", "capped"), "capped", capped)
+    assert (other.rate, other.ceiling) == (Rate(100, 3.0), 100)
+    catalog = limiters.get(("bloomreach", "shop", "c"), "shop", bloom)
+    assert (catalog.rate, catalog.follow_stated) == (Rate(5, 10.0), False)
+    assert catalog.room_in() == pytest.approx(9.05)
+    now[0] = 120.0
+    late = limiters.get(("bloomreach", "shop", "late"), "shop", bloom)
+    assert late.room_in() == 0.0
+    assert limiters.allowed("main", dato) == 30
+    first.observe_limit(60)
+    assert limiters.allowed("main", dato) == 60
+    assert limiters.allowed("unused", dato) == 30
