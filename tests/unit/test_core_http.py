@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
 from worker.errors import ApiError
-from worker.http import RetriesExhausted, RetryPolicy
+from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
+from worker.limiter import Limiter
+from worker.metrics import Metrics
+from worker.settings import Rate
 
 TRANSIENT = ApiError("http_503", "HTTP 503", True, 503)
 PERMANENT = ApiError("unauthorized", "HTTP 401", False, 401)
@@ -132,3 +137,31 @@ async def test_non_api_exceptions_propagate_unchanged() -> None:
     with pytest.raises(KeyError):
         await retry.run(boom)
     assert sleeps.pauses == []
+
+
+@pytest.mark.parametrize(
+    ("ceiling", "stated", "limit"), [(None, "120", 120), (None, "20", 20), (60, "120", 60)]
+)
+async def test_a_stated_limit_is_adopted_and_shown_in_the_allowed_gauge(
+    ceiling: int | None, stated: str, limit: int
+) -> None:
+    """An answer's X-RateLimit-Limit becomes the limiter's limit (an explicit ceiling caps
+    it) before X-RateLimit-Remaining is read against it; the allowed gauge follows."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        headers = {"X-RateLimit-Limit": stated, "X-RateLimit-Remaining": str(int(stated) - 1)}
+        return httpx.Response(200, headers=headers, json={})
+
+    registry = CollectorRegistry()
+    start = Rate(ceiling or 30, 3.0)
+    limiter = Limiter(start, follow_stated=True, ceiling=ceiling)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+        client = ScopedClient(http, limiter, Metrics(registry), "main")
+        await client.send("x", "GET", "http://api.test/items", headers={})
+    assert limiter.rate == Rate(limit, 3.0)
+    # MockTransport emits no trace events, so our own request is not counted; the remaining
+    # count read against the new limit adds what the server counts beyond ours.
+    assert limiter.used() == max(0, limit - (int(stated) - 1))
+    if limit != start.requests:
+        gauge = "bulkops_rate_limit_allowed_requests"
+        assert registry.get_sample_value(gauge, {"target": "main"}) == limit
