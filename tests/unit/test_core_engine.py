@@ -4,11 +4,13 @@ forgotten. No request is sent: the partitioned takeover wait keeps every dispatc
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 from prometheus_client import CollectorRegistry
 
 from worker.engine import Engine, Tracked
+from worker.limiter import Limiters
 from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.settings import Settings
@@ -107,3 +109,22 @@ async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -
 
 async def _no_publish(pairs: object) -> None:
     raise AssertionError("nothing is answered here")
+
+
+async def test_sessions_of_one_process_share_its_limiters() -> None:
+    """A new session (a new Engine after a broker reconnect) gets the limiter the last one
+    used for a rate scope, with what it sent, instead of a fresh one that would not know."""
+    registry = CollectorRegistry()
+    limiters = Limiters(0.05)
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        before = Engine(settings(), Metrics(registry), http, _no_publish, tasks, limiters)
+        before.accept(tracked(dato("publish", "a"), 0))
+        (scope,) = before.scopes.values()
+        scope.limiter.log.record(time.monotonic())  # as if a request had just gone
+        before.cancel()
+        after = Engine(settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters)
+        after.accept(tracked(dato("publish", "b"), 0))
+        (again,) = after.scopes.values()
+        assert again.limiter is scope.limiter
+        assert again.limiter.used() == 1
+        after.cancel()
