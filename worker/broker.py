@@ -413,23 +413,19 @@ class Session:
         engine = self.engine
         assert engine is not None
         mode = self.settings.item_outcomes
-        loud: list[Answer] = []
-        done: list[Tracked] = []
-        for answer in answers:
-            if published(mode, answer.result.status):
-                loud.append(answer)
-            elif engine.record_outcome(answer.tracked, answer.item_id, answer.result):
-                done.append(answer.tracked)
-        await self._settle(done)
+        if mode == "all":
+            loud = answers
+        else:
+            loud = [a for a in answers if published(mode, a.result.status)]
+            quiet = [a for a in answers if not published(mode, a.result.status)]
+            await self._settle(engine.record_outcomes(quiet))
         publisher = self.publisher
         # In chunks: confirms stay pipelined, yet deliveries get the loop between chunks, so a
         # batch of 10,000 outcomes does not stall intake (and with it the next batch's fill).
         for chunk in _chunks(loud):
             await asyncio.gather(*(publisher.outcome(a.outcome(), a.tracked.correlation_id)
                                    for a in chunk))  # fmt: skip
-            await self._settle(
-                [a.tracked for a in chunk if engine.record_outcome(a.tracked, a.item_id, a.result)]
-            )
+            await self._settle(engine.record_outcomes(chunk))
 
     async def _settle(self, done: list[Tracked]) -> None:
         """Reply to the answered requests that asked for it (pipelined; each confirmed, or

@@ -182,9 +182,9 @@ def _check_request(
     body: RequestBody, fallback_id: str, targets: Mapping[str, str]
 ) -> Request | Invalid:
     request_id = body.request_id or fallback_id
-    ids = _unique_strings(body.ids)
 
     def invalid(reason: str, code: str) -> Invalid:
+        ids = _unique_strings(body.ids)  # only for a message refused as a whole
         return Invalid(
             reason, code, request_id, body.operation, body.target, body.environment,
             body.catalog_id, ids,
