@@ -138,15 +138,17 @@ class Coalescer:
 
     def still_filling(self, key: BatchKey, now: float, linger: float) -> float:
         """For a batch that is due but not full: how much longer to wait while ids keep
-        joining it (until none joined for half a linger), at most 4 lingers after it began
+        joining it (until none joined for a linger), at most 4 lingers after it began
         forming: its oldest id came, or the batch before it was taken (items left behind by
         a full batch have not been the head of anything yet). Worth it where requests are
         scarce: a part-full request there wastes a slot that would have carried a full one
-        a moment later."""
+        a moment later. The quiet counts from the last take too: right after a take the
+        worker's own loop is busy sending and answering that batch, and intake pauses with
+        it, which is no sign that the ids have stopped coming."""
         queue = self._queues.get(key)
         if queue is None or not queue.items or self.is_full(key):
             return 0.0
-        quiet_in = queue.last_push + linger / 2 - now
+        quiet_in = max(queue.last_push, queue.taken_at) + linger - now
         ready_at = queue.items[0].ready_at
         began = max(ready_at if ready_at is not None else now, queue.taken_at)
         cap_in = began + 4 * linger - now
