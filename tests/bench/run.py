@@ -58,7 +58,7 @@ class Plan:
     # backlog: its outcomes go at the broker's pace (about 0.17 of the APIs'), not the APIs'.
     modes: tuple[str, ...] = ("none", "failures", "all")
     mode_bloom_backlog: int = 320_000
-    mode_bloom_backlog_all: int = 100_000
+    mode_bloom_backlog_all: int = 60_000
     mode_dato_backlog: int = 20_000
     only_modes: bool = False  # (1) and (6) only
 
