@@ -42,12 +42,13 @@ class Item:
 class _Queue:
     """Items of one batch key that may be sent now, oldest first."""
 
-    __slots__ = ("bytes", "items", "last_push")
+    __slots__ = ("bytes", "items", "last_push", "taken_at")
 
     def __init__(self) -> None:
         self.items: deque[Item] = deque()
         self.bytes = 0
         self.last_push = 0.0
+        self.taken_at = 0.0  # when a batch was last taken from here
 
     def push(self, item: Item, now: float) -> None:
         self.items.append(item)
@@ -55,12 +56,20 @@ class _Queue:
         self.last_push = now
 
 
+Chain = Item | deque[Item]  # one item alone (the common case), or several, oldest first
+
+
 class Coalescer:
-    """Holds items until they are taken as batches."""
+    """Holds items until they are taken as batches.
+
+    A chain of one item is the item itself, not a deque: a deque costs about 600 bytes,
+    and under a backlog of large messages almost every id is alone in its chain (a
+    prefetch of 4,000 messages of 100 ids is 400,000 chains).
+    """
 
     def __init__(self) -> None:
         self._queues: dict[BatchKey, _Queue] = {}
-        self._chains: dict[OrderKey, deque[Item]] = {}
+        self._chains: dict[OrderKey, Chain] = {}
         self.pending = 0  # items added and not yet done
 
     def add(
@@ -78,18 +87,20 @@ class Coalescer:
         """
         order_key: OrderKey = (key[1], key[2], item_id)
         chain = self._chains.get(order_key)
-        if chain:
-            tail = chain[-1]
+        if chain is not None:
+            tail = chain if isinstance(chain, Item) else chain[-1]
             if tail.key == key and not tail.sent:
                 tail.waiters.append(waiter)
                 return tail
         item = Item(key, operation, item_id, cost, now, [waiter])
         self.pending += 1
-        if chain:
-            chain.append(item)
-        else:
-            self._chains[order_key] = deque([item])
+        if chain is None:
+            self._chains[order_key] = item
             self._make_ready(item, now)
+        elif isinstance(chain, Item):
+            self._chains[order_key] = deque((chain, item))
+        else:
+            chain.append(item)
         return item
 
     def _make_ready(self, item: Item, now: float) -> None:
@@ -127,15 +138,20 @@ class Coalescer:
 
     def still_filling(self, key: BatchKey, now: float, linger: float) -> float:
         """For a batch that is due but not full: how much longer to wait while ids keep
-        joining it (until none joined for half a linger), at most 4 lingers after its oldest.
-        Worth it where requests are scarce: a part-full request there wastes a slot that
-        would have carried a full one a moment later."""
+        joining it (until none joined for a linger), at most 4 lingers after it began
+        forming: its oldest id came, or the batch before it was taken (items left behind by
+        a full batch have not been the head of anything yet). Worth it where requests are
+        scarce: a part-full request there wastes a slot that would have carried a full one
+        a moment later. The quiet counts from the last take too: right after a take the
+        worker's own loop is busy sending and answering that batch, and intake pauses with
+        it, which is no sign that the ids have stopped coming."""
         queue = self._queues.get(key)
         if queue is None or not queue.items or self.is_full(key):
             return 0.0
-        quiet_in = queue.last_push + linger / 2 - now
+        quiet_in = max(queue.last_push, queue.taken_at) + linger - now
         ready_at = queue.items[0].ready_at
-        cap_in = (ready_at if ready_at is not None else now) + 4 * linger - now
+        began = max(ready_at if ready_at is not None else now, queue.taken_at)
+        cap_in = began + 4 * linger - now
         return max(0.0, min(quiet_in, cap_in))
 
     def oldest(self, key: BatchKey) -> float:
@@ -145,11 +161,12 @@ class Coalescer:
         ready_at = queue.items[0].ready_at
         return ready_at if ready_at is not None else 0.0
 
-    def take(self, key: BatchKey, body_overhead: int = 2) -> list[Item]:
+    def take(self, key: BatchKey, body_overhead: int = 2, now: float = 0.0) -> list[Item]:
         """Take the largest batch the API allows for ``key``: oldest items first."""
         queue = self._queues.get(key)
         if queue is None:
             return []
+        queue.taken_at = now
         batch: list[Item] = []
         budget = None
         while queue.items:
@@ -171,29 +188,34 @@ class Coalescer:
 
     def done(self, item: Item, now: float) -> Item | None:
         """``item`` has its outcome; returns the next item on the same id, now ready, if any."""
-        chain = self._chains[item.order_key]
+        order_key = item.order_key
+        chain = self._chains[order_key]
+        self.pending -= 1
+        if isinstance(chain, Item):
+            assert chain is item, "items of one id must finish in order"
+            del self._chains[order_key]
+            return None
         head = chain.popleft()
         assert head is item, "items of one id must finish in order"
-        self.pending -= 1
-        if not chain:
-            del self._chains[item.order_key]
-            return None
-        self._make_ready(chain[0], now)
-        return chain[0]
+        nxt = chain[0]
+        if len(chain) == 1:
+            self._chains[order_key] = nxt
+        self._make_ready(nxt, now)
+        return nxt
 
     def chains(self) -> Iterator[list[Item]]:
         """Each id's items, oldest first (a copy)."""
-        return iter([list(chain) for chain in self._chains.values()])
+        return iter([_items(chain) for chain in self._chains.values()])
 
     def discard_unsent(self, drop: Callable[[Item], bool]) -> list[Item]:
         """Remove unsent items for which ``drop`` is true; each must be at its chain's tail
         (nothing after it kept), or per-item order would break."""
         dropped: list[Item] = []
         for order_key, chain in list(self._chains.items()):
-            while chain and not chain[-1].sent and drop(chain[-1]):
-                dropped.append(chain.pop())
-            if not chain:
-                del self._chains[order_key]
+            items = _items(chain)
+            while items and not items[-1].sent and drop(items[-1]):
+                dropped.append(items.pop())
+            self._store(order_key, items)
         self._forget(dropped)
         return dropped
 
@@ -202,11 +224,20 @@ class Coalescer:
         were abandoned); other chains are left whole."""
         dropped: list[Item] = []
         for order_key, chain in list(self._chains.items()):
-            if all(drop(item) for item in chain):
-                dropped.extend(chain)
+            items = _items(chain)
+            if all(drop(item) for item in items):
+                dropped.extend(items)
                 del self._chains[order_key]
         self._forget(dropped)
         return dropped
+
+    def _store(self, order_key: OrderKey, items: list[Item]) -> None:
+        if not items:
+            del self._chains[order_key]
+        elif len(items) == 1:
+            self._chains[order_key] = items[0]
+        else:
+            self._chains[order_key] = deque(items)
 
     def _forget(self, dropped: list[Item]) -> None:
         gone = {id(item) for item in dropped}
@@ -218,3 +249,7 @@ class Coalescer:
             if not queue.items:
                 del self._queues[key]
         self.pending -= len(dropped)
+
+
+def _items(chain: Chain) -> list[Item]:
+    return [chain] if isinstance(chain, Item) else list(chain)

@@ -48,11 +48,12 @@ async def declare(channel: AbstractChannel, names: Names) -> None:
 
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
-    for queue in (names.requests, names.dlq):
+    for queue in (names.requests, names.dlq, f"{names.results}.unrouted"):
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    with contextlib.suppress(Exception):
-        await channel.exchange_delete(names.results)
+    for exchange in (names.results, f"{names.results}.unrouted"):
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(exchange)
 
 
 async def depth(channel: AbstractChannel, queue: str) -> int:
@@ -66,12 +67,18 @@ def request_body(operation: str, ids: list[str], **scope: str) -> bytes:
 
 
 async def load(
-    connection: AbstractRobustConnection, queue: str, bodies: list[bytes], window: int = 2000
+    connection: AbstractRobustConnection,
+    queue: str,
+    bodies: list[bytes],
+    window: int = 2000,
+    reply_to: str | None = None,
 ) -> float:
     """Publish ``bodies`` to ``queue`` with pipelined confirms; returns seconds taken."""
     channel = await connection.channel(publisher_confirms=True)
     raw = await channel.get_underlay_channel()
-    props = aiormq.spec.Basic.Properties(content_type="application/json", delivery_mode=2)
+    props = aiormq.spec.Basic.Properties(
+        content_type="application/json", delivery_mode=2, reply_to=reply_to
+    )
     started = time.monotonic()
     for start in range(0, len(bodies), window):
         chunk = bodies[start : start + window]
@@ -154,3 +161,48 @@ async def broker_hop(connection: AbstractRobustConnection, count: int = 50) -> l
         await asyncio.sleep(0.02)
     await channel.close()
     return hops
+
+
+@dataclass
+class Replies:
+    """Replies seen on a reply queue: how many, items answered, arrival of the last one."""
+
+    count: int = 0
+    items: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
+    first: float = 0.0
+    last: float = 0.0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_for(self, count: int, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while self.count < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+@contextlib.asynccontextmanager
+async def replies(connection: AbstractRobustConnection, name: str) -> AsyncIterator[Replies]:
+    """Consume the replies sent to the exclusive queue ``name`` (auto-ack)."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(name, exclusive=True)
+    seen = Replies()
+
+    async def callback(message: AbstractIncomingMessage) -> None:
+        now = time.monotonic()
+        body = orjson.loads(message.body)
+        seen.first = seen.first or now
+        seen.last = now
+        seen.count += 1
+        seen.items += len(body["items"])
+        for status, n in body["counts"].items():
+            seen.statuses[status] = seen.statuses.get(status, 0) + n
+        seen.changed.set()
+
+    tag = await queue.consume(callback, no_ack=True)
+    try:
+        yield seen
+    finally:
+        with contextlib.suppress(Exception):
+            await queue.cancel(tag)
+        await channel.close()

@@ -53,6 +53,14 @@ class Plan:
     latency_seconds: float = 8.0
     latency_rate: float = 50.0
     only_throughput: bool = False  # (1) and (2) only: for profiling
+    # (6) outcome modes with replies: Bloomreach on two catalogs in messages of 100 ids, each
+    # with a reply_to; DatoCMS single-id messages without. ``all`` gets a smaller Bloomreach
+    # backlog: its outcomes go at the broker's pace (about 0.17 of the APIs'), not the APIs'.
+    modes: tuple[str, ...] = ("none", "failures", "all")
+    mode_bloom_backlog: int = 320_000
+    mode_bloom_backlog_all: int = 60_000
+    mode_dato_backlog: int = 20_000
+    only_modes: bool = False  # (1) and (6) only
 
 
 SMALL = Plan(
@@ -66,6 +74,10 @@ SMALL = Plan(
     naive_seconds=1.0,
     latency_seconds=1.0,
     latency_rate=30.0,
+    modes=("failures",),
+    mode_bloom_backlog=4_000,
+    mode_bloom_backlog_all=4_000,
+    mode_dato_backlog=1_000,
 )
 
 
@@ -344,6 +356,126 @@ async def latency(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report
     }  # fmt: skip
 
 
+# -- (6) outcome modes: the APIs' limits, with replies ----------------------------------------
+
+
+def window_use(times: list[float], limit: int, window: float) -> float:
+    """The least time these requests can take under ``limit`` per ``window`` (the first
+    ``limit`` at once, then ``limit`` per window) over the time they took: 1.0 is every
+    slot used the moment it frees."""
+    n = len(times)
+    least = ((n - 1) // limit) * window
+    span = max(times) - min(times) if times else 0.0
+    return least / span if span > 0 else float("nan")
+
+
+async def mode_bloomreach(
+    conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, mode: str
+) -> None:
+    """Two catalogs, messages of 100 ids with a reply_to each; every request answered."""
+    await emu.reset()
+    await emu.configure(rate_limits_enabled=True, latency_seconds=0.0, bloomreach_rate=(5, 10.0))
+    names = Names.fresh(f"mode-{mode}-bloom")
+    channel = await conn.channel()
+    await amqp.declare(channel, names)
+    total = plan.mode_bloom_backlog_all if mode == "all" else plan.mode_bloom_backlog
+    per = plan.bloom_ids_per_message
+    bodies = [
+        request_body(BLOOM_OP, [f"b{k:05d}-{i:03d}" for i in range(per)], catalog_id=f"cat-{k % 2}")
+        for k in range(total // per)
+    ]
+    reply_to = f"{names.requests}.replies"
+    env = procs.worker_env(names, emu.base_url, item_outcomes=mode)
+    async with amqp.replies(conn, reply_to) as seen, amqp.collect(conn, names.results) as outs:
+        await amqp.load(conn, names.requests, bodies, reply_to=reply_to)
+        async with procs.worker(env) as proc:
+            await seen.wait_for(len(bodies), timeout=900)
+            hwm = procs.memory_kb(proc.process.pid)["VmHWM"]
+    await amqp.delete(channel, names)
+    entries = [e for e in (await emu.log())["entries"] if e["api"] == "bloomreach"]
+    uses, full, sent = [], 0, 0
+    for catalog in ("cat-0", "cat-1"):
+        mine = [e for e in entries if f"/catalogs/{catalog}/" in e["path"] and e["items"]]
+        uses.append(window_use([e["t"] for e in mine], 5, 10.0))
+        full += sum(e["items"] >= 10_000 for e in mine)
+        sent += len(mine)
+    throttled = sum(e["status"] == 429 for e in entries)
+    first = min(e["t"] for e in entries)
+    least = ((sent // 2 - 1) // 5) * 10.0
+    end_to_end = least / (seen.last - first)
+    name = f"(6) {mode}: bloomreach {total:,} ids, 2 catalogs, replies"
+    target, ok = (">= 0.9", min(uses) >= 0.9) if mode != "all" else ("", True)
+    report.add(f"{name}: window use per catalog", " / ".join(f"{u:.3f}" for u in uses),
+               "least time the limit allows", f"{min(uses):.3f}", target,
+               yes(ok) if target else "")  # fmt: skip
+    report.add(f"{name}: to the last reply", f"{total / (seen.last - first):,.0f} items/s",
+               f"{total / least:,.0f} items/s allowed", f"{end_to_end:.3f}", "", "")  # fmt: skip
+    report.add(f"{name}: full requests / 429s", f"{full / sent:.0%} of {sent} / {throttled}",
+               "", "", ">= 90% / 0", yes(full / sent >= 0.9 and throttled == 0))  # fmt: skip
+    report.add(f"{name}: outcomes published / worker peak RSS", f"{outs.count:,} / "
+               f"{hwm / 1024:.0f} MB", "", "", "", "")  # fmt: skip
+    trace = [(e["path"].split("/catalogs/")[1][:5], round(e["t"] - first, 2), e["items"])
+             for e in sorted(entries, key=lambda e: e["t"])]  # fmt: skip
+    report.facts[f"mode_{mode}_bloomreach"] = {
+        "trace": trace, "first_reply_s": seen.first - first, "last_reply_s": seen.last - first,
+        "window_use": uses, "end_to_end": end_to_end, "full": full, "requests": sent,
+        "429s": throttled, "missing": total - seen.items, "statuses": seen.statuses,
+        "outcomes": outs.count, "hwm_kb": hwm,
+    }  # fmt: skip
+
+
+async def settled_items(proc: Any) -> float:
+    samples = await proc.scrape()
+    return float(sum(v for (name, _), v in samples.items() if name == "bulkops_item_outcomes_total"))
+
+
+async def mode_datocms(
+    conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, mode: str, broker: float
+) -> None:
+    """Single-id messages without reply_to (the hardest intake): measured as (3) is."""
+    await emu.reset()
+    await emu.configure(
+        rate_limits_enabled=True, latency_seconds=0.0, datocms_job_seconds=0.2,
+        datocms_rate=(60, 3.0),
+    )  # fmt: skip
+    names = Names.fresh(f"mode-{mode}-dato")
+    channel = await conn.channel()
+    await amqp.declare(channel, names)
+    n = plan.mode_dato_backlog
+    await amqp.load(conn, names.requests, single_id_bodies(DATO_OP, n, f"d{mode}"))
+    env = procs.worker_env(names, emu.base_url, item_outcomes=mode)
+    async with amqp.collect(conn, names.results) as outs, procs.worker(env) as proc:
+        async with asyncio.timeout(600):
+            while await settled_items(proc) < n:
+                await asyncio.sleep(0.2)
+    await amqp.delete(channel, names)
+    log = await emu.log()
+    entries = [e for e in log["entries"] if e["api"] == "datocms"]
+    stats = limited_stats(entries, 60, 3.0, plan.dato_windows, 200)
+    throttled = sum(e["status"] == 429 for e in entries)
+    effective = 4_000 * stats["bulk"] / max(1, stats["requests"])
+    ratio = stats["items_per_s"] / effective
+    name = f"(6) {mode}: datocms {n:,} single-id messages"
+    target = ">= 0.95" if mode == "failures" else ""
+    report.add(f"{name}: items/s vs ceiling with polls", f"{stats['items_per_s']:,.0f}",
+               f"{effective:,.0f}", f"{ratio:.3f}", target,
+               yes(ratio >= 0.95) if target else "")  # fmt: skip
+    report.add(f"{name}: vs broker ceiling (1) / full / 429s",
+               f"{stats['items_per_s'] / broker:.2f} x / {stats['full_share']:.0%} / {throttled}",
+               f"{broker:,.0f} (1)", "", "", "")  # fmt: skip
+    report.facts[f"mode_{mode}_datocms"] = stats | {
+        "429s": throttled, "breaches": log["breaches"], "outcomes": outs.count, "ratio": ratio,
+    }  # fmt: skip
+
+
+async def modes(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float) -> None:
+    for mode in plan.modes:
+        note(f"(6) {mode}: Bloomreach, two catalogs, replies")
+        await mode_bloomreach(conn, emu, plan, report, mode)
+        note(f"(6) {mode}: DatoCMS single-id")
+        await mode_datocms(conn, emu, plan, report, mode, broker)
+
+
 def note(text: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
@@ -381,6 +513,9 @@ async def main(plan: Plan) -> Report:
 async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
     note("(1) broker ceiling")
     ceiling = await broker_ceiling(connection, plan, report)
+    if plan.only_modes:
+        await modes(connection, emu, plan, report, ceiling)
+        return
     note("(2) worker, API not limiting")
     base_kb = await worker_fast(connection, emu, plan, report, ceiling)
     if plan.only_throughput:
@@ -409,6 +544,7 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     await naive(connection, emu, plan, report)
     note("(5) latency at light load")
     await latency(connection, emu, plan, report)
+    await modes(connection, emu, plan, report, ceiling)
     note("done")
 
 
@@ -417,6 +553,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="a seconds-long smoke version")
     parser.add_argument("--json", help="also write the facts and rows to this file")
     parser.add_argument("--throughput", type=int, help="only (1) and (2), with this many items")
+    parser.add_argument("--modes", help="only (1) and (6), for these modes (e.g. none,failures)")
     args = parser.parse_args(argv)
     plan = SMALL if args.small else Plan()
     if args.throughput:
@@ -424,6 +561,8 @@ def cli(argv: list[str] | None = None) -> int:
             plan, throughput_items=args.throughput, memory_sample=args.throughput // 2,
             only_throughput=True,
         )  # fmt: skip
+    if args.modes:
+        plan = dataclasses.replace(plan, modes=tuple(args.modes.split(",")), only_modes=True)
     report = asyncio.run(main(plan))
     print(report.table())
     print(f"\nmachine: {report.facts['machine']}; took {report.facts['seconds']:.0f} s")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import orjson
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, kill9, metric, wait_until, worker
-from tests.integration.harness import Rig, ids, start_worker
+from tests.integration.harness import Results, Rig, ids, start_worker
 from worker.emulator import Fault
 
 pytestmark = pytest.mark.integration
@@ -86,3 +88,52 @@ async def test_kill_after_the_outcome_before_the_ack(r: Rig) -> None:
     row = ledger.row()
     assert row.duplicated >= 200, "the half answered before the kill was answered again"
     assert {str(m.message_id).split(":")[0] for m in r.results.messages} >= {"big"}
+
+
+async def test_kill_mid_backlog_with_replies_answers_every_request(r: Rig) -> None:
+    """kill -9 while a backlog of requests with reply_to is being answered (outcome mode
+    `failures`): after a restart every request has its reply, none is lost; a request
+    answered twice (in flight at the kill) is answered with the same message_id and the
+    same items; every failure outcome is published."""
+    reply_queue = await r.channel.declare_queue(f"{r.request_queue}.replies", durable=True)
+    replies = Results()
+
+    async def collect(message: AbstractIncomingMessage) -> None:
+        replies.messages.append(message)
+        replies.changed.set()
+        await message.ack()
+
+    await reply_queue.consume(collect)
+    r.emulator.config.datocms_job_seconds = 0.3
+    r.emulator.datocms.set_failure(["k7-00003"], "publish", "ITEM_LOCKED")
+    wanted = {f"k{n}": ids(f"k{n}-", 20) for n in range(60)}
+    for request_id, item_ids in wanted.items():
+        await r.publish({"operation": OP, "target": "main", "ids": item_ids,
+                         "request_id": request_id}, reply_to=reply_queue.name)  # fmt: skip
+    env = r.env(**{**FAST, "item_outcomes": "failures", "max_inflight_batches": 1})
+    try:
+        proc = await start_worker(env)
+        await replies.wait_for(10, timeout=30)
+        await kill9(proc)
+        before = len(replies.messages)
+        assert before < len(wanted), "killed mid-backlog"
+        async with worker(env):
+            await wait_until(lambda: {b["request_id"] for b in replies.bodies} == set(wanted), 60)
+        assert await r.queue_depth(r.request_queue) == 0
+    finally:
+        await r.channel.queue_delete(reply_queue.name)
+    seen: dict[str, list[AbstractIncomingMessage]] = {}
+    for message in replies.messages:
+        seen.setdefault(orjson.loads(message.body)["request_id"], []).append(message)
+    for request_id, messages in seen.items():
+        assert {m.message_id for m in messages} == {f"{request_id}:reply"}
+        items = {orjson.dumps(orjson.loads(m.body)["items"]) for m in messages}
+        assert len(items) == 1, f"{request_id} answered twice, differently"
+        body = orjson.loads(messages[0].body)
+        assert [i["id"] for i in body["items"]] == wanted[request_id]
+    assert orjson.loads(seen["k7"][0].body)["counts"] == {"succeeded": 19, "failed": 1,
+                                                          "rejected": 0}  # fmt: skip
+    duplicated = sum(len(m) - 1 for m in seen.values())
+    assert duplicated <= len(wanted) - 10, "only requests in flight at the kill repeat"
+    failures = [b for b in r.results.bodies if b["id"] == "k7-00003"]
+    assert failures and {b["status"] for b in r.results.bodies} == {"failed"}

@@ -382,19 +382,35 @@ test_property_coalescer_interleavings = CoalescerMachine.TestCase
 
 def test_a_due_batch_still_filling_waits_until_ids_stop_joining() -> None:
     """Past its linger, a part-full batch whose ids keep arriving waits until none joined for
-    half a linger; never longer than 4 lingers after its oldest id; a full one never waits."""
+    a linger; never longer than 4 lingers after its oldest id; a full one never waits."""
     c = Coalescer()
     add(c, PUBLISH, PUB_KEY, "a", now=0.0)
     add(c, PUBLISH, PUB_KEY, "b", now=0.9)
     assert c.due_in(PUB_KEY, 1.0, 0.3) == 0.0
-    assert c.still_filling(PUB_KEY, 1.0, 0.3) == pytest.approx(0.05)
-    assert c.still_filling(PUB_KEY, 1.05, 0.3) == 0.0
+    assert c.still_filling(PUB_KEY, 1.0, 0.3) == pytest.approx(0.2)
+    assert c.still_filling(PUB_KEY, 1.2, 0.3) == 0.0
     add(c, PUBLISH, PUB_KEY, "c", now=1.19)
     assert c.still_filling(PUB_KEY, 1.19, 0.3) == pytest.approx(0.01)  # capped at 4 lingers
     for n in range(197):
         add(c, PUBLISH, PUB_KEY, f"x{n}", now=1.19)
     assert c.is_full(PUB_KEY)
     assert c.still_filling(PUB_KEY, 1.19, 0.3) == 0.0
+
+
+def test_items_left_behind_by_a_full_batch_fill_for_4_lingers_from_that_take() -> None:
+    """Under a burst, items that queued behind a full batch start their own filling time
+    when that batch is taken, not when they arrived: the next request is not sent part
+    full just because its ids waited behind the last one."""
+    c = Coalescer()
+    for n in range(250):
+        add(c, PUBLISH, PUB_KEY, f"x{n}", now=0.0)
+    assert len(c.take(PUB_KEY, now=2.0)) == 200
+    assert c.still_filling(PUB_KEY, 2.2, 0.3) == pytest.approx(0.1)  # quiet counts from take
+    add(c, PUBLISH, PUB_KEY, "late", now=2.5)
+    assert c.due_in(PUB_KEY, 2.5, 0.3) == 0.0  # its oldest has lingered long enough
+    assert c.still_filling(PUB_KEY, 2.5, 0.3) == pytest.approx(0.3)  # still filling
+    add(c, PUBLISH, PUB_KEY, "later", now=3.19)
+    assert c.still_filling(PUB_KEY, 3.19, 0.3) == pytest.approx(0.01)  # 4 lingers after 2.0
 
 
 def test_discard_chains_drops_whole_chains_sent_or_not_and_keeps_the_rest() -> None:
