@@ -82,9 +82,7 @@ def safe_url(url: str) -> str:
 async def connect(settings: ClientSettings, role: str) -> AbstractConnection:
     url = settings.amqp_url.get_secret_value()
     try:
-        return await aio_pika.connect(
-            url, client_properties={"connection_name": f"bulkops-{role}"}
-        )
+        return await aio_pika.connect(url, client_properties={"connection_name": f"bulkops-{role}"})
     except BROKER_ERRORS as exc:
         reason = describe(exc)
         password = urllib.parse.urlsplit(url).password

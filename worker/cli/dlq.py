@@ -61,9 +61,7 @@ class DeadLetter:
     deliveries: int  # x-delivery-count: how often it was returned to the DLQ
 
     @classmethod
-    def of(
-        cls, body: bytes, headers: Mapping[str, Any], message_id: str | None
-    ) -> DeadLetter:
+    def of(cls, body: bytes, headers: Mapping[str, Any], message_id: str | None) -> DeadLetter:
         data = _json_object(body)
         values = data.get("ids", data.get("items"))
         return cls(

@@ -49,9 +49,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--results", default="-", metavar="OUT", help="JSON lines per item (default: stdout)"
     )
-    parser.add_argument(
-        "--no-wait", action="store_true", help="publish without reply_to and exit"
-    )
+    parser.add_argument("--no-wait", action="store_true", help="publish without reply_to and exit")
 
 
 @dataclass
