@@ -18,6 +18,7 @@ from worker.cli.progress import Lines
 from worker.cli.submit import Tally, result_lines
 from worker.cli.tail import outcome_line
 from worker.client import CONTRACT_OPERATIONS, Answer, Job, JobError, Reply
+from worker.client.connection import answer
 from worker.operations import OPERATIONS
 
 
@@ -171,7 +172,8 @@ def test_tally_counts_by_status_and_code_and_sets_the_exit_code() -> None:
     tally.add(Answer(reply("succeeded", "succeeded"), 2))
     assert tally.exit_code == 0
     tally.add(Answer(reply("succeeded", "failed", "rejected"), 3))
-    tally.add(Answer(reply(error={"code": "too_large", "message": "m"}), 4))
+    refused = reply(error={"code": "too_large", "message": "m"})
+    tally.add(Answer(refused, 4, ("a", "b", "c", "d")))
     assert tally.exit_code == 1
     assert (tally.items, tally.requests) == (9, 3)
     assert dict(tally.statuses) == {"succeeded": 3, "failed": 1, "rejected": 5}
@@ -184,6 +186,14 @@ def test_tally_counts_by_status_and_code_and_sets_the_exit_code() -> None:
 
 
 def test_result_lines_are_one_json_object_per_item() -> None:
+    """Each item of the reply is a line; ids the reply could not list are `rejected` lines
+    with the reply's top-level error."""
+    refused = reply(error={"code": "invalid_message", "message": "m"})
+    assert [orjson.loads(x) for x in result_lines(answer(refused, ["a", "b", "a"])).split()] == [
+        {"id": k, "status": "rejected",
+         "error": {"code": "invalid_message", "message": "m", "retryable": False}}
+        for k in ("a", "b")
+    ]  # fmt: skip
     lines = result_lines(Answer(reply("succeeded", "failed"), 2)).splitlines()
     assert [orjson.loads(x) for x in lines] == [
         {"id": "i0", "status": "succeeded", "error": None},

@@ -66,11 +66,10 @@ class Tally:
             self.statuses[item.status] += 1
             if item.error is not None:
                 self.codes[(item.status, item.error.code)] += 1
-        unanswered = answer.sent - len(answer.reply.items)
-        if unanswered > 0:  # a message refused as a whole, its ids unreadable
-            code = answer.reply.error.code if answer.reply.error else "no_answer"
-            self.statuses["rejected"] += unanswered
-            self.codes[("rejected", code)] += unanswered
+        if answer.unanswered:  # a message refused as a whole, its ids unreadable
+            code = _refusal(answer)["code"]
+            self.statuses["rejected"] += len(answer.unanswered)
+            self.codes[("rejected", code)] += len(answer.unanswered)
 
     @property
     def items(self) -> int:
@@ -89,18 +88,22 @@ class Tally:
 
 
 def result_lines(answer: Answer) -> bytes:
-    """One JSON line per item of a reply: ``id``, ``status``, ``error``."""
-    return b"".join(
-        orjson.dumps(
-            {
-                "id": item.id,
-                "status": item.status,
-                "error": item.error.model_dump() if item.error else None,
-            }
-        )
-        + b"\n"
-        for item in answer.reply.items
-    )
+    """One JSON line per item of a reply (``id``, ``status``, ``error``), and a ``rejected``
+    one for each id the reply could not list (its message refused as a whole)."""
+    rows: list[dict[str, Any]] = [
+        {"id": i.id, "status": i.status, "error": i.error.model_dump() if i.error else None}
+        for i in answer.reply.items
+    ]
+    if answer.unanswered:
+        error = _refusal(answer)
+        rows += [{"id": key, "status": "rejected", "error": error} for key in answer.unanswered]
+    return b"".join(orjson.dumps(row) + b"\n" for row in rows)
+
+
+def _refusal(answer: Answer) -> dict[str, Any]:
+    if answer.reply.error is not None:
+        return answer.reply.error.model_dump()
+    return {"code": "no_answer", "message": "the reply does not list this id", "retryable": False}
 
 
 def job_from(args: argparse.Namespace, settings: ClientSettings) -> tuple[Job, Source]:

@@ -47,13 +47,29 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.ids if self.ids is not None else self.items or ())
 
+    def keys(self) -> list[str]:
+        """The ids, or the items' ids (as text), in order."""
+        if self.ids is not None:
+            return list(self.ids)
+        return [str(item.get("id")) for item in self.items or ()]
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A reply, with how many ids or items its request carried."""
+    """A reply, with how many ids or items its request carried, and those of them the reply
+    does not list (a message refused as a whole: its top-level ``error`` says why)."""
 
     reply: Reply
     sent: int
+    unanswered: tuple[str, ...] = ()
+
+
+def answer(reply: Reply, sent: list[str]) -> Answer:
+    if len(reply.items) >= len(set(sent)):
+        return Answer(reply, len(sent))
+    listed = {item.id for item in reply.items}
+    missing = tuple(k for k in dict.fromkeys(sent) if k not in listed)
+    return Answer(reply, len(sent), missing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +173,7 @@ class Client:
         reply_to = await self._replies()
         arrivals: asyncio.Queue[_Arrived | _Finished] = asyncio.Queue()
         slots = asyncio.Semaphore(window)
-        sent: dict[str, int] = {}
+        sent: dict[str, list[str]] = {}  # request id -> its ids, while unanswered
         producer = asyncio.create_task(
             self._publish_all(job, chunks, reply_to, slots, sent, arrivals)
         )
@@ -177,7 +193,7 @@ class Client:
         chunks: Iterable[Chunk] | AsyncIterable[Chunk],
         reply_to: str,
         slots: asyncio.Semaphore,
-        sent: dict[str, int],
+        sent: dict[str, list[str]],
         arrivals: asyncio.Queue[_Arrived | _Finished],
     ) -> None:
         published = 0
@@ -185,7 +201,7 @@ class Client:
             async for chunk in _aiter(chunks):
                 await slots.acquire()
                 request_id = self.new_request_id()
-                sent[request_id] = len(chunk)
+                sent[request_id] = chunk.keys()
                 self._waiting[request_id] = _putter(arrivals, request_id)
                 try:
                     await self.publish(job, chunk, request_id=request_id, reply_to=reply_to)
@@ -237,7 +253,9 @@ def _putter(
 
 
 async def _collect(
-    arrivals: asyncio.Queue[_Arrived | _Finished], slots: asyncio.Semaphore, sent: dict[str, int]
+    arrivals: asyncio.Queue[_Arrived | _Finished],
+    slots: asyncio.Semaphore,
+    sent: dict[str, list[str]],
 ) -> AsyncIterator[Answer]:
     finished: _Finished | None = None
     answered = 0
@@ -250,7 +268,7 @@ async def _collect(
             raise event.reply
         answered += 1
         slots.release()
-        yield Answer(event.reply, sent.pop(event.request_id))
+        yield answer(event.reply, sent.pop(event.request_id))
     if finished.error is not None:
         raise finished.error
 
