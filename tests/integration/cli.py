@@ -130,3 +130,31 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def environ_without_bulkops() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("BULKOPS_")}
+
+
+# Runs a command and prints, as the last line of its stderr, the peak RSS (kB) of that child
+# alone: the wrapper has no other child, so RUSAGE_CHILDREN is the command's.
+_PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.call(sys.argv[1:])\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+async def bulkops_peak_rss(*args: str, env: dict[str, str], timeout: float) -> tuple[Ran, int]:
+    """Run ``bulkops`` and return what it did and its peak RSS in kB."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PEAK_RSS, str(BULKOPS), *args, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, preexec_fn=die_with_parent,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    *lines, peak = err.decode().rstrip("\n").split("\n")
+    return Ran(process.returncode, out.decode(), "\n".join(lines)), int(peak)
