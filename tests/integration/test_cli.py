@@ -83,6 +83,18 @@ async def test_broker_errors_exit_2_and_never_print_the_password(r: Rig, tmp_pat
             assert "s3cr3t-pw" not in ran.stderr + ran.stdout
 
 
+async def test_missing_queues_or_exchange_are_usage_errors_naming_them(r: Rig) -> None:
+    """A request queue, results exchange or DLQ that does not exist (worker not deployed, or
+    a typo in the settings) is exit 2 naming it, not a hang or a traceback."""
+    env = cli_env(r, BULKOPS_REQUEST_QUEUE="no.such.requests",
+                  BULKOPS_RESULTS_EXCHANGE="no.such.results",
+                  BULKOPS_DEAD_LETTER_QUEUE="no.such.dlq")  # fmt: skip
+    submit = await bulkops("submit", DATO, "--target", "main", env=env, stdin=b"a1\n")
+    assert_usage_error(submit, "queue 'no.such.requests' does not exist")
+    assert_usage_error(await bulkops("tail", env=env), "exchange 'no.such.results' does not exist")
+    assert_usage_error(await bulkops("dlq", "list", env=env), "queue 'no.such.dlq' does not exist")
+
+
 async def test_submit_publishes_contract_messages_with_reply_to_in_chunks(
     r: Rig, tmp_path: Path
 ) -> None:
