@@ -23,9 +23,18 @@ import httpx
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from worker.adapters import ItemResult
-from worker.engine import Engine, Tracked
+from worker.engine import Answer, Engine, Tracked
 from worker.health import Health
-from worker.messages import Invalid, Outcome, derive_request_id, parse_request, utc_now
+from worker.messages import (
+    REPLY_TYPE,
+    Invalid,
+    Outcome,
+    Reply,
+    derive_request_id,
+    parse_request,
+    published,
+    utc_now,
+)
 from worker.metrics import Metrics, code_label
 from worker.operations import OPERATIONS
 from worker.partitions import Owner, declare_partitions, partition_of
@@ -37,16 +46,32 @@ log = logging.getLogger("bulkops.broker")
 T = TypeVar("T")
 REASON_HEADER = "x-bulkops-reason"
 PUBLISH_CHUNK = 64
+UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
-async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
-    """The request queue (quorum, dead-lettering to the DLQ), the DLQ, the results exchange."""
+def unrouted_name(settings: Settings) -> str:
+    """The results exchange's alternate exchange, and the parking queue bound to it."""
+    return f"{settings.results_exchange}.unrouted"
+
+
+async def declare_topology(
+    channel: AbstractChannel, settings: Settings, alternate: bool = True
+) -> AbstractQueue:
+    """The request queue (quorum, dead-lettering to the DLQ), the DLQ, the results exchange
+    with its alternate exchange and parking queue.
+
+    An outcome that matches no binding of the results exchange goes to its alternate
+    exchange (a fanout) and from there to ``<results exchange>.unrouted``, a queue bounded
+    to UNROUTED_MAX_LENGTH (the oldest dropped beyond): every outcome is routable by
+    construction, so none holds its request, and none is silently lost either. With
+    ``alternate`` False (an exchange declared earlier without the argument: RabbitMQ
+    refuses to redeclare it with another one) the exchange is declared as it was.
+    """
     await channel.declare_queue(
         settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
     )
-    await channel.declare_exchange(
-        settings.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True
-    )
+    await _declare_results(channel, settings, alternate)
     arguments: dict[str, Any] = {
         "x-queue-type": "quorum",
         "x-dead-letter-exchange": "",
@@ -55,6 +80,50 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Abst
     if settings.partitions:  # one router at a time keeps the consumption order
         arguments["x-single-active-consumer"] = True
     return await channel.declare_queue(settings.request_queue, durable=True, arguments=arguments)
+
+
+async def _declare_results(channel: AbstractChannel, settings: Settings, alternate: bool) -> None:
+    unrouted = unrouted_name(settings)
+    parking = await channel.declare_exchange(unrouted, aio_pika.ExchangeType.FANOUT, durable=True)
+    queue = await channel.declare_queue(
+        unrouted,
+        durable=True,
+        arguments={"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"},
+    )
+    await queue.bind(parking, "")
+    arguments: dict[str, Any] | None = {"alternate-exchange": unrouted} if alternate else None
+    await channel.declare_exchange(
+        settings.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments=arguments
+    )
+
+
+async def results_alternate(
+    connection: aio_pika.abc.AbstractConnection, settings: Settings
+) -> bool:
+    """Whether the results exchange has (or can be given) its alternate exchange.
+
+    Tried on a channel of its own: RabbitMQ answers a redeclaration with other arguments
+    with PRECONDITION_FAILED and closes the channel. That is an exchange declared before
+    alternate exchanges (an upgrade): it keeps working as before (outcomes are published
+    ``mandatory``, an unroutable one is retried and holds its request), and the log says
+    how to give it the alternate exchange.
+    """
+    channel = await connection.channel()
+    try:
+        await _declare_results(channel, settings, alternate=True)
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        log.warning(
+            "results exchange %s exists without alternate-exchange %s: outcomes that match "
+            "no binding will be retried and hold their requests. Give it one with a policy "
+            "(rabbitmqctl set_policy ... '{\"alternate-exchange\": \"%s\"}' --apply-to "
+            "exchanges) or delete the exchange so the worker declares it anew",
+            settings.results_exchange,
+            unrouted_name(settings),
+            unrouted_name(settings),
+        )
+        return False
+    await channel.close()
+    return True
 
 
 class Acker:
@@ -191,6 +260,43 @@ class Publisher:
             f"outcome {routing_key}",
         )
 
+    async def reply(self, reply: Reply, reply_to: str, correlation_id: str | None) -> bool:
+        """Publish a request's reply to the default exchange with routing key ``reply_to``;
+        True once confirmed, False when it was dropped: its queue is gone.
+
+        A named queue: published ``mandatory``, so a queue that is gone comes back as a
+        basic.return (NO_ROUTE): dropped, not retried. Direct reply-to
+        (``amq.rabbitmq.reply-to.<encoded>``): RabbitMQ 3.x returns every mandatory
+        publish to it as NO_ROUTE, even one it delivered, so it is published without
+        ``mandatory``; a requester whose channel is gone is then dropped by the broker
+        itself (and cannot be counted here). Either way the request is never held by it.
+        """
+        channel = self._raw or await self._underlay()
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,
+            message_id=reply.message_id,
+            correlation_id=correlation_id or reply.request_id,
+            message_type=REPLY_TYPE,
+        )
+        body = reply.body()
+        mandatory = not reply_to.startswith(DIRECT_REPLY_TO)
+        try:
+            await self._confirmed(
+                lambda: channel.basic_publish(
+                    body, exchange="", routing_key=reply_to, properties=properties,
+                    mandatory=mandatory,
+                ),
+                "reply",
+                returned_is_final=True,
+            )  # fmt: skip
+        except aiormq.exceptions.PublishError:
+            log.info("reply %s dropped: no queue %s", reply.message_id, reply_to[:64])
+            self.metrics.replies_dropped.inc()
+            return False
+        self.metrics.replies_published.inc()
+        return True
+
     async def _underlay(self) -> aiormq.abc.AbstractChannel:
         self._raw = await self._channel.get_underlay_channel()
         return self._raw
@@ -206,6 +312,7 @@ class Publisher:
             # The request id must not change on the way (it names the outcomes).
             message_id=derive_request_id(message.body, message.message_id),
             correlation_id=message.correlation_id,
+            reply_to=message.reply_to,  # the partition's owner answers it
             timestamp=message.timestamp,
         )
         exchange = self.partitions
@@ -224,6 +331,7 @@ class Publisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message.message_id,
             correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
             timestamp=message.timestamp,
         )
         await self._confirmed(
@@ -231,12 +339,18 @@ class Publisher:
             "dead letter",
         )
 
-    async def _confirmed(self, publish: Callable[[], Awaitable[Any]], what: str) -> None:
+    async def _confirmed(
+        self, publish: Callable[[], Awaitable[Any]], what: str, returned_is_final: bool = False
+    ) -> None:
+        """Publish until the broker confirms (a nack is retried with backoff). A return is
+        retried too, unless ``returned_is_final``: then its PublishError is raised."""
         delay = 0.2
         while True:
             try:
                 confirmation = await publish()
             except aiormq.exceptions.PublishError as exc:
+                if returned_is_final:
+                    raise
                 log.warning("%s returned as unroutable (%s); retrying in %.1fs", what, exc, delay)
             else:
                 if isinstance(confirmation, aiormq.spec.Basic.Ack):
@@ -288,17 +402,47 @@ class Session:
             if task is not None:
                 task.cancel()
 
-    async def publish_outcomes(self, pairs: list[tuple[Tracked, Outcome]]) -> None:
-        """Publish, wait for every confirm, then ack the requests now fully answered."""
-        assert self.engine is not None
+    async def publish_outcomes(self, answers: list[Answer]) -> None:
+        """Publish the outcomes this mode publishes (``item_outcomes``) and wait for their
+        confirms, count every answer, then reply to and ack each request now answered.
+
+        An outcome the mode does not publish counts at once; a published one only once the
+        broker has confirmed it: a request is settled only after every outcome it publishes
+        is confirmed, and acked only after its reply is confirmed (or dropped).
+        """
+        engine = self.engine
+        assert engine is not None
+        mode = self.settings.item_outcomes
+        loud: list[Answer] = []
+        done: list[Tracked] = []
+        for answer in answers:
+            if published(mode, answer.result.status):
+                loud.append(answer)
+            elif engine.record_outcome(answer.tracked, answer.item_id, answer.result):
+                done.append(answer.tracked)
+        await self._settle(done)
         publisher = self.publisher
         # In chunks: confirms stay pipelined, yet deliveries get the loop between chunks, so a
         # batch of 10,000 outcomes does not stall intake (and with it the next batch's fill).
-        for chunk in _chunks(pairs):
-            await asyncio.gather(*(publisher.outcome(o, t.correlation_id) for t, o in chunk))
-            settle = [t for t, o in chunk if self.engine.record_outcome(t, o)]
-            for tracked in settle:
-                await tracked.delivery.ack()  # queued: the Acker writes it
+        for chunk in _chunks(loud):
+            await asyncio.gather(*(publisher.outcome(a.outcome(), a.tracked.correlation_id)
+                                   for a in chunk))  # fmt: skip
+            await self._settle(
+                [a.tracked for a in chunk if engine.record_outcome(a.tracked, a.item_id, a.result)]
+            )
+
+    async def _settle(self, done: list[Tracked]) -> None:
+        """Reply to the answered requests that asked for it (pipelined; each confirmed, or
+        dropped when its queue is gone), then queue the ack of each, then forget it."""
+        assert self.engine is not None
+        replying = [(t, t.reply_to) for t in done if t.reply_to is not None]
+        for chunk in _chunks(replying):
+            await asyncio.gather(
+                *(self.publisher.reply(t.reply(), to, t.correlation_id) for t, to in chunk)
+            )
+        for tracked in done:
+            await tracked.delivery.ack()  # queued: the Acker writes it
+            self.engine.forget(tracked)
 
     async def route(self, message: AbstractIncomingMessage, acker: Acker) -> None:
         """Partitioned mode: check the message, then move it unchanged to its scope's
@@ -357,13 +501,14 @@ class Session:
             stamp,
             remaining=len(parsed.ids) + len(parsed.rejected),
             partition=partition,
+            reply_to=message.reply_to or None,
         )
         if parsed.ids:
             self.engine.accept(tracked)
         if parsed.rejected:
             await self.publish_outcomes(
                 [
-                    (tracked, tracked.outcome(r.id, ItemResult("rejected", r.error(), 0), None))
+                    Answer(tracked, r.id, ItemResult("rejected", r.error(), 0), None)
                     for r in parsed.rejected
                 ]
             )
@@ -378,15 +523,20 @@ class Session:
         self.metrics.dead_lettered.labels(invalid.code).inc()
         log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
         await self.publisher.dead_letter(message, invalid.reason)
-        outcomes = invalid.outcomes(utc_now())
+        published_ = published(self.settings.item_outcomes, "rejected")
+        outcomes = invalid.outcomes(utc_now()) if published_ else []
         # In chunks, as publish_outcomes does: a message of 100,000 readable ids must not put
         # 100,000 publishes in flight at once (the loop stalls past the broker's send timeout,
         # the connection is dropped, the message comes back and stalls the next session too).
         correlation_id = message.correlation_id
         for chunk in _chunks(outcomes):
             await asyncio.gather(*(self.publisher.outcome(o, correlation_id) for o in chunk))
-        self.metrics.item_outcomes.labels(*labels, "rejected").inc(len(outcomes))
-        self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(len(outcomes))
+        readable = len(invalid.readable_ids)
+        self.metrics.item_outcomes.labels(*labels, "rejected").inc(readable)
+        self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(readable)
+        if message.reply_to:  # dead-lettered, and still answered
+            reply = invalid.reply(utc_now())
+            await self.publisher.reply(reply, message.reply_to, correlation_id)
         await delivery.ack()
 
 
@@ -448,7 +598,8 @@ async def run_session(
         underlay = await channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=settings.prefetch)
-        queue = await declare_topology(channel, settings)
+        alternate = await results_alternate(consuming, settings)
+        queue = await declare_topology(channel, settings, alternate)
         out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
         out.close_callbacks.add(lambda *_: lost.set())
         exchange = await out.get_exchange(settings.results_exchange)
@@ -471,6 +622,7 @@ async def run_session(
                 consume = functools.partial(session.on_message, acker=acker)
                 consumers.append((queue, await queue.consume(consume)))
                 rebalancing = asyncio.Event().wait()
+            sampler = tasks.create_task(_sample_unrouted(publishing, settings, metrics))
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
             try:
@@ -495,9 +647,27 @@ async def run_session(
             finally:
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
+                sampler.cancel()
                 engine.cancel()
                 session.stop_acker()
     return False
+
+
+async def _sample_unrouted(
+    connection: aio_pika.abc.AbstractConnection, settings: Settings, metrics: Metrics
+) -> None:
+    """Keep the gauge of parked (unrouted) outcomes: the parking queue's depth, read with a
+    passive declare every ``unrouted_sample_seconds`` on a channel of its own (a queue
+    deleted by hand closes that channel, not the session's)."""
+    name = unrouted_name(settings)
+    channel = await connection.channel()
+    while True:
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            metrics.unrouted_outcomes.set(queue.declaration_result.message_count or 0)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            channel = await connection.channel()
+        await asyncio.sleep(settings.unrouted_sample_seconds)
 
 
 async def _idle(session: Session, engine: Engine, settings: Settings) -> None:

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import httpx
 
@@ -27,7 +27,7 @@ from worker.bloomreach import Bloomreach
 from worker.datocms import DatoCMS
 from worker.http import RetryPolicy, ScopedClient
 from worker.limiter import Hold, Limiter
-from worker.messages import ErrorInfo, Outcome, Request, utc_now
+from worker.messages import ErrorInfo, Outcome, Reply, ReplyItem, Request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import Operation
 from worker.settings import DatoCMSTarget, Settings
@@ -59,11 +59,45 @@ class Tracked:
     settled: bool = False
     partition: int | None = None  # partitioned mode: the partition queue it came from
     seq: int = field(default_factory=lambda: next(_SEQ))  # consumption order
+    reply_to: str | None = None  # AMQP reply_to: one reply once every id has its outcome
+    # With a reply_to: the results of the ids that did not succeed, for the reply (the
+    # succeeded ones are implied, so a healthy message of 10,000 ids holds nothing here).
+    answers: dict[str, ItemResult] = field(default_factory=dict)
 
-    def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
+    def note(self, item_id: str, result: ItemResult) -> None:
+        if self.reply_to is not None and result.status != "succeeded":
+            self.answers[item_id] = result
+
+    def reply(self) -> Reply:
+        """The reply: every distinct id of the message in message order."""
+        req, answers = self.request, self.answers
+        items = []
+        for item_id in req.distinct_ids:
+            result = answers.get(item_id)
+            if result is None:
+                items.append(ReplyItem(item_id, "succeeded"))
+            else:
+                items.append(ReplyItem(item_id, result.status, result.error))
+        scope_env, scope_cat = self._scopes()
+        return Reply(
+            request_id=req.request_id,
+            operation=req.operation.name,
+            target=req.target,
+            environment=scope_env,
+            catalog_id=scope_cat,
+            items=tuple(items),
+            finished_at=utc_now(),
+        )
+
+    def _scopes(self) -> tuple[str | None, str | None]:
         req = self.request
         scope_env = req.scope if req.operation.scope_field == "environment" else None
         scope_cat = req.scope if req.operation.scope_field == "catalog_id" else None
+        return scope_env, scope_cat
+
+    def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
+        req = self.request
+        scope_env, scope_cat = self._scopes()
         return Outcome(
             req.request_id,
             req.operation.name,
@@ -80,7 +114,20 @@ class Tracked:
         )
 
 
-Publish = Callable[[list[tuple[Tracked, Outcome]]], Awaitable[None]]
+class Answer(NamedTuple):
+    """One item's result for one requester, before it is published (per the outcome mode)
+    and counted."""
+
+    tracked: Tracked
+    item_id: str
+    result: ItemResult
+    batch_id: str | None
+
+    def outcome(self) -> Outcome:
+        return self.tracked.outcome(self.item_id, self.result, self.batch_id)
+
+
+Publish = Callable[[list[Answer]], Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -340,14 +387,14 @@ class Engine:
         self, items: list[Item], results: dict[str, ItemResult], batch_id: str
     ) -> None:
         now = time.monotonic()
-        pairs: list[tuple[Tracked, Outcome]] = []
+        answers: list[Answer] = []
         for item in items:
             result = results[item.id]
             for waiter in item.waiters:
                 if not waiter.settled:
-                    pairs.append((waiter, waiter.outcome(item.id, result, batch_id)))
+                    answers.append(Answer(waiter, item.id, result, batch_id))
             self._release(item, now)
-        await self.publish(pairs)
+        await self.publish(answers)
 
     def _release(self, item: Item, now: float) -> None:
         self.metrics.pending_items.labels(*item.key[:2]).dec()
@@ -359,22 +406,29 @@ class Engine:
 
     # -- outcomes and settlement ------------------------------------------------------------
 
-    def record_outcome(self, tracked: Tracked, outcome: Outcome) -> bool:
-        """Count a confirmed outcome; True when the request message can now be acked."""
-        labels = (outcome.operation, outcome.target or "unknown")
-        self.metrics.item_outcomes.labels(*labels, outcome.status).inc()
-        if outcome.error is not None:
-            self.metrics.item_failures.labels(*labels, code_label(outcome.error.code)).inc()
+    def record_outcome(self, tracked: Tracked, item_id: str, result: ItemResult) -> bool:
+        """Count an item's outcome, once it is confirmed (or, not published in this outcome
+        mode, at once). True when all of the request's are: it is settled, and its reply
+        and ack are the caller's to send, after which the caller ``forget``s it."""
+        labels = (tracked.request.operation.name, tracked.request.target)
+        self.metrics.item_outcomes.labels(*labels, result.status).inc()
+        if result.error is not None:
+            self.metrics.item_failures.labels(*labels, code_label(result.error.code)).inc()
         if tracked.timestamp is not None:
             self.metrics.end_to_end.labels(*labels).observe(
                 max(0.0, time.time() - tracked.timestamp)
             )
+        tracked.note(item_id, result)
         tracked.remaining -= 1
         if tracked.remaining == 0 and not tracked.settled:
             tracked.settled = True
-            self.tracked.discard(tracked)
             return True
         return False
+
+    def forget(self, tracked: Tracked) -> None:
+        """The request is answered and its ack queued: nothing here holds it any more.
+        (Kept until then, so a drain or hand-over waits for its reply.)"""
+        self.tracked.discard(tracked)
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Request messages in, outcome messages out: parsing, validation and the outcome body.
+"""Request messages in, outcome and reply messages out: parsing, validation, their bodies.
 
 Pure: no broker here. ``parse_request`` turns a raw body into either a ``Request`` whose ids
 are split into sendable and rejected, or an ``Invalid`` that says why the message as a whole
@@ -86,6 +86,14 @@ class Request:
     scope: str | None
     ids: tuple[str, ...]
     rejected: tuple[Rejection, ...]
+    # Every distinct id (rejected ones by their key) in message order, when rejections break
+    # it up; None: the message order is ``ids`` itself (the common case, kept cheap).
+    order: tuple[str, ...] | None = None
+
+    @property
+    def distinct_ids(self) -> tuple[str, ...]:
+        """Every distinct id of the message, in message order (what a reply lists)."""
+        return self.ids if self.order is None else self.order
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +129,21 @@ class Invalid:
             )
             for item_id in self.readable_ids
         ]
+
+    def reply(self, finished_at: str) -> Reply:
+        """The reply to a dead-lettered message: its readable ids ``rejected`` (maybe none),
+        and the reason the message as a whole was refused as the top-level ``error``."""
+        error = ErrorInfo(self.code, self.reason, False)
+        return Reply(
+            request_id=self.request_id,
+            operation=self.operation,
+            target=self.target,
+            environment=self.environment,
+            catalog_id=self.catalog_id,
+            items=tuple(ReplyItem(i, "rejected", error) for i in self.readable_ids),
+            finished_at=finished_at,
+            error=error,
+        )
 
 
 def derive_request_id(body: bytes, message_id: str | None) -> str:
@@ -198,7 +221,13 @@ def _split_ids(
             rejected.setdefault(key, Rejection(key, problem))
     for value in good:
         rejected.pop(value, None)
-    return Request(request_id, operation, target, scope, tuple(good), tuple(rejected.values()))
+    order = None
+    if rejected:  # the interleaving of good and rejected ids, for the reply
+        keys = (v if isinstance(v, str) else orjson.dumps(v).decode()[:256] for v in raw)
+        order = tuple(k for k in dict.fromkeys(keys) if k in good or k in rejected)
+    return Request(
+        request_id, operation, target, scope, tuple(good), tuple(rejected.values()), order
+    )
 
 
 def _unique_strings(values: object) -> tuple[str, ...]:
@@ -233,6 +262,12 @@ def routing_operation(operation: str | None) -> str:
     if operation in OPERATIONS:
         return operation
     return "invalid"
+
+
+def published(mode: str, status: Status) -> bool:
+    """Whether an outcome of this status goes to the results exchange in this outcome mode
+    (``BULKOPS_ITEM_OUTCOMES``): ``all``, ``failures`` (failed and rejected) or ``none``."""
+    return mode == "all" or (mode == "failures" and status != "succeeded")
 
 
 def outcome_message_id(request_id: str, operation: str, item_id: str) -> str:
@@ -295,3 +330,76 @@ class Outcome:
                 "finished_at": self.finished_at,
             }
         )
+
+
+def reply_message_id(request_id: str) -> str:
+    return f"{request_id}:reply"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyItem:
+    """One id's answer inside a reply."""
+
+    id: str
+    status: Status
+    error: ErrorInfo | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "error": self.error.as_dict() if self.error else None,
+        }
+
+
+STATUSES: tuple[Status, ...] = ("succeeded", "failed", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The one answer to a request message that carries ``reply_to`` (CONTRACT "Replies"):
+    every distinct id of the message in message order, with its status and error.
+
+    ``error`` is set only for a message refused as a whole (dead-lettered); the body has a
+    top-level ``"error"`` key only then. AMQP: ``message_id`` below, ``type`` REPLY_TYPE.
+    """
+
+    request_id: str
+    operation: str | None
+    target: str | None
+    environment: str | None
+    catalog_id: str | None
+    items: tuple[ReplyItem, ...]
+    finished_at: str
+    error: ErrorInfo | None = None
+
+    @property
+    def message_id(self) -> str:
+        return reply_message_id(self.request_id)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for item in self.items:
+            counts[item.status] += 1
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "request_id": self.request_id,
+            "operation": self.operation,
+            "target": self.target,
+            "environment": self.environment,
+            "catalog_id": self.catalog_id,
+            "counts": self.counts(),
+            "items": [item.as_dict() for item in self.items],
+            "finished_at": self.finished_at,
+        }
+        if self.error is not None:
+            body["error"] = self.error.as_dict()
+        return body
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+
+REPLY_TYPE = "bulkops.reply"

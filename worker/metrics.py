@@ -67,7 +67,8 @@ class Metrics:
         )
         self.item_outcomes = Counter(
             "bulkops_item_outcomes",
-            "Item outcomes published, by status.",
+            "Item outcomes, by status (every item, whichever outcomes BULKOPS_ITEM_OUTCOMES "
+            "publishes).",
             [*op_t, "status"],
             registry=registry,
         )
@@ -184,6 +185,23 @@ class Metrics:
             "bulkops_partition_handovers_total",
             "Partitioned mode: partitions this replica handed on to another.",
             ["reason"],
+            registry=registry,
+        )
+        self.replies_published = Counter(
+            "bulkops_replies_published",
+            "Replies to request messages with a reply_to, confirmed by the broker.",
+            registry=registry,
+        )
+        self.replies_dropped = Counter(
+            "bulkops_replies_dropped",
+            "Replies dropped because their reply_to queue (or direct reply-to requester) was "
+            "gone; their requests were acked all the same.",
+            registry=registry,
+        )
+        self.unrouted_outcomes = Gauge(
+            "bulkops_unrouted_outcomes",
+            "Outcomes that matched no binding, parked on the results exchange's alternate "
+            "exchange queue (<results exchange>.unrouted), as last sampled.",
             registry=registry,
         )
         self.ready = Gauge(

@@ -151,6 +151,12 @@ class Settings(BaseSettings):
     # replicas, rounded up) hands one on; 0 never does (the first replica keeps them all).
     partition_rebalance_seconds: float = Field(default=15, ge=0, le=3600)
 
+    # Which per-item outcomes go to the results exchange: every one, only `failed` and
+    # `rejected`, or none. Replies and metrics are the same in every mode.
+    item_outcomes: Literal["all", "failures", "none"] = "all"
+    # How often the depth of the unrouted-outcome parking queue is read for its gauge.
+    unrouted_sample_seconds: float = Field(default=15, gt=0, le=3600)
+
     @field_validator("targets")
     @classmethod
     def _target_names(cls, value: dict[str, Target]) -> dict[str, Target]:

@@ -48,11 +48,12 @@ async def declare(channel: AbstractChannel, names: Names) -> None:
 
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
-    for queue in (names.requests, names.dlq):
+    for queue in (names.requests, names.dlq, f"{names.results}.unrouted"):
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    with contextlib.suppress(Exception):
-        await channel.exchange_delete(names.results)
+    for exchange in (names.results, f"{names.results}.unrouted"):
+        with contextlib.suppress(Exception):
+            await channel.exchange_delete(exchange)
 
 
 async def depth(channel: AbstractChannel, queue: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aio_pika
 import pytest
 
 from tests.faults.ledger import Ledger
@@ -17,15 +18,24 @@ pytestmark = pytest.mark.integration
 OP = "datocms.items.publish"
 
 
-async def test_unroutable_outcomes_hold_the_ack_until_confirmed(r: Rig) -> None:
-    """With nothing bound to the results exchange every outcome is returned: the worker
-    retries, does not ack, and answers once a binding is back."""
+async def legacy_results_exchange(r: Rig) -> aio_pika.abc.AbstractQueue:
+    """The results exchange as declared before alternate exchanges (an upgrade), with no
+    binding: outcomes are returned as unroutable. Returns the rig's outcome queue, unbound."""
     queue_name = f"t.{r.request_queue.split('.')[1]}.outcomes"  # the rig's only binding
-    queue = await r.channel.declare_queue(queue_name, passive=True)
-    await queue.unbind(r.exchange, "#")
+    await r.channel.exchange_delete(r.exchange)
+    await r.channel.declare_exchange(r.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
+    return await r.channel.declare_queue(queue_name, passive=True)
+
+
+async def test_unroutable_outcomes_hold_the_ack_until_confirmed(r: Rig) -> None:
+    """A results exchange declared before alternate exchanges (kept as it is, with a
+    warning), nothing bound to it: every outcome is returned, the worker retries, does not
+    ack, and answers once a binding is back."""
+    queue = await legacy_results_exchange(r)
     ledger = Ledger("6 outcomes unroutable (returned)", r.results)
     await r.publish(ledger.expect("u", OP, ids("u", 10), target="main"))
-    async with worker(r.env(**FAST)):
+    async with worker(r.env(**FAST)) as proc:
+        assert any("without alternate-exchange" in line for line in proc.stderr)
         await wait_until(lambda: bool(r.emulator.requests(path_contains="/job-results/")))
         await asyncio.sleep(1.5)
         assert r.results.messages == []
@@ -57,11 +67,10 @@ async def test_results_exchange_deleted(r: Rig) -> None:
 
 
 async def test_sigterm_while_outcomes_are_returned_exits_within_the_drain_bound(r: Rig) -> None:
-    """Returned outcomes are retried for ever, but SIGTERM still exits 0 within the drain
-    timeout; the request goes back to the queue and a later worker answers it."""
-    queue_name = f"t.{r.request_queue.split('.')[1]}.outcomes"
-    queue = await r.channel.declare_queue(queue_name, passive=True)
-    await queue.unbind(r.exchange, "#")
+    """Returned outcomes (a results exchange without alternate exchange, nothing bound) are
+    retried for ever, but SIGTERM still exits 0 within the drain timeout; the request goes
+    back to the queue and a later worker answers it."""
+    queue = await legacy_results_exchange(r)
     ledger = Ledger("6 SIGTERM while outcomes returned", r.results)
     await r.publish(ledger.expect("t", OP, ids("t", 10), target="main"))
     env = r.env(**{**FAST, "drain_timeout_seconds": 3})

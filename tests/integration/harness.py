@@ -161,6 +161,21 @@ class Rig:
         return value or 0.0
 
 
+async def collect_queue(channel: AbstractChannel, name: str | None = None) -> tuple[str, Results]:
+    """An exclusive queue (named, or server-named) whose messages are collected and acked:
+    a requester's reply queue."""
+    queue = await channel.declare_queue(name or "", exclusive=True)
+    results = Results()
+
+    async def collect(message: AbstractIncomingMessage) -> None:
+        results.messages.append(message)
+        results.changed.set()
+        await message.ack()
+
+    await queue.consume(collect)
+    return queue.name, results
+
+
 async def declare_names(channel: AbstractChannel, prefix: str) -> tuple[str, str, str]:
     """Fresh request queue, DLQ and results exchange names, declared as the worker would,
     so that tests can publish before the worker starts."""
@@ -198,11 +213,12 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
         try:
             yield r
         finally:
-            for name in names[:2]:
+            for name in (*names[:2], f"{names[2]}.unrouted"):
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
-            with contextlib.suppress(Exception):
-                await channel.exchange_delete(names[2])
+            for name in (names[2], f"{names[2]}.unrouted"):
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(name)
 
 
 def plain_targets(settings: Settings, bloom_rate: str | None = None) -> dict[str, Any]:

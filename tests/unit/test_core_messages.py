@@ -303,7 +303,8 @@ def test_property_every_id_answered_exactly_once_in_first_order(
     ids: list[Any], bloomreach: bool
 ) -> None:
     """For any ids list: each input id (by its string key) is in ids + rejected exactly once,
-    and both parts keep the order of first appearance."""
+    both parts keep the order of first appearance, and ``distinct_ids`` (what a reply lists)
+    is every key once in the order of first appearance."""
     fields = (
         {"operation": BR_OP, "target": "shop", "catalog_id": "c"}
         if bloomreach
@@ -321,6 +322,7 @@ def test_property_every_id_answered_exactly_once_in_first_order(
     assert list(request.ids) == [k for k in first_seen if k in set(request.ids)]
     assert rejected_keys(request) == [k for k in first_seen if k in set(rejected_keys(request))]
     assert all(isinstance(i, str) and i for i in request.ids)
+    assert list(request.distinct_ids) == first_seen
 
 
 # --- request ids -----------------------------------------------------------------------------
