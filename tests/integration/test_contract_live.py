@@ -4,11 +4,14 @@ carry the reason header the document names."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import jsonschema
+import orjson
 import pytest
 import yaml
+from aio_pika.abc import AbstractIncomingMessage
 
 from tests.contract.write_asyncapi import DOCUMENT
 from tests.integration.harness import Rig
@@ -52,3 +55,27 @@ async def test_worker_outcomes_and_dead_letters_fit_the_asyncapi_document(r: Rig
     assert statuses == {"succeeded", "failed", "rejected"}
     headers = doc["components"]["messages"]["deadLetter"]["headers"]
     jsonschema.Draft202012Validator(headers).validate(dict(letter.headers))
+
+
+async def test_worker_replies_fit_the_asyncapi_document(r: Rig) -> None:
+    """Replies of the real worker to a processed request and to a dead-lettered one (both
+    with reply_to a named queue) validate against the document's Reply schema and carry the
+    message type and correlation_id the document names."""
+    doc = document()
+    replies = validator(doc, "Reply")
+    message_type = doc["components"]["messages"]["reply"]["bindings"]["amqp"]["messageType"]
+    queue = await r.channel.declare_queue(exclusive=True)
+    arrived: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+    await queue.consume(arrived.put, no_ack=True)
+    async with r.worker():
+        await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": ["a"]},
+                        reply_to=queue.name, correlation_id="c-ok")  # fmt: skip
+        await r.publish(b"{not json", reply_to=queue.name, correlation_id="c-bad")
+        async with asyncio.timeout(20):
+            got = [await arrived.get() for _ in range(2)]
+    by_correlation = {m.correlation_id: m for m in got}
+    assert set(by_correlation) == {"c-ok", "c-bad"}
+    for message in got:
+        replies.validate(orjson.loads(message.body))
+        assert message.type == message_type
+    assert orjson.loads(by_correlation["c-bad"].body)["error"]["code"] == "not_json"

@@ -16,8 +16,11 @@ import yaml
 
 from tests.contract.write_asyncapi import DOCUMENT, render
 from worker.client import Job
+from worker.client import Reply as ClientReply
+from worker.client.replies import REPLY_TYPE
 from worker.contract import document
-from worker.messages import ErrorInfo, Invalid, Outcome, parse_request
+from worker.messages import REPLY_TYPE as WORKER_REPLY_TYPE
+from worker.messages import ErrorInfo, Invalid, Outcome, Reply, ReplyItem, parse_request
 
 ASYNCAPI_SCHEMA = Path(__file__).resolve().parents[1] / "contract" / "asyncapi-3.0.0.schema.json"
 
@@ -139,3 +142,23 @@ def test_reply_schema_accepts_a_contract_reply_and_refuses_a_bad_status(
     bad = copy.deepcopy(reply)
     bad["items"][0]["status"] = "ok"
     assert not validator.is_valid(bad)
+
+
+def test_worker_reply_bodies_fit_the_document_and_the_client_reads_every_field(
+    checked_in: dict[str, Any],
+) -> None:
+    """Reply bodies as the worker writes them (a processed message, a message refused as a
+    whole) validate against the document's Reply schema, and the client's model reads them
+    with no field left over or missing: worker and client agree on the reply."""
+    validator = payload_validator(checked_in, "Reply")
+    processed = Reply("r1", "datocms.items.publish", "main", None, None,
+                      (ReplyItem("a", "succeeded"),
+                       ReplyItem("b", "failed", ErrorInfo("ITEM_LOCKED", "locked"))), "t")  # fmt: skip
+    refused = Invalid("not JSON", "not_json", "r2").reply("t")
+    for reply in (processed, refused):
+        body = orjson.loads(reply.body())
+        validator.validate(body)
+        parsed = ClientReply.model_validate(body)
+        assert parsed.model_dump() == {"error": None, **body}  # top-level error: only if set
+    assert ClientReply.model_validate_json(processed.body()).counts.failed == 1
+    assert REPLY_TYPE == WORKER_REPLY_TYPE
