@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from worker.broker import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
 from worker.messages import Outcome, RequestBody
@@ -21,7 +22,6 @@ from worker.settings import Settings
 ASYNCAPI_VERSION = "3.0.0"
 REF = "#/components/schemas/{model}"
 AMQP_BINDING = "0.3.0"
-REASON_HEADER = "x-bulkops-reason"
 
 
 def payload_schemas() -> dict[str, Any]:
@@ -89,6 +89,18 @@ def _channels() -> dict[str, Any]:
                     "autoDelete": False,
                     "vhost": "/",
                 },
+            ),
+        },
+        "unroutedOutcomes": {
+            "address": unrouted_name(Settings.model_construct()),
+            "title": "Outcomes no binding matched",
+            "description": "The results exchange's alternate exchange (a fanout) and the "
+            f"queue bound to it, bounded to {UNROUTED_MAX_LENGTH:,} outcomes (the oldest "
+            "dropped beyond): an outcome that matches no binding is parked here, not lost.",
+            "messages": {"outcome": _ref("components/messages/outcome")},
+            "bindings": _amqp_channel(
+                "queue",
+                queue={"name": unrouted_name(Settings.model_construct()), **queue},
             ),
         },
         "replies": {
