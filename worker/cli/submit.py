@@ -175,11 +175,13 @@ async def _submit(
     tally = Tally()
     bar = progress(total, sys.stderr)
     try:
+        answers = client.submit(job, source.chunks(args.chunk))
         with _results(args.results) as out:
-            async for answer in client.submit(job, source.chunks(args.chunk)):
-                out.write(result_lines(answer))
-                tally.add(answer)
-                bar.advance(answer.sent)
+            async with contextlib.aclosing(answers):
+                async for answer in answers:
+                    out.write(result_lines(answer))
+                    tally.add(answer)
+                    bar.advance(answer.sent)
     except InputError as exc:
         bar.close()
         for line in tally.summary():

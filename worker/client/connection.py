@@ -13,7 +13,14 @@ import contextlib
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -155,8 +162,9 @@ class Client:
 
     async def request(self, job: Job, chunk: Chunk) -> Reply:
         """Publish one request with ``reply_to`` and wait for its reply."""
-        async for answer in self.submit(job, [chunk]):
-            return answer.reply
+        async with contextlib.aclosing(self.submit(job, [chunk])) as answers:
+            async for answer in answers:
+                return answer.reply
         raise BrokerError("no reply")  # pragma: no cover - submit answers every chunk
 
     async def submit(
@@ -165,7 +173,7 @@ class Client:
         chunks: Iterable[Chunk] | AsyncIterable[Chunk],
         *,
         window: int = 16,
-    ) -> AsyncIterator[Answer]:
+    ) -> AsyncGenerator[Answer, None]:
         """Publish a request per chunk with ``reply_to``, at most ``window`` unanswered at
         once, and yield each reply as it comes (in the order they come). Chunks are read only
         as the window allows: memory does not grow with their number. An error raised while
