@@ -96,7 +96,9 @@ class Running:
 
 
 @contextlib.asynccontextmanager
-async def running(*args: str, env: dict[str, str], stdin: bytes = b"") -> AsyncIterator[Running]:
+async def running(
+    *args: str, env: dict[str, str], stdin: bytes = b"", close_stdin: bool = True
+) -> AsyncIterator[Running]:
     process = await asyncio.create_subprocess_exec(
         str(BULKOPS), *args, env=env, stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -104,7 +106,8 @@ async def running(*args: str, env: dict[str, str], stdin: bytes = b"") -> AsyncI
     )  # fmt: skip
     assert process.stdin is not None
     process.stdin.write(stdin)
-    process.stdin.close()
+    if close_stdin:
+        process.stdin.close()
     try:
         yield Running(process)
     finally:

@@ -249,3 +249,14 @@ async def test_dlq_replay_by_reason_moves_only_matching_and_keeps_the_rest_in_or
     assert [m.message_id for m in moved] == ["dl-unknown-op"]
     left = await take_all(r, r.dlq, timeout=1)
     assert [m.message_id for m in left] == ["dl-notjson", "dl-no-catalog"]
+
+
+async def test_ctrl_c_while_standard_input_is_still_open_exits_130_at_once(r: Rig) -> None:
+    """A submit reading a pipe that has not ended (ids still to come) stops on Ctrl-C with
+    exit 130: the read blocked on standard input does not keep the process alive; the
+    requests of the ids read so far were published."""
+    async with running("submit", DATO, "--target", "main", "--chunk", "2", env=cli_env(r),
+                       stdin=b"a1\na2\na3\n", close_stdin=False) as submit:  # fmt: skip
+        await wait_depth(r, r.request_queue, 1)
+        assert await submit.interrupt(timeout=10) == 130
+    assert await r.queue_depth(r.request_queue) == 1

@@ -5,6 +5,7 @@ dead-letter lines, and what may be printed of a broker URL."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -18,7 +19,7 @@ from worker.cli.progress import Lines
 from worker.cli.submit import Tally, result_lines
 from worker.cli.tail import outcome_line
 from worker.client import CONTRACT_OPERATIONS, Answer, Job, JobError, Reply
-from worker.client.connection import answer
+from worker.client.connection import answer, iterate
 from worker.operations import OPERATIONS
 
 
@@ -281,3 +282,20 @@ def test_bad_settings_name_the_variable_but_never_its_value(
     assert "t0ps3cret" not in str(raised.value)
     monkeypatch.setenv("BULKOPS_TARGETS", '{"main": {"kind": "datocms", "api_token": "t"}}')
     assert load_settings().target_kinds() == {"main": "datocms"}
+
+
+async def test_iterate_advances_a_plain_iterable_off_the_loop_and_raises_its_errors() -> None:
+    """Plain iterables are read in order, one step per thread hop; an error raised while
+    reading (a bad input line) reaches the consumer after the values before it."""
+
+    def lines() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise InputError("line 3: bad")
+
+    got = []
+    with pytest.raises(InputError, match="line 3"):
+        async for value in iterate(lines()):
+            got.append(value)
+    assert got == [1, 2]
+    assert [v async for v in iterate(iter(range(5)))] == [0, 1, 2, 3, 4]

@@ -93,7 +93,11 @@ class Source:
     @contextmanager
     def _open(self) -> Iterator[BinaryIO]:
         if self.stdin:
-            yield sys.stdin.buffer
+            # A reader of its own, not sys.stdin.buffer: a read still blocked in a daemon
+            # thread at exit (Ctrl-C) would hold sys.stdin's lock, and Python aborts when
+            # it flushes the standard streams at shutdown.
+            with open(sys.stdin.fileno(), "rb", closefd=False) as stream:
+                yield stream
             return
         try:
             stream = open(str(self.path), "rb")  # noqa: SIM115 - closed below

@@ -25,6 +25,7 @@ from worker.cli.common import (
 from worker.cli.inputs import InputError, Source
 from worker.cli.progress import progress
 from worker.client import MAX_PER_MESSAGE, Answer, BrokerError, Client, Job, JobError
+from worker.client.connection import iterate
 
 
 def add_parser(commands: Any) -> None:
@@ -159,7 +160,7 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
 async def _publish_only(client: Client, job: Job, source: Source, chunk: int) -> int:
     requests = items = 0
     try:
-        for part in source.chunks(chunk):
+        async for part in iterate(source.chunks(chunk)):
             await client.publish(job, part)
             requests += 1
             items += len(part)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
+import threading
 import uuid
 from collections.abc import (
     AsyncGenerator,
@@ -206,7 +208,7 @@ class Client:
     ) -> None:
         published = 0
         try:
-            async for chunk in _aiter(chunks):
+            async for chunk in iterate(chunks):
                 await slots.acquire()
                 request_id = self.new_request_id()
                 sent[request_id] = chunk.keys()
@@ -281,25 +283,52 @@ async def _collect(
         raise finished.error
 
 
-async def _aiter(source: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
-    """Iterate either kind; a plain iterable is advanced in a thread (it may block on a pipe:
-    the event loop must keep serving replies and heartbeats meanwhile)."""
+async def iterate(source: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate either kind. A plain iterable is advanced in a daemon thread, one step at a
+    time: it may block on a pipe, and meanwhile the event loop keeps serving replies and
+    heartbeats; a step still blocked when the program ends (Ctrl-C on a terminal's standard
+    input) does not keep it alive."""
     if isinstance(source, AsyncIterable):
-        async for value in source:
-            yield value
+        async for item in source:
+            yield item
         return
     iterator: Iterator[T] = iter(source)
+    loop = asyncio.get_running_loop()
     while True:
-        step = await asyncio.to_thread(_step, iterator)
-        if not step:
+        step: asyncio.Future[tuple[T] | tuple[()]] = loop.create_future()
+        threading.Thread(target=_advance, args=(iterator, step, loop), daemon=True).start()
+        got = await step
+        if not got:
             return
-        yield step[0]
+        yield got[0]
 
 
-def _step(iterator: Iterator[T]) -> tuple[T] | tuple[()]:
-    for value in iterator:
-        return (value,)
-    return ()
+def _advance(
+    iterator: Iterator[T],
+    step: asyncio.Future[tuple[T] | tuple[()]],
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    try:
+        result: tuple[T] | tuple[()] = next(((v,) for v in iterator), ())
+    except Exception as exc:
+        outcome: Callable[[], None] = functools.partial(_settle, step, None, exc)
+    else:
+        outcome = functools.partial(_settle, step, result, None)
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(outcome)
+
+
+def _settle(
+    step: asyncio.Future[tuple[T] | tuple[()]],
+    result: tuple[T] | tuple[()] | None,
+    error: Exception | None,
+) -> None:
+    if step.done():
+        return
+    if error is not None:
+        step.set_exception(error)
+    else:
+        step.set_result(result if result is not None else ())
 
 
 async def queue_exists(connection: AbstractConnection, name: str) -> int:
