@@ -4,6 +4,7 @@ dead-letter lines, and what may be printed of a broker URL."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from worker.broker import REASON_HEADER as WORKER_REASON_HEADER
 from worker.cli.common import CliError, load_settings, safe_url
 from worker.cli.dlq import REASON_HEADER, DeadLetter, reason_of, replay_headers
 from worker.cli.inputs import InputError, Source
-from worker.cli.progress import Lines
+from worker.cli.progress import Lines, Quiet
 from worker.cli.submit import Tally, result_lines
 from worker.cli.tail import outcome_line
 from worker.client import CONTRACT_OPERATIONS, Answer, Job, JobError, Reply
@@ -299,3 +300,22 @@ async def test_iterate_advances_a_plain_iterable_off_the_loop_and_raises_its_err
             got.append(value)
     assert got == [1, 2]
     assert [v async for v in iterate(iter(range(5)))] == [0, 1, 2, 3, 4]
+
+
+async def test_quiet_says_once_per_silence_what_the_command_waits_for() -> None:
+    """After `seconds` without a reply the command says once what it waits for; a reply
+    resets it, and a new silence as long says it again."""
+    said: list[str] = []
+    quiet = Quiet(said.append, "is a worker consuming q?", seconds=0.08)
+    watcher = asyncio.create_task(quiet.watch())
+    try:
+        async with asyncio.timeout(5):
+            while not said:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # a longer silence: still said once
+            assert len(said) == 1 and said[0].endswith(": is a worker consuming q?")
+            quiet.touch()
+            while len(said) < 2:
+                await asyncio.sleep(0.01)
+    finally:
+        watcher.cancel()

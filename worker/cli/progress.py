@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from typing import Protocol, TextIO
 
 from tqdm import tqdm
 
 UNKNOWN_TOTAL_STEP = 10_000
+QUIET_SECONDS = 30.0
 
 
 class Progress(Protocol):
@@ -63,3 +67,30 @@ def progress(total: int | None, stream: TextIO) -> Progress:
     if stream.isatty():
         return Bar(total, stream)
     return Lines(total, stream)
+
+
+class Quiet:
+    """Says once, after ``seconds`` without a reply, what the command is waiting for (a
+    worker that does not consume, or one that does not answer ``reply_to``); again after
+    each later reply and a new silence as long."""
+
+    def __init__(
+        self, say: Callable[[str], None], text: str, seconds: float = QUIET_SECONDS
+    ) -> None:
+        self.say = say
+        self.text = text
+        self.seconds = seconds
+        self.last = time.monotonic()
+        self.told = False
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+        self.told = False
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 4)
+            silent = time.monotonic() - self.last
+            if silent >= self.seconds and not self.told:
+                self.told = True
+                self.say(f"no reply for {silent:.0f} s: {self.text}")

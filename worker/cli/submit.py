@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
 import contextlib
 import sys
@@ -23,7 +24,7 @@ from worker.cli.common import (
     say,
 )
 from worker.cli.inputs import InputError, Source
-from worker.cli.progress import progress
+from worker.cli.progress import Quiet, progress
 from worker.client import MAX_PER_MESSAGE, Answer, BrokerError, Client, Job, JobError
 from worker.client.connection import iterate
 
@@ -175,11 +176,14 @@ async def _submit(
 ) -> int:
     tally = Tally()
     bar = progress(total, sys.stderr)
+    quiet = Quiet(say, f"is a worker consuming {client.request_queue} and answering reply_to?")
+    watcher = asyncio.create_task(quiet.watch())
     try:
         answers = client.submit(job, source.chunks(args.chunk))
         with _results(args.results) as out:
             async with contextlib.aclosing(answers):
                 async for answer in answers:
+                    quiet.touch()
                     out.write(result_lines(answer))
                     tally.add(answer)
                     bar.advance(answer.sent)
@@ -188,6 +192,8 @@ async def _submit(
         for line in tally.summary():
             say(line)
         raise CliError(f"{exc} ({tally.items} {source.kind} before it answered)") from None
+    finally:
+        watcher.cancel()
     bar.close()
     if tally.items == 0:
         raise CliError(f"no {source.kind} in {source.name}")
