@@ -1,4 +1,5 @@
-"""``python -m worker run | emulator [--port N] | demo``."""
+"""``bulkops`` (or ``python -m worker``): ``run | emulator [--port N] | demo | submit | tail |
+dlq``."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from worker import logs
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    from worker import cli
+
+    parser = argparse.ArgumentParser(prog="bulkops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="consume requests and call the APIs (settings: BULKOPS_*)")
     emulator = commands.add_parser("emulator", help="serve the bundled DatoCMS/Bloomreach emulator")
@@ -20,7 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--host", default="127.0.0.1")
     demo = commands.add_parser("demo", help="emulator + worker + sample traffic on local RabbitMQ")
     demo.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    cli.add_commands(commands)
     args = parser.parse_args(argv)
+
+    if args.command in cli.COMMANDS:
+        return cli.run_command(args)
 
     if args.command == "run":
         from worker.app import run

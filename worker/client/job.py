@@ -1,0 +1,101 @@
+"""A bulk job: what every request message of it shares, checked before anything is published,
+and the request body of one chunk of it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec, scope_problem
+
+MAX_PER_MESSAGE = 10_000  # ids or items in one request message (the worker's limit)
+
+
+class JobError(ValueError):
+    """A job no worker would take (unknown operation or target, scope or params that do not
+    fit): found before anything is published."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Operation, target, scope and params: the part every request message of a job shares."""
+
+    operation: str
+    target: str
+    environment: str | None = None
+    catalog_id: str | None = None
+    params: Mapping[str, Any] | None = None
+
+    @property
+    def spec(self) -> OperationSpec:
+        spec = CONTRACT_OPERATIONS.get(self.operation)
+        if spec is None:
+            known = ", ".join(sorted(CONTRACT_OPERATIONS))
+            raise JobError(f"unknown operation {self.operation!r} (known: {known})")
+        return spec
+
+    def check(self, targets: Mapping[str, str | None] | None = None) -> OperationSpec:
+        """Raise JobError unless the job fits the contract. ``targets`` (name -> API kind, or
+        None when the kind is not known) are checked when given and not empty; without
+        them the target is left to the worker, which answers an unknown one ``rejected``."""
+        spec = self.spec
+        if targets:
+            _check_target(self.target, spec, targets)
+        _check_scope(self, spec)
+        _check_params(self.params, spec)
+        return spec
+
+    def body(
+        self,
+        request_id: str,
+        ids: Sequence[str] | None = None,
+        items: Sequence[Mapping[str, Any]] | None = None,
+    ) -> bytes:
+        """The JSON body of one request message carrying ``ids`` or ``items``."""
+        if (ids is None) == (items is None):
+            raise ValueError("a request carries ids or items, exactly one of the two")
+        body: dict[str, Any] = {"operation": self.operation, "target": self.target}
+        for key in ("environment", "catalog_id", "params"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        body["ids" if ids is not None else "items"] = list(ids if ids is not None else items or ())
+        body["request_id"] = request_id
+        return orjson.dumps(body)
+
+
+def _check_target(name: str, spec: OperationSpec, targets: Mapping[str, str | None]) -> None:
+    if name not in targets:
+        raise JobError(f"unknown target {name!r} (configured: {', '.join(sorted(targets))})")
+    kind = targets[name]
+    if kind is not None and kind != spec.api:
+        raise JobError(f"target {name!r} is a {kind} target; {spec.name} needs a {spec.api} one")
+
+
+def _check_scope(job: Job, spec: OperationSpec) -> None:
+    other = "catalog_id" if spec.scope_field == "environment" else "environment"
+    if getattr(job, other) is not None:
+        raise JobError(f"{other} does not apply to {spec.name}")
+    scope = getattr(job, spec.scope_field)
+    if scope is None:
+        if spec.scope_required:
+            raise JobError(f"{spec.name} needs a {spec.scope_field}")
+        return
+    problem = scope_problem(scope, spec.scope_field)
+    if problem is not None:
+        raise JobError(problem)
+
+
+def _check_params(params: Mapping[str, Any] | None, spec: OperationSpec) -> None:
+    if spec.params is None:
+        if params is not None:
+            raise JobError(f"{spec.name} takes no params")
+        return
+    if params is None:
+        raise JobError(f"{spec.name} needs params (a JSON object)")
+    problem = spec.params(params)
+    if problem is not None:
+        raise JobError(problem)

@@ -1,0 +1,230 @@
+"""The wire contract as a machine-readable AsyncAPI 3.0 document (``docs/asyncapi.yaml``).
+
+Built, not written: the payload schemas come from the models that read and write the
+messages (the worker's ``RequestBody`` and ``Outcome``, the client's ``Reply``), and the
+names from the worker's settings defaults. ``tests/unit/test_contract.py`` fails when the
+checked-in document differs from what this builds; regenerate it with
+``uv run python -m tests.contract.write_asyncapi``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from worker.broker import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
+from worker.client.operations import CONTRACT_OPERATIONS
+from worker.client.replies import REPLY_TYPE, STATUSES, Reply
+from worker.messages import Outcome, RequestBody
+from worker.settings import Settings
+
+ASYNCAPI_VERSION = "3.0.0"
+REF = "#/components/schemas/{model}"
+AMQP_BINDING = "0.3.0"
+
+
+def payload_schemas() -> dict[str, Any]:
+    """The JSON Schemas of the payloads, nested definitions hoisted beside them."""
+    out: dict[str, Any] = {}
+    generated = {
+        "Request": RequestBody.model_json_schema(ref_template=REF),
+        "Outcome": TypeAdapter(Outcome).json_schema(ref_template=REF),
+        "Reply": Reply.model_json_schema(ref_template=REF),
+    }
+    for name, schema in generated.items():
+        out.update(schema.pop("$defs", {}))
+        out[name] = schema
+    return out
+
+
+def _default(field: str) -> str:
+    value = Settings.model_fields[field].default
+    assert isinstance(value, str)
+    return value
+
+
+def _ref(path: str) -> dict[str, str]:
+    return {"$ref": f"#/{path}"}
+
+
+def _amqp(**fields: Any) -> dict[str, Any]:
+    return {"amqp": {**fields, "bindingVersion": AMQP_BINDING}}
+
+
+def _amqp_channel(kind: str, **fields: Any) -> dict[str, Any]:
+    return _amqp(**{"is": kind}, **fields)
+
+
+def _channels() -> dict[str, Any]:
+    requests, dlq = _default("request_queue"), _default("dead_letter_queue")
+    queue = {"durable": True, "exclusive": False, "autoDelete": False, "vhost": "/"}
+    return {
+        "requests": {
+            "address": requests,
+            "title": "Request queue",
+            "description": "Quorum queue the worker consumes (BULKOPS_REQUEST_QUEUE); publish "
+            "to the default exchange with this routing key. Dead-letters to the DLQ.",
+            "messages": {"request": _ref("components/messages/request")},
+            "bindings": _amqp_channel("queue", queue={"name": requests, **queue}),
+        },
+        "results": {
+            "address": "{operation}.{status}",
+            "title": "Outcomes on the results exchange",
+            "description": f"Topic exchange {_default('results_exchange')!r} "
+            "(BULKOPS_RESULTS_EXCHANGE): one outcome per item, published mandatory; bind at "
+            "least one queue with '#'. An operation the worker does not know is routed as "
+            "'invalid'.",
+            "parameters": {
+                "operation": {"enum": [*sorted(CONTRACT_OPERATIONS), "invalid"]},
+                "status": {"enum": list(STATUSES)},
+            },
+            "messages": {"outcome": _ref("components/messages/outcome")},
+            "bindings": _amqp_channel(
+                "routingKey",
+                exchange={
+                    "name": _default("results_exchange"),
+                    "type": "topic",
+                    "durable": True,
+                    "autoDelete": False,
+                    "vhost": "/",
+                },
+            ),
+        },
+        "unroutedOutcomes": {
+            "address": unrouted_name(Settings.model_construct()),
+            "title": "Outcomes no binding matched",
+            "description": "The results exchange's alternate exchange (a fanout) and the "
+            f"queue bound to it, bounded to {UNROUTED_MAX_LENGTH:,} outcomes (the oldest "
+            "dropped beyond): an outcome that matches no binding is parked here, not lost.",
+            "messages": {"outcome": _ref("components/messages/outcome")},
+            "bindings": _amqp_channel(
+                "queue",
+                queue={"name": unrouted_name(Settings.model_construct()), **queue},
+            ),
+        },
+        "replies": {
+            "address": None,
+            "title": "Replies",
+            "description": "The request's reply_to (a named queue, or "
+            "amq.rabbitmq.reply-to), through the default exchange.",
+            "messages": {"reply": _ref("components/messages/reply")},
+        },
+        "deadLetters": {
+            "address": dlq,
+            "title": "Dead-letter queue",
+            "description": "Quorum queue (BULKOPS_DEAD_LETTER_QUEUE) of requests that cannot "
+            "be processed, never dropped; see `bulkops dlq list|replay`.",
+            "messages": {"deadLetter": _ref("components/messages/deadLetter")},
+            "bindings": _amqp_channel("queue", queue={"name": dlq, **queue}),
+        },
+    }
+
+
+def _operations() -> dict[str, Any]:
+    return {
+        "consumeRequests": {
+            "action": "receive",
+            "title": "The worker consumes requests and answers each one that has reply_to",
+            "channel": _ref("channels/requests"),
+            "messages": [_ref("channels/requests/messages/request")],
+            "bindings": _amqp(ack=True),
+            "reply": {
+                "address": {
+                    "location": "$message.header#/reply_to",
+                    "description": "the AMQP reply_to property of the request",
+                },
+                "channel": _ref("channels/replies"),
+                "messages": [_ref("channels/replies/messages/reply")],
+            },
+        },
+        "publishOutcomes": {
+            "action": "send",
+            "title": "One outcome per item, confirmed before the request is acked",
+            "channel": _ref("channels/results"),
+            "messages": [_ref("channels/results/messages/outcome")],
+            "bindings": _amqp(deliveryMode=2, mandatory=True),
+        },
+        "deadLetterRequests": {
+            "action": "send",
+            "title": "Messages that cannot be processed, with the reason in a header",
+            "channel": _ref("channels/deadLetters"),
+            "messages": [_ref("channels/deadLetters/messages/deadLetter")],
+            "bindings": _amqp(deliveryMode=2, mandatory=True),
+        },
+    }
+
+
+def _message(name: str, title: str, payload: dict[str, Any], **more: Any) -> dict[str, Any]:
+    base = {"name": name, "title": title, "contentType": "application/json", "payload": payload}
+    return base | more
+
+
+def _messages() -> dict[str, Any]:
+    correlation = {"location": "$message.header#/correlation_id"}
+    return {
+        "request": _message(
+            "request",
+            "A bulk request: ids (or items) of one operation on one target and scope",
+            _ref("components/schemas/Request"),
+            summary="message_id (else a hash of the body) names the request when the body "
+            "has no request_id; persistent.",
+        ),
+        "outcome": _message(
+            "outcome",
+            "One item's outcome",
+            _ref("components/schemas/Outcome"),
+            summary="message_id = <request_id>:<operation>:<id>, the same on redelivery; "
+            "correlation_id = the request's correlation_id, else its request_id.",
+            correlationId=correlation,
+            bindings=_amqp(messageType="bulkops.outcome"),
+        ),
+        "reply": _message(
+            "reply",
+            "The answer to one request message: every distinct id, in message order",
+            _ref("components/schemas/Reply"),
+            summary="message_id = <request_id>:reply; correlation_id as for outcomes.",
+            correlationId=correlation,
+            bindings=_amqp(messageType=REPLY_TYPE),
+        ),
+        "deadLetter": _message(
+            "deadLetter",
+            "A request that cannot be processed, body and properties unchanged",
+            {"description": "the request's body as it was published (it may not be JSON)"},
+            headers={
+                "type": "object",
+                "properties": {
+                    REASON_HEADER: {"type": "string", "description": "why, for a person"},
+                    "x-bulkops-original-queue": {"type": "string"},
+                },
+                "required": [REASON_HEADER],
+            },
+        ),
+    }
+
+
+def document() -> dict[str, Any]:
+    """The AsyncAPI document of the bulkops wire contract."""
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "bulkops",
+            "version": "0.1.0",
+            "description": "Bulk DatoCMS and Bloomreach operations over RabbitMQ, answered per "
+            "item. Generated from the worker's message models by worker/contract.py; the "
+            "prose contract is README.md.",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "local": {
+                "host": "127.0.0.1:5672",
+                "protocol": "amqp",
+                "protocolVersion": "0.9.1",
+                "description": "The local RabbitMQ of development and tests "
+                "(BULKOPS_AMQP_URL in a deployment).",
+            }
+        },
+        "channels": _channels(),
+        "operations": _operations(),
+        "components": {"messages": _messages(), "schemas": payload_schemas()},
+    }
