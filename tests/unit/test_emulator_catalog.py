@@ -103,9 +103,21 @@ async def test_properties_the_catalog_does_not_define_fail_that_item(
     response = await client.request(method, path, json=body)
     assert response.json() == [
         OK,
-        failed("properties", "Fields [colour, size] are not properly defined."),
+        failed("properties", "Fields ['colour', 'size'] are not properly defined."),
     ]
     assert list(emu.bloomreach.catalog.items("cat-1")) == ["a"]
+
+
+async def test_property_names_empty_or_with_dot_dollar_or_nul_fail_that_item(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    body = [
+        {"item_id": str(n), "properties": {key: 1}}
+        for n, key in enumerate(["", "a.b", "$x", "n\0", "ok"])
+    ]
+    answers = (await client.put(ITEMS, json=body)).json()
+    assert [a["success"] for a in answers] == [False, False, False, False, True]
+    assert answers[1]["errors"] == {"properties": ["Invalid property name 'a.b'"]}
 
 
 async def test_bulk_delete_removes_items_from_the_catalog_and_missing_ones_still_succeed(

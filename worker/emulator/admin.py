@@ -32,7 +32,7 @@ is a DatoCMS sandbox name (null or absent: the primary environment).
 - ``GET /bloomreach/items/{catalog_id}`` -> ``{"catalog_id", "items": {id: properties}}``.
 - ``POST /bloomreach/fields``: ``{"catalog_id", "fields": [str] | null}``: the properties the
   catalog defines (null: any, the default); others fail per item ``errors: {"properties":
-  ["Fields [x] are not properly defined."]}``.
+  ["Fields ['x'] are not properly defined."]}``.
 """
 
 from __future__ import annotations

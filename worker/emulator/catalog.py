@@ -10,9 +10,13 @@ Played from the Bloomreach Engagement reference ("Bulk update catalog items": ``
 - partial update merges the given properties into the item; an item that does not exist
   fails per item unless ``upsert`` is true (then it is created). The error text is not
   documented: ``{"_global": ["Item does not exist"]}`` here;
-- a property the catalog does not define fails that item with
-  ``{"properties": ["Fields [x] are not properly defined."]}``. Which fields a catalog
-  defines is configurable (``set_fields``); by default any property is accepted.
+- a property the catalog does not define fails that item. The reference pages print
+  ``"errors": {"properties": {Fields ['device_id'] are not properly defined.}}`` (not valid
+  JSON; booleans as "False"): played as ``{"properties": ["Fields ['device_id'] are not
+  properly defined."]}``, the names as a Python list. Which fields a catalog defines is
+  configurable (``set_fields``); by default any property is accepted;
+- a property key that is empty or holds NUL, "." or "$" is a "catalog schema validation
+  error" (the docs give no text): ``{"properties": ["Invalid property name '...'"]}``.
 """
 
 from __future__ import annotations
@@ -49,8 +53,15 @@ def id_answer(element: object, errors: dict[str, str]) -> ItemAnswer | None:
     return None if message is None else ItemAnswer(False, message)
 
 
-def not_defined(names: Iterable[str]) -> ItemAnswer:
-    return ItemAnswer(False, f"Fields [{', '.join(names)}] are not properly defined.", "properties")
+def not_defined(names: list[str]) -> ItemAnswer:
+    return ItemAnswer(False, f"Fields {names!r} are not properly defined.", "properties")
+
+
+def bad_key(properties: dict[str, Any]) -> ItemAnswer | None:
+    for key in properties:
+        if not key or any(char in key for char in "\0.$"):
+            return ItemAnswer(False, f"Invalid property name {key!r}", "properties")
+    return None
 
 
 class CatalogItems:
@@ -117,7 +128,7 @@ class CatalogItems:
             return ItemAnswer(False, NOT_AN_OBJECT, "properties")
         fields = self._fields.get(catalog_id)
         unknown = [name for name in properties if fields is not None and name not in fields]
-        return not_defined(unknown) if unknown else None
+        return not_defined(unknown) if unknown else bad_key(properties)
 
     def reset(self) -> None:
         self._items.clear()
