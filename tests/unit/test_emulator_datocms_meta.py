@@ -305,3 +305,41 @@ async def test_destroyed_records_and_uploads_lose_their_stage_tags_and_collectio
         [],
         None,
     )
+
+
+async def test_async_upload_update_answers_202_and_the_job_result_carries_upload_or_error(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    emu.config.datocms_async_upload_update = True
+    emu.datocms.meta.set_collections(None, ["col-1"])
+    emu.datocms.seed_uploads(["u1"], tags=["a"])
+
+    async def update(collection: str) -> dict[str, Any]:
+        body = {
+            "data": {
+                "type": "upload",
+                "id": "u1",
+                "attributes": {"tags": ["b"]},
+                "relationships": {
+                    "upload_collection": {"data": {"type": "upload_collection", "id": collection}}
+                },
+            }
+        }
+        response = await client.put("/uploads/u1", json=body)
+        assert response.status_code == 202 and response.json()["data"]["type"] == "job"
+        for _ in range(200):
+            result = await client.get(f"/job-results/{response.json()['data']['id']}")
+            if result.status_code == 200:
+                attributes: dict[str, Any] = result.json()["data"]["attributes"]
+                return attributes
+            await asyncio.sleep(0.01)
+        raise AssertionError("job never finished")
+
+    refused = await update("nope")
+    assert refused["status"] == 422
+    assert refused["payload"]["data"][0]["attributes"]["code"] == "INVALID_FIELD"
+    assert emu.datocms.meta.tags(None, "u1") == ["a"]
+    done = await update("col-1")
+    assert done["status"] == 200
+    assert done["payload"]["data"]["attributes"]["tags"] == ["b"]
+    assert emu.datocms.meta.collection(None, "u1") == "col-1"

@@ -58,6 +58,8 @@ class Job:
     result: dict[str, Any] | None = None
     single: bool = False  # a single-record operation: its result is the record or the error
     params: Any = None  # the stage, the tags, or the upload collection id (None: none)
+    # A single-resource update run when the job is due: its (status, payload) is the result.
+    deferred: Callable[[], tuple[int, Any]] | None = None
 
 
 class DatoState:
@@ -217,12 +219,23 @@ class DatoState:
         failure: tuple[int, Any] | None = None,
         single: bool = False,
         params: Any = None,
+        deferred: Callable[[], tuple[int, Any]] | None = None,
     ) -> Job:
         now = self._clock()
         never = self.config.datocms_job_never_finishes
         due = math.inf if never else now + self.config.datocms_job_seconds
         job_id = str(next(self._job_ids))
-        job = Job(job_id, action, environment, ids, due, failure, single=single, params=params)
+        job = Job(
+            job_id,
+            action,
+            environment,
+            ids,
+            due,
+            failure,
+            single=single,
+            params=params,
+            deferred=deferred,
+        )
         self._jobs[job.id] = job
         heapq.heappush(self._pending, (due, int(job.id), job.id))
         return job
@@ -244,6 +257,9 @@ class DatoState:
     def _run(self, job: Job) -> dict[str, Any]:
         if job.failure is not None:
             status, payload = job.failure
+            return {"status": status, "payload": payload}
+        if job.deferred is not None:
+            status, payload = job.deferred()
             return {"status": status, "payload": payload}
         if job.single:
             return self._run_single(job)

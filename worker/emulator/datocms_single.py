@@ -8,7 +8,8 @@ Both answer synchronously here with the resource, or with the precise error: 404
 422 INVALID_FIELD (a stage the record's workflow lacks, an unknown collection), or the code
 scripted with ``set_failure`` for ``move_to_stage`` / ``upload_tag`` /
 ``upload_set_collection`` (e.g. ITEM_LOCKED). The upload update "might" answer 202 with a
-job, the docs say; that variant is not played.
+job, the docs say: ``datocms_async_upload_update`` plays that (202 + a job whose result
+carries the upload, or the error's status and payload).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from aiohttp import web
 
 from worker.emulator.datocms_http import DatoHttp, item_json, upload_json
 from worker.emulator.datocms_params import MISSING, collection_param, tags_param
-from worker.emulator.jsonapi import BodyError, error_response, invalid, json_response, not_found
+from worker.emulator.jsonapi import BodyError, error_body, invalid, json_response, not_found
+from worker.emulator.log import entry_of
 
 STAGE_FIELD = "meta.stage"
 
@@ -50,13 +52,20 @@ def stage_of(data: dict[str, Any]) -> Any:
     return stage
 
 
-def refusal(code: str, some_id: str, field: str) -> web.Response:
+Outcome = tuple[int, Any]  # (HTTP status, JSON body): an answer, or a job's result
+
+
+def refused(code: str, some_id: str, field: str) -> Outcome:
     if code == "NOT_FOUND":
-        return not_found()
+        return 404, error_body("NOT_FOUND")
     details: dict[str, Any] = {"id": some_id}
     if code == "INVALID_FIELD":
         details = {"field": field, "code": "VALIDATION_INVALID"}
-    return error_response(422, code, details)
+    return 422, error_body(code, details)
+
+
+def refusal(code: str, some_id: str, field: str) -> web.Response:
+    return json_response(*refused(code, some_id, field))
 
 
 class DatoSingleHttp:
@@ -132,6 +141,8 @@ class DatoSingleHttp:
         return code
 
     async def update_upload(self, request: web.Request) -> web.Response:
+        """Synchronous, or 202 + a job whose result carries the upload or the error
+        (``datocms_async_upload_update``: the docs say a job "might" be returned)."""
         refused = self.dato.gate(request, post=True)
         if refused is not None:
             return refused
@@ -143,31 +154,46 @@ class DatoSingleHttp:
             collection = collection_param(data) if has_collection else MISSING
         except BodyError as error:
             return error.response()
-        refused = self._refuse_upload(environment, upload_id, tags, collection)
-        if refused is not None:
-            return refused
+
+        def update() -> Outcome:
+            return self._update_upload(environment, upload_id, tags, collection)
+
+        if not self.state.config.datocms_async_upload_update:
+            return json_response(*update())
+        job = self.state.create_job("upload_tag", environment, [upload_id], deferred=update)
+        entry_of(request).job_id = job.id
+        return json_response(202, {"data": {"type": "job", "id": job.id}})
+
+    def _update_upload(
+        self, environment: str | None, upload_id: str, tags: list[str] | None, collection: Any
+    ) -> Outcome:
+        outcome = self._refuse_upload(environment, upload_id, tags, collection)
+        if outcome is not None:
+            return outcome
         if tags is not None:
             self.state.meta.replace_tags(environment, upload_id, tags)
         if collection is not MISSING:
             self.state.apply("upload_set_collection", environment, upload_id, collection)
-        return self._upload(environment, upload_id)
+        meta = self.state.meta
+        linked = meta.collection(environment, upload_id)
+        return 200, {"data": upload_json(upload_id, meta.tags(environment, upload_id), linked)}
 
     def _refuse_upload(
         self, environment: str | None, upload_id: str, tags: list[str] | None, collection: Any
-    ) -> web.Response | None:
+    ) -> Outcome | None:
         """Check everything before changing anything: the update applies whole or not."""
         if self.state.upload_in_use(environment, upload_id) is None:
-            return not_found()
+            return refused("NOT_FOUND", upload_id, "")
         scripted = self.state.scripted_failure
         if tags is not None and (code := scripted("upload_tag", upload_id)) is not None:
-            return refusal(code, upload_id, "attributes.tags")
+            return refused(code, upload_id, "attributes.tags")
         if collection is MISSING:
             return None
         field = "relationships.upload_collection.data"
         code = scripted("upload_set_collection", upload_id)
         if code is None and not self.state.meta.collection_exists(environment, collection):
             code = "INVALID_FIELD"
-        return None if code is None else refusal(code, upload_id, field)
+        return None if code is None else refused(code, upload_id, field)
 
 
 def _has(data: dict[str, Any], section: str, name: str) -> bool:
