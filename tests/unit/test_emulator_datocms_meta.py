@@ -343,3 +343,38 @@ async def test_async_upload_update_answers_202_and_the_job_result_carries_upload
     assert done["status"] == 200
     assert done["payload"]["data"]["attributes"]["tags"] == ["b"]
     assert emu.datocms.meta.collection(None, "u1") == "col-1"
+
+
+async def test_stages_and_collections_are_per_environment(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """A sandbox (X-Environment) has its own workflows, stages and collections."""
+    emu.datocms.meta.set_stages("sb", None, ["review"])
+    sandbox = {"X-Environment": "sb"}
+    response = await client.post(
+        "/items/bulk/move-to-stage", json=move_body("elsewhere", ["a"]), headers=sandbox
+    )
+    job_id = response.json()["data"]["id"]
+    for _ in range(200):
+        result = await client.get(f"/job-results/{job_id}", headers=sandbox)
+        if result.status_code == 200:
+            break
+        await asyncio.sleep(0.01)
+    assert result.json()["data"]["attributes"]["payload"]["meta"]["failed"] == 1
+    primary = await run_job(client, "/items/bulk/move-to-stage", move_body("elsewhere", ["a"]))
+    assert primary["payload"]["meta"] == {"successful": 1, "failed": 0}
+    assert emu.datocms.meta.stage(None, "a") == "elsewhere"
+    assert emu.datocms.meta.stage("sb", "a") is None
+
+
+async def test_admin_failures_accept_the_new_actions(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    async with httpx.AsyncClient(base_url=emu.base_url) as admin:
+        for action in ("move_to_stage", "upload_tag", "upload_set_collection"):
+            failure = {"ids": ["x"], "action": action, "code": "ITEM_LOCKED"}
+            assert (await admin.post("/_emulator/datocms/failures", json=failure)).json() == {
+                "ok": True
+            }
+    result = await run_job(client, "/uploads/bulk/tag", tag_body(["t"], ["x", "y"]))
+    assert result["payload"]["meta"] == {"successful": 1, "failed": 1}
