@@ -30,6 +30,11 @@ is a DatoCMS sandbox name (null or absent: the primary environment).
 - ``POST /bloomreach/items``: ``{"catalog_id", "items": [{"item_id", "properties"}]}``:
   these items exist with these properties.
 - ``GET /bloomreach/items/{catalog_id}`` -> ``{"catalog_id", "items": {id: properties}}``.
+- Config flags (``POST /config``) for these operations: ``datocms_unknown_collection``
+  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default);
+  ``datocms_max_items`` caps move-to-stage, ``datocms_max_uploads`` bulk tag and
+  set-upload-collection; the ``bloomreach_*`` caps and variants apply to bulk update and
+  partial update as to bulk-delete, under one rate limit per project/catalog.
 - ``POST /bloomreach/fields``: ``{"catalog_id", "fields": [str] | null}``: the properties the
   catalog defines (null: any, the default); others fail per item ``errors: {"properties":
   ["Fields ['x'] are not properly defined."]}``.

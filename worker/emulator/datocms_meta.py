@@ -36,7 +36,9 @@ class _EnvMeta:
 
 
 class MetaState:
-    """Stages, tags and collections; whether a record or upload exists is DatoState's call."""
+    """Stages, tags and collections; whether a record or upload exists is DatoState's call.
+    ``environment`` is normalized by the caller (``DatoState.normalize_env``: None is the
+    primary environment)."""
 
     def __init__(self) -> None:
         self._envs: dict[str | None, _EnvMeta] = {}
