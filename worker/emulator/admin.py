@@ -1,4 +1,44 @@
-"""Admin endpoints under /_emulator, for driving an emulator that runs as its own process."""
+"""Admin endpoints under /_emulator, for driving an emulator that runs as its own process.
+
+Every body and answer is JSON; a body that does not validate answers 400
+``{"error": "invalid", "details": [...]}``; writes answer ``{"ok": true}``. ``environment``
+is a DatoCMS sandbox name (null or absent: the primary environment).
+
+- ``GET /log`` (``?api=``, ``?path_contains=``), ``POST /reset``, ``GET|POST /config``
+  (a partial object of ``EmulatorConfig`` fields), ``GET|POST /faults`` (a ``Fault``).
+- ``POST /datocms/seed``: ``{"environment", "records": [ids], "status": "draft" | "updated"
+  | "published" | null, "stage": str | null, "workflow": str | null, "uploads": [ids],
+  "in_use": bool, "tags": [str], "upload_collection": str | null, "missing": [ids]}``; records
+  get ``status`` and ``meta.stage`` = ``stage`` in the model workflow ``workflow``; uploads
+  get ``tags`` and ``upload_collection``.
+- ``POST /datocms/failures``: ``{"ids", "action", "code"}``; ``action`` is one of publish,
+  unpublish, destroy, upload_destroy, move_to_stage, upload_tag, upload_set_collection: the
+  bulk job counts these ids as failed and the single-record call answers 422 ``code``.
+- ``POST /datocms/stages``: ``{"environment", "workflow": str | null, "stages": [str] |
+  null}``: the stages of that workflow (null: of records seeded without a workflow);
+  ``stages`` null: any stage name exists (the default). A move to another stage fails.
+- ``POST /datocms/upload-collections``: ``{"environment", "ids": [str] | null}``: the
+  collections that exist (null: any id, the default).
+- ``GET /datocms/records/{id}`` -> ``{"id", "status"}``;
+  ``GET /datocms/records/{id}/stage`` -> ``{"id", "exists", "stage", "workflow"}``;
+  ``GET /datocms/uploads/{id}`` -> ``{"id", "exists"}``;
+  ``GET /datocms/uploads/{id}/meta`` -> ``{"id", "exists", "tags", "upload_collection"}``
+  (all with ``?environment=``).
+- ``POST /bloomreach/item-errors``: ``{"catalog_id", "item_ids", "message"}``: bulk-delete,
+  bulk update and partial update answer these items ``errors: {"_global": [message]}``.
+- ``GET /bloomreach/deleted/{catalog_id}`` -> ``{"catalog_id", "deleted": [ids]}``.
+- ``POST /bloomreach/items``: ``{"catalog_id", "items": [{"item_id", "properties"}]}``:
+  these items exist with these properties.
+- ``GET /bloomreach/items/{catalog_id}`` -> ``{"catalog_id", "items": {id: properties}}``.
+- Config flags (``POST /config``) for these operations: ``datocms_unknown_collection``
+  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default);
+  ``datocms_max_items`` caps move-to-stage, ``datocms_max_uploads`` bulk tag and
+  set-upload-collection; the ``bloomreach_*`` caps and variants apply to bulk update and
+  partial update as to bulk-delete, under one rate limit per project/catalog.
+- ``POST /bloomreach/fields``: ``{"catalog_id", "fields": [str] | null}``: the properties the
+  catalog defines (null: any, the default); others fail per item ``errors: {"properties":
+  ["Fields ['x'] are not properly defined."]}``.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +64,39 @@ class SeedRequest(BaseModel):
     environment: str | None = None
     records: list[str] = []
     status: RecordStatus | None = "draft"  # None: a model without drafts (meta.status null)
+    stage: str | None = None
+    workflow: str | None = None
     uploads: list[str] = []
     in_use: bool = False
+    tags: list[str] = []
+    upload_collection: str | None = None
     missing: list[str] = []
+
+
+class StagesRequest(BaseModel):
+    environment: str | None = None
+    workflow: str | None = None
+    stages: list[str] | None
+
+
+class CollectionsRequest(BaseModel):
+    environment: str | None = None
+    ids: list[str] | None
+
+
+class CatalogItem(BaseModel):
+    item_id: str
+    properties: dict[str, Any] = {}
+
+
+class CatalogItemsRequest(BaseModel):
+    catalog_id: str
+    items: list[CatalogItem]
+
+
+class FieldsRequest(BaseModel):
+    catalog_id: str
+    fields: list[str] | None
 
 
 class FailureRequest(BaseModel):
@@ -74,6 +144,13 @@ class AdminHttp:
             web.get(f"{PREFIX}/datocms/uploads/{{id}}", self.upload),
             web.post(f"{PREFIX}/bloomreach/item-errors", self.item_errors),
             web.get(f"{PREFIX}/bloomreach/deleted/{{catalog_id}}", self.deleted),
+            web.post(f"{PREFIX}/datocms/stages", self.stages),
+            web.post(f"{PREFIX}/datocms/upload-collections", self.collections),
+            web.get(f"{PREFIX}/datocms/records/{{id}}/stage", self.record_stage),
+            web.get(f"{PREFIX}/datocms/uploads/{{id}}/meta", self.upload_meta),
+            web.post(f"{PREFIX}/bloomreach/items", self.seed_items),
+            web.get(f"{PREFIX}/bloomreach/items/{{catalog_id}}", self.catalog_items),
+            web.post(f"{PREFIX}/bloomreach/fields", self.fields),
         ]
 
     async def log(self, request: web.Request) -> web.Response:
@@ -121,8 +198,10 @@ class AdminHttp:
         except ValidationError as error:
             return _invalid(error)
         dato = self.emu.datocms
-        dato.seed_records(seed.records, seed.environment, seed.status)
-        dato.seed_uploads(seed.uploads, seed.environment, seed.in_use)
+        dato.seed_records(seed.records, seed.environment, seed.status, seed.stage, seed.workflow)
+        dato.seed_uploads(
+            seed.uploads, seed.environment, seed.in_use, seed.tags, seed.upload_collection
+        )
         dato.mark_missing(seed.missing, seed.environment)
         return _json({"ok": True})
 
@@ -155,3 +234,62 @@ class AdminHttp:
     async def deleted(self, request: web.Request) -> web.Response:
         catalog_id = request.match_info["catalog_id"]
         return _json({"catalog_id": catalog_id, "deleted": self.emu.bloomreach.deleted(catalog_id)})
+
+    # -- stages, tags, collections, catalog items ------------------------------------------
+    async def stages(self, request: web.Request) -> web.Response:
+        try:
+            body = StagesRequest.model_validate(await _body(request))
+        except ValidationError as error:
+            return _invalid(error)
+        environment = self.emu.datocms.normalize_env(body.environment)
+        self.emu.datocms.meta.set_stages(environment, body.workflow, body.stages)
+        return _json({"ok": True})
+
+    async def collections(self, request: web.Request) -> web.Response:
+        try:
+            body = CollectionsRequest.model_validate(await _body(request))
+        except ValidationError as error:
+            return _invalid(error)
+        environment = self.emu.datocms.normalize_env(body.environment)
+        self.emu.datocms.meta.set_collections(environment, body.ids)
+        return _json({"ok": True})
+
+    async def record_stage(self, request: web.Request) -> web.Response:
+        record_id, dato = request.match_info["id"], self.emu.datocms
+        exists = dato.record_status(record_id, request.query.get("environment")) is not None
+        environment = dato.normalize_env(request.query.get("environment"))
+        stage = dato.meta.stage(environment, record_id)
+        workflow = dato.meta.workflow(environment, record_id)
+        body = {"id": record_id, "exists": exists, "stage": stage, "workflow": workflow}
+        return _json(body)
+
+    async def upload_meta(self, request: web.Request) -> web.Response:
+        upload_id, dato = request.match_info["id"], self.emu.datocms
+        exists = dato.upload_exists(upload_id, request.query.get("environment"))
+        environment = dato.normalize_env(request.query.get("environment"))
+        tags = dato.meta.tags(environment, upload_id)
+        collection = dato.meta.collection(environment, upload_id)
+        body = {"id": upload_id, "exists": exists, "tags": tags, "upload_collection": collection}
+        return _json(body)
+
+    async def seed_items(self, request: web.Request) -> web.Response:
+        try:
+            body = CatalogItemsRequest.model_validate(await _body(request))
+        except ValidationError as error:
+            return _invalid(error)
+        items = {item.item_id: item.properties for item in body.items}
+        self.emu.bloomreach.catalog.seed(body.catalog_id, items)
+        return _json({"ok": True})
+
+    async def catalog_items(self, request: web.Request) -> web.Response:
+        catalog_id = request.match_info["catalog_id"]
+        items = self.emu.bloomreach.catalog.items(catalog_id)
+        return _json({"catalog_id": catalog_id, "items": items})
+
+    async def fields(self, request: web.Request) -> web.Response:
+        try:
+            body = FieldsRequest.model_validate(await _body(request))
+        except ValidationError as error:
+            return _invalid(error)
+        self.emu.bloomreach.catalog.set_fields(body.catalog_id, body.fields)
+        return _json({"ok": True})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -13,12 +14,17 @@ from worker.emulator.bloomreach import BloomState, ItemAnswer
 from worker.emulator.config import EmulatorConfig
 from worker.emulator.log import entry_of
 
-BULK_DELETE = "/data/v2/projects/{project_id}/catalogs/{catalog_id}/items/bulk-delete"
+ITEMS = "/data/v2/projects/{project_id}/catalogs/{catalog_id}/items"
+BULK_DELETE = ITEMS + "/bulk-delete"
+PARTIAL_UPDATE = ITEMS + "/partial-update"
 FORM_METHODS = {
     "both": frozenset({"DELETE", "POST"}),
     "delete-ids": frozenset({"DELETE"}),
     "post-objects": frozenset({"POST"}),
 }
+
+
+Writer = Callable[[str, list[object]], list[ItemAnswer]]
 
 
 def error_json(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -73,7 +79,7 @@ def render(answer: ItemAnswer, string_booleans: bool) -> dict[str, Any]:
         flag = "True" if answer.success else "False"
     rendered: dict[str, Any] = {"success": flag, "queued": flag}
     if answer.error is not None:
-        rendered["errors"] = {"_global": [answer.error]}
+        rendered["errors"] = {answer.field: [answer.error]}
     return rendered
 
 
@@ -83,7 +89,12 @@ class BloomHttp:
         self.config = config
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(BULK_DELETE, self.bulk_delete), web.delete(BULK_DELETE, self.bulk_delete)]
+        return [
+            web.post(BULK_DELETE, self.bulk_delete),
+            web.delete(BULK_DELETE, self.bulk_delete),
+            web.put(ITEMS, self.bulk_update),
+            web.post(PARTIAL_UPDATE, self.partial_update),
+        ]
 
     def gate(self, request: web.Request) -> web.Response | None:
         credentials = basic_credentials(request.headers.get("Authorization", ""))
@@ -111,7 +122,29 @@ class BloomHttp:
             return error_json(*items)
         entry_of(request).items = len(items)
         elements = as_elements(request.method, items)
-        answers = self.state.delete(request.match_info["catalog_id"], elements)
+        return self._answer(self.state.delete(request.match_info["catalog_id"], elements))
+
+    async def bulk_update(self, request: web.Request) -> web.Response:
+        """``PUT .../items``: create or replace each item whole."""
+        return await self._write(request, self.state.upsert)
+
+    async def partial_update(self, request: web.Request) -> web.Response:
+        """``POST .../items/partial-update``: merge properties; create only with upsert."""
+        return await self._write(request, self.state.partial_update)
+
+    async def _write(self, request: web.Request, apply: Writer) -> web.Response:
+        """The same gate, size caps and answers as bulk-delete (the shared rate limit per
+        catalog is the server's: its scope is project/catalog, whatever the path below)."""
+        refused = self.gate(request)
+        if refused is not None:
+            return refused
+        items = parse_items(await request.read(), self.config)
+        if isinstance(items, tuple):
+            return error_json(*items)
+        entry_of(request).items = len(items)
+        return self._answer(apply(request.match_info["catalog_id"], items))
+
+    def _answer(self, answers: list[ItemAnswer]) -> web.Response:
         strings = self.config.bloomreach_string_booleans
         body = orjson.dumps([render(answer, strings) for answer in answers])
         return web.Response(body=body, content_type="application/json")

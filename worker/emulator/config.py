@@ -31,6 +31,13 @@ class EmulatorConfig(BaseModel):
     # DELETE /items/<id> answers 202 + a job (as the real API does), whose result carries the
     # record or the error (DELETE_RESTRICTION, ...). False: a synchronous answer, as before.
     datocms_async_single_destroy: bool = False
+    # An upload collection id that does not exist in bulk set-upload-collection (the docs do
+    # not say): "reject_422" refuses the whole request (INVALID_FIELD), "count_failed" lets
+    # the job count every upload as failed.
+    datocms_unknown_collection: Literal["reject_422", "count_failed"] = "reject_422"
+    # PUT /uploads/<id> answers 202 + a job (the docs say it "might"), whose result carries
+    # the upload or the error. False: a synchronous answer.
+    datocms_async_upload_update: bool = False
 
     bloomreach_key_id: str = "bloom-key"
     bloomreach_secret: str = Field(default="bloom-secret", repr=False)

@@ -15,11 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worker.emulator.config import EmulatorConfig
+from worker.emulator.datocms_meta import META_ACTIONS, MetaState
 from worker.emulator.jsonapi import error_body
 
-Action = Literal["publish", "unpublish", "destroy", "upload_destroy"]
+Action = Literal[
+    "publish",
+    "unpublish",
+    "destroy",
+    "upload_destroy",
+    "move_to_stage",
+    "upload_tag",
+    "upload_set_collection",
+]
 RecordStatus = Literal["draft", "updated", "published"]
-ACTIONS: tuple[Action, ...] = ("publish", "unpublish", "destroy", "upload_destroy")
+ACTIONS: tuple[Action, ...] = ("publish", "unpublish", "destroy", "upload_destroy", *META_ACTIONS)
+UPLOAD_ACTIONS: frozenset[Action] = frozenset(
+    {"upload_destroy", "upload_tag", "upload_set_collection"}
+)
 IN_USE = "UPLOAD_IS_CURRENTLY_IN_USE"
 NOT_FOUND = "NOT_FOUND"
 
@@ -45,6 +57,9 @@ class Job:
     failure: tuple[int, Any] | None = None  # (operation status, error payload)
     result: dict[str, Any] | None = None
     single: bool = False  # a single-record operation: its result is the record or the error
+    params: Any = None  # the stage, the tags, or the upload collection id (None: none)
+    # A single-resource update run when the job is due: its (status, payload) is the result.
+    deferred: Callable[[], tuple[int, Any]] | None = None
 
 
 class DatoState:
@@ -56,6 +71,7 @@ class DatoState:
         self._jobs: dict[str, Job] = {}
         self._pending: list[tuple[float, int, str]] = []
         self._job_ids = itertools.count(4235)
+        self.meta = MetaState()  # stages, tags, collections
 
     # -- Python API for tests -------------------------------------------------------------
     def seed_records(
@@ -63,11 +79,14 @@ class DatoState:
         ids: Iterable[str],
         environment: str | None = None,
         status: RecordStatus | None = "draft",
+        stage: str | None = None,
+        workflow: str | None = None,
     ) -> None:
         """``status`` None: records of a model without drafts (published, ``meta.status``
-        null)."""
+        null). ``stage``: their ``meta.stage``; ``workflow``: the workflow of their model."""
         env = self._env(environment)
         for item_id in ids:
+            self.meta.seed_record(self.normalize_env(environment), item_id, stage, workflow)
             env.records[item_id] = status or "published"
             env.missing_records.discard(item_id)
             if status is None:
@@ -76,10 +95,17 @@ class DatoState:
                 env.draftless.discard(item_id)
 
     def seed_uploads(
-        self, ids: Iterable[str], environment: str | None = None, in_use: bool = False
+        self,
+        ids: Iterable[str],
+        environment: str | None = None,
+        in_use: bool = False,
+        tags: Iterable[str] = (),
+        collection: str | None = None,
     ) -> None:
         env = self._env(environment)
+        tags = list(tags)
         for upload_id in ids:
+            self.meta.seed_upload(self.normalize_env(environment), upload_id, tags, collection)
             env.uploads[upload_id] = in_use
             env.missing_uploads.discard(upload_id)
 
@@ -99,6 +125,10 @@ class DatoState:
         for failing_id in ids:
             self._failures[(action, failing_id)] = code
 
+    def scripted_failure(self, action: Action, some_id: str) -> str | None:
+        """The code ``set_failure`` gave ``action`` for this id, if any."""
+        return self._failures.get((action, some_id))
+
     def clear_failure(self, ids: Iterable[str], action: Action) -> None:
         for failing_id in ids:
             self._failures.pop((action, failing_id), None)
@@ -113,6 +143,7 @@ class DatoState:
 
     def reset(self) -> None:
         self._envs.clear()
+        self.meta.reset()
         self._failures.clear()
         self._jobs.clear()
         self._pending.clear()
@@ -140,7 +171,7 @@ class DatoState:
         return in_use
 
     def exists(self, action: Action, environment: str | None, some_id: str) -> bool:
-        if action == "upload_destroy":
+        if action in UPLOAD_ACTIONS:
             return self.upload_in_use(environment, some_id) is not None
         return self.record(environment, some_id) is not None
 
@@ -151,29 +182,32 @@ class DatoState:
         return list(self._env(environment).uploads)
 
     # -- effects ----------------------------------------------------------------------------
-    def apply(self, action: Action, environment: str | None, some_id: str) -> str | None:
+    def apply(
+        self, action: Action, environment: str | None, some_id: str, params: Any = None
+    ) -> str | None:
         """Apply ``action`` to one id now; the API error code when it fails, else None."""
         if not self.exists(action, environment, some_id):
             return NOT_FOUND
         code = self._failures.get((action, some_id))
         if code is not None:
             return code
+        key = self.normalize_env(environment)
+        if action in META_ACTIONS:
+            return self.meta.apply(action, key, some_id, params)
         env = self._env(environment)
         if action == "upload_destroy":
             if env.uploads.get(some_id, False):
                 return IN_USE
             env.uploads.pop(some_id, None)
             env.missing_uploads.add(some_id)
+            self.meta.forget(key, some_id)
         elif action == "destroy":
             env.records.pop(some_id, None)
             env.draftless.discard(some_id)
             env.missing_records.add(some_id)
-        elif some_id in env.draftless:
-            # Not documented: a record without drafts cannot be unpublished; a refusal is
-            # the plausible answer. Publishing it changes nothing.
-            return "INVALID_FIELD" if action == "unpublish" else None
+            self.meta.forget(key, some_id)
         else:
-            env.records[some_id] = "published" if action == "publish" else "draft"
+            return _publication(env, action, some_id)
         return None
 
     # -- jobs -------------------------------------------------------------------------------
@@ -184,11 +218,24 @@ class DatoState:
         ids: list[str],
         failure: tuple[int, Any] | None = None,
         single: bool = False,
+        params: Any = None,
+        deferred: Callable[[], tuple[int, Any]] | None = None,
     ) -> Job:
         now = self._clock()
         never = self.config.datocms_job_never_finishes
         due = math.inf if never else now + self.config.datocms_job_seconds
-        job = Job(str(next(self._job_ids)), action, environment, ids, due, failure, single=single)
+        job_id = str(next(self._job_ids))
+        job = Job(
+            job_id,
+            action,
+            environment,
+            ids,
+            due,
+            failure,
+            single=single,
+            params=params,
+            deferred=deferred,
+        )
         self._jobs[job.id] = job
         heapq.heappush(self._pending, (due, int(job.id), job.id))
         return job
@@ -211,9 +258,14 @@ class DatoState:
         if job.failure is not None:
             status, payload = job.failure
             return {"status": status, "payload": payload}
+        if job.deferred is not None:
+            status, payload = job.deferred()
+            return {"status": status, "payload": payload}
         if job.single:
             return self._run_single(job)
-        failed = sum(self.apply(job.action, job.environment, i) is not None for i in job.ids)
+        failed = sum(
+            self.apply(job.action, job.environment, i, job.params) is not None for i in job.ids
+        )
         meta = {"successful": len(job.ids) - failed, "failed": failed}
         return {"status": 200, "payload": {"data": [], "meta": meta}}
 
@@ -237,3 +289,12 @@ class DatoState:
 
     def _implicit(self, missing: set[str], some_id: str) -> bool:
         return self.config.datocms_implicit_records and some_id not in missing
+
+
+def _publication(env: _Environment, action: Action, item_id: str) -> str | None:
+    if item_id in env.draftless:
+        # Not documented: a record without drafts cannot be unpublished; a refusal is
+        # the plausible answer. Publishing it changes nothing.
+        return "INVALID_FIELD" if action == "unpublish" else None
+    env.records[item_id] = "published" if action == "publish" else "draft"
+    return None

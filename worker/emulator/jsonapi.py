@@ -55,3 +55,21 @@ def default_error_body(status: int) -> dict[str, Any]:
 def not_found() -> web.Response:
     """Identical for a missing record, a running job and a lost job."""
     return error_response(404, "NOT_FOUND")
+
+
+class BodyError(Exception):
+    """A request body the API refuses whole: answered with ``response()``."""
+
+    def __init__(self, status: int, code: str, details: dict[str, Any]) -> None:
+        super().__init__(code)
+        self.status, self.code, self.details = status, code, details
+
+    def response(self) -> web.Response:
+        return error_response(self.status, self.code, self.details)
+
+
+def invalid(field: str, message: str) -> BodyError:
+    """422 INVALID_FIELD naming the offending field, as the CMA answers a validation error."""
+    return BodyError(
+        422, "INVALID_FIELD", {"field": field, "code": "VALIDATION_INVALID", "message": message}
+    )

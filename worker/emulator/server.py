@@ -19,6 +19,7 @@ from worker.emulator.bloomreach_http import BloomHttp
 from worker.emulator.config import EmulatorConfig
 from worker.emulator.datocms import DatoState
 from worker.emulator.datocms_http import DatoHttp, header_environment
+from worker.emulator.datocms_single import DatoSingleHttp
 from worker.emulator.faults import Fault, FaultBook
 from worker.emulator.log import ENTRY_KEY, ApiName, LogEntry
 from worker.emulator.ratelimit import RateDecision, SlidingWindow
@@ -107,7 +108,9 @@ class Emulator:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware], client_max_size=CLIENT_MAX_SIZE)
         dato = DatoHttp(self.datocms, self._faults)
-        app.add_routes([*AdminHttp(self).routes(), *dato.routes(), *self._bloom_http.routes()])
+        single = DatoSingleHttp(dato)
+        routes = [*dato.routes(), *single.routes(), *self._bloom_http.routes()]
+        app.add_routes([*AdminHttp(self).routes(), *routes])
         return app
 
     async def start(self) -> None:
