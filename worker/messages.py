@@ -219,10 +219,11 @@ def _split_ids(
         else:
             key = value if isinstance(value, str) else orjson.dumps(value).decode()[:256]
             rejected.setdefault(key, Rejection(key, problem))
-    for value in good:
+    interleaved = bool(rejected)
+    for value in good:  # a non-string id whose key is also a valid id: that id answers it
         rejected.pop(value, None)
     order = None
-    if rejected:  # the interleaving of good and rejected ids, for the reply
+    if interleaved:  # the interleaving of good and rejected ids, for the reply
         keys = (v if isinstance(v, str) else orjson.dumps(v).decode()[:256] for v in raw)
         order = tuple(k for k in dict.fromkeys(keys) if k in good or k in rejected)
     return Request(
