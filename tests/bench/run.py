@@ -366,7 +366,7 @@ def window_use(times: list[float], limit: int, window: float) -> float:
     n = len(times)
     least = ((n - 1) // limit) * window
     span = max(times) - min(times) if times else 0.0
-    return least / span if span > 0 else float("nan")
+    return least / span if span > 0 and n > limit else float("nan")
 
 
 async def mode_bloomreach(
@@ -401,15 +401,15 @@ async def mode_bloomreach(
         sent += len(mine)
     throttled = sum(e["status"] == 429 for e in entries)
     first = min(e["t"] for e in entries)
-    least = ((sent // 2 - 1) // 5) * 10.0
-    end_to_end = least / (seen.last - first)
+    rate = total / (seen.last - first)  # from the first request to the last reply
+    end_to_end = rate / 10_000  # what two catalogs allow: 2 x 5 x 10,000 ids per 10 s
     name = f"(6) {mode}: bloomreach {total:,} ids, 2 catalogs, replies"
     target, ok = (">= 0.9", min(uses) >= 0.9) if mode != "all" else ("", True)
     report.add(f"{name}: window use per catalog", " / ".join(f"{u:.3f}" for u in uses),
                "least time the limit allows", f"{min(uses):.3f}", target,
                yes(ok) if target else "")  # fmt: skip
-    report.add(f"{name}: to the last reply", f"{total / (seen.last - first):,.0f} items/s",
-               f"{total / least:,.0f} items/s allowed", f"{end_to_end:.3f}", "", "")  # fmt: skip
+    report.add(f"{name}: first request to last reply", f"{rate:,.0f} items/s",
+               "10,000 items/s allowed", f"{end_to_end:.3f}", "", "")  # fmt: skip
     report.add(f"{name}: full requests / 429s", f"{full / sent:.0%} of {sent} / {throttled}",
                "", "", ">= 90% / 0", yes(full / sent >= 0.9 and throttled == 0))  # fmt: skip
     report.add(f"{name}: outcomes published / worker peak RSS", f"{outs.count:,} / "
@@ -501,6 +501,9 @@ async def main(plan: Plan) -> Report:
     async with connection, procs.emulator() as emu:
         try:
             await phases(connection, emu, plan, report)
+        except BaseException:
+            print(report.table(), file=sys.stderr)  # what was measured before the failure
+            raise
         finally:
             channel = await connection.channel()
             for names in amqp.DECLARED:

@@ -32,4 +32,9 @@ def test_small_benchmark_answers_every_id_without_breaching_a_limit(tmp_path: Pa
         assert limited["breaches"] == 0
         assert limited["429s"] == 0
     assert facts["naive"]["items"] > 0
+    bloom = facts["mode_failures_bloomreach"]  # (6): every message replied to, all succeeded
+    assert (bloom["missing"], bloom["429s"], bloom["outcomes"]) == (0, 0, 0)
+    assert bloom["statuses"] == {"succeeded": 4_000, "failed": 0, "rejected": 0}
+    dato = facts["mode_failures_datocms"]
+    assert (dato["429s"], dato["breaches"], dato["outcomes"]) == (0, 0, 0)
     assert facts["latency"]["p99"] > 0

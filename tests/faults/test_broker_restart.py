@@ -5,12 +5,15 @@ flight at the restart may be answered twice."""
 from __future__ import annotations
 
 import asyncio
+import collections
 
+import orjson
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from tests.faults.ledger import Ledger
-from tests.faults.support import FAST, PrivateBroker, worker
-from tests.integration.harness import Rig
+from tests.faults.support import FAST, PrivateBroker, wait_until, worker
+from tests.integration.harness import Results, Rig
 
 pytestmark = pytest.mark.integration
 OP = "datocms.items.publish"
@@ -53,4 +56,46 @@ async def test_full_stop_and_start(pr: Rig, private_broker: PrivateBroker) -> No
         ledger.mark_fault_over()
         await ledger.settle(timeout=60)
     ledger.check()
+    assert pr.emulator.breaches() == []
+
+
+async def test_stop_app_then_start_app_with_replies(pr: Rig, private_broker: PrivateBroker) -> None:
+    """The broker restarts while requests with reply_to are answered (outcome mode `none`):
+    every request gets its reply once the worker is back, a repeat carries the same
+    message_id and items, and only requests in flight at the restart repeat."""
+    reply_queue = await pr.channel.declare_queue(f"{pr.request_queue}.replies", durable=True)
+    replies = Results()
+
+    async def collect(message: AbstractIncomingMessage) -> None:
+        # Our own ack may be lost in the restart: the broker's redelivery to us is not a
+        # reply the worker sent twice.
+        mid = message.message_id
+        if not (message.redelivered and any(m.message_id == mid for m in replies.messages)):
+            replies.messages.append(message)
+            replies.changed.set()
+        await message.ack()
+
+    await reply_queue.consume(collect)
+    pr.emulator.config.datocms_job_seconds = 0.3
+    wanted = {f"r{i}": [f"r{i}-a", f"r{i}-b"] for i in range(40)}
+    for request_id, ids in wanted.items():
+        await pr.publish({"operation": OP, "target": "main", "ids": ids,
+                          "request_id": request_id}, reply_to=reply_queue.name)  # fmt: skip
+    env = pr.env(**FAST, prefetch=PREFETCH, max_inflight_batches=1, item_outcomes="none")
+    try:
+        async with worker(env):
+            await replies.wait_for(10, timeout=30)
+            await asyncio.to_thread(private_broker.stop_app)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(private_broker.start_app)
+            await wait_until(lambda: {b["request_id"] for b in replies.bodies} == set(wanted), 60)
+    finally:
+        await pr.channel.queue_delete(reply_queue.name)
+    counts = collections.Counter(str(m.message_id) for m in replies.messages)
+    assert set(counts) == {f"{r}:reply" for r in wanted}
+    assert sum(n - 1 for n in counts.values()) <= PREFETCH, "only in-flight requests repeat"
+    for message in replies.messages:
+        body = orjson.loads(message.body)
+        assert [i["id"] for i in body["items"]] == wanted[body["request_id"]]
+    assert pr.results.messages == []  # mode none: no outcome
     assert pr.emulator.breaches() == []
