@@ -9,14 +9,16 @@ serves a target, which error codes the metrics label by name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
-from worker.apis.base import Adapter, ApiSpec, BatchKey, Operation, RateScope, Tuning
+from worker.apis.base import Adapter, ApiSpec, BatchKey, Operation, RateScope, TargetBase, Tuning
 from worker.apis.bloomreach.spec import SPEC as BLOOMREACH
 from worker.apis.datocms.spec import SPEC as DATOCMS
 from worker.errors import ErrorCode
 
 APIS: Mapping[str, ApiSpec] = {spec.kind: spec for spec in (DATOCMS, BLOOMREACH)}
+
+TARGET_MODELS: tuple[type[TargetBase], ...] = tuple(spec.target for spec in APIS.values())
+"""The target models of the APIs (``Settings.targets`` holds one of them per target)."""
 
 CONTRACT_OPERATIONS: Mapping[str, Operation] = {
     op.name: op for spec in APIS.values() for op in spec.operations
@@ -44,7 +46,7 @@ def rate_scope(key: BatchKey) -> RateScope:
     return APIS[OPERATIONS[key.operation].api].rate_scope(key)
 
 
-def make_adapter(target: Any, tuning: Tuning) -> Adapter:
+def make_adapter(target: TargetBase, tuning: Tuning) -> Adapter:
     """The adapter for one configured target (any of the APIs' target models)."""
     return APIS[target.kind].adapter(target, tuning)
 

@@ -19,10 +19,10 @@ from worker.apis.bloomreach.adapter import (
     map_answer,
     truthy,
 )
+from worker.apis.bloomreach.target import BloomreachTarget
 from worker.errors import ApiError
 from worker.http import RetryPolicy
 from worker.messages import ErrorInfo
-from worker.settings import BloomreachTarget
 
 MALFORMED = "Malformed item id. Item id should be a string"
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from worker.errors import ErrorCode, ErrorInfo
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
-from worker.limiter import Hold
+from worker.limiter import Hold, Rate
 
 Payload = Mapping[str, Any]  # an item's data (JSON-able), opaque to the pipeline
 ParamsCheck = Callable[[Mapping[str, Any]], str | None]  # why params are wrong, or None
@@ -24,6 +26,67 @@ RateScope = tuple[str, ...]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_ID_LENGTH = 1024
+
+
+class TargetBase(BaseModel):
+    """What every API's target has: where it is, and how fast it may be driven. Each API
+    area subclasses it with its ``kind``, credentials and rate facts (class variables)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The API's documented limit, the limit to start with before any answer states one (the
+    # most conservative documented reading), and whether every answer states the limit in
+    # force (for the worker to adopt). Set by each API's target model.
+    default_rate: ClassVar[str]
+    first_rate_default: ClassVar[str]
+    limit_stated: ClassVar[bool] = False
+
+    if TYPE_CHECKING:  # each API's model declares it (a Literal), after the fields below
+        kind: str
+
+    base_url: str
+    rate_limit: str | None = None
+    # Smaller batches than the API allows, if wanted (e.g. to bound one request's blast
+    # radius); None: the API's maximum.
+    max_batch_items: int | None = Field(default=None, ge=1, le=10_000)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            Rate.parse(value)
+        return value
+
+    @property
+    def rate(self) -> Rate:
+        return Rate.parse(self.rate_limit or self.default_rate)
+
+    @property
+    def first_rate(self) -> Rate:
+        """The limit to start with: an explicit ``rate_limit``, else the most conservative
+        documented reading (raised or lowered by the API's own statement, see ``Limiter``)."""
+        return Rate.parse(self.rate_limit or self.first_rate_default)
+
+    @property
+    def states_limit(self) -> bool:
+        """Whether the API's answers state the limit in force, for the worker to adopt."""
+        return self.limit_stated
+
+
+def clean_secret(value: SecretStr) -> SecretStr:
+    """Secrets mounted from files often end in a newline: strip surrounding white space, and
+    refuse control characters inside (they would break the HTTP header)."""
+    text = value.get_secret_value().strip()
+    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("must be non-empty, without control characters")
+    return SecretStr(text)
 
 
 class BatchKey(NamedTuple):
@@ -150,10 +213,8 @@ class ApiSpec:
     """Everything the rest of the worker may know about one API."""
 
     kind: str  # the targets' ``kind``
+    target: type[TargetBase]  # the model of this API's targets (credentials, rate facts)
     operations: tuple[Operation, ...]
     rate_scope: Callable[[BatchKey], RateScope]  # batches of one rate scope share a limit
     adapter: Callable[[Any, Tuning], Adapter]  # (target of this kind, tuning) -> adapter
-    default_rate: str  # the documented limit, as "<requests>/<seconds>s"
-    first_rate: str  # before any answer states the limit: the most conservative reading
-    states_limit: bool = False  # every answer states the limit in force (to adopt it)
     known_codes: frozenset[str] = frozenset()  # the API's documented error codes (labels)

@@ -34,10 +34,10 @@ from worker.apis.base import (
     retry_policy,
 )
 from worker.apis.bloomreach.operations import DELETE as OPERATION
+from worker.apis.bloomreach.target import BloomreachTarget
 from worker.errors import ApiError, ErrorInfo
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
-from worker.settings import BloomreachTarget
 
 TOO_LARGE = frozenset({400, 413})  # 400 as documented, 413 as a proxy in front may answer
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from worker.apis.base import ApiSpec, BatchKey, RateScope
 from worker.apis.bloomreach.adapter import make_adapter
 from worker.apis.bloomreach.operations import API, OPERATIONS
+from worker.apis.bloomreach.target import BloomreachTarget
 
 
 def rate_scope(key: BatchKey) -> RateScope:
@@ -14,9 +15,8 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    target=BloomreachTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
     adapter=make_adapter,
-    default_rate="5/10s",
-    first_rate="5/10s",  # the API states nothing: its documented limit is all there is
 )

@@ -32,10 +32,10 @@ from worker.apis.base import (
     retry_policy,
 )
 from worker.apis.datocms.operations import ACTIONS, Action
+from worker.apis.datocms.target import DatoCMSTarget
 from worker.errors import ApiError, ErrorInfo, datocms_error
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
-from worker.settings import DatoCMSTarget
 
 log = logging.getLogger("bulkops.datocms")
 

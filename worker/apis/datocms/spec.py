@@ -5,6 +5,7 @@ from __future__ import annotations
 from worker.apis.base import ApiSpec, BatchKey, RateScope
 from worker.apis.datocms.adapter import make_adapter
 from worker.apis.datocms.operations import API, OPERATIONS
+from worker.apis.datocms.target import DatoCMSTarget
 
 
 def rate_scope(key: BatchKey) -> RateScope:
@@ -14,14 +15,10 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    target=DatoCMSTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
     adapter=make_adapter,
-    default_rate="60/3s",
-    # The default is 60 per 3 s, but plans differ and the docs' examples show
-    # X-RateLimit-Limit: 30: start there until an answer states the limit in force.
-    first_rate="30/3s",
-    states_limit=True,  # every answer states X-RateLimit-Limit, per the same window
     known_codes=frozenset(
         {
             "NOT_FOUND",
