@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
@@ -97,15 +98,15 @@ def header_seconds(headers: httpx.Headers, *names: str) -> float | None:
     return None
 
 
-def datocms_error(body: Any) -> tuple[str, bool, str] | None:
-    """(code, transient, details) of the first JSON:API error in a DatoCMS body."""
-    try:
-        first = body["data"][0]["attributes"]
-        code = str(first["code"])
-    except (KeyError, IndexError, TypeError):
-        return None
-    details = orjson.dumps(first.get("details") or {}).decode()[:500]
-    return code, bool(first.get("transient")), details
+class ParsedError(NamedTuple):
+    """An API's own account of an error, read from its body by that API's parser."""
+
+    code: str
+    transient: bool  # the API says trying again may work
+    details: str  # for the message (bounded)
+
+
+ErrorParser = Callable[[Any], ParsedError | None]  # an error body -> its account, or None
 
 
 def _json(response: httpx.Response) -> Any:
@@ -115,23 +116,31 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def from_response(response: httpx.Response) -> ApiError:
-    """Classify a non-2xx answer."""
+_BY_STATUS = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+}
+
+
+def from_response(response: httpx.Response, parse: ErrorParser | None = None) -> ApiError:
+    """Classify a non-2xx answer; ``parse`` reads the API's own error body, if it has one."""
     status = response.status_code
     body = _json(response)
     wait = header_seconds(response.headers, "Retry-After", "X-RateLimit-Reset")
-    parsed = datocms_error(body)
+    parsed = parse(body) if parse is not None else None
     if parsed is not None:
         code, transient, details = parsed
         retryable = transient or status == 429 or status >= 500
         return ApiError(code, f"HTTP {status}: {code} {details}", retryable, status, wait)
     text = response.text[:300] if body is None else orjson.dumps(body).decode()[:300]
     if status == 429:
-        return ApiError("RATE_LIMIT_EXCEEDED", f"HTTP 429: {text}", True, status, wait)
+        return ApiError(ErrorCode.RATE_LIMIT_EXCEEDED, f"HTTP 429: {text}", True, status, wait)
     if status >= 500:
-        return ApiError(f"http_{status}", f"HTTP {status}: {text}", True, status, wait)
-    names = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "NOT_FOUND"}
-    return ApiError(names.get(status, f"http_{status}"), f"HTTP {status}: {text}", False, status)
+        return ApiError(http_code(status), f"HTTP {status}: {text}", True, status, wait)
+    code = _BY_STATUS.get(status) or http_code(status)
+    return ApiError(code, f"HTTP {status}: {text}", False, status)
 
 
 def from_transport(exc: httpx.TransportError) -> ApiError:
@@ -139,10 +148,10 @@ def from_transport(exc: httpx.TransportError) -> ApiError:
     offending header value, e.g. the Authorization header): only connection failures, whose
     text names the host, keep it."""
     if isinstance(exc, httpx.TimeoutException):
-        return ApiError("timeout", f"{type(exc).__name__}: request timed out", True)
+        return ApiError(ErrorCode.TIMEOUT, f"{type(exc).__name__}: request timed out", True)
     if isinstance(exc, httpx.ConnectError):
-        return ApiError("connection_error", f"{type(exc).__name__}: {exc}"[:300], True)
-    return ApiError("connection_error", f"{type(exc).__name__} (details withheld)", True)
+        return ApiError(ErrorCode.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}"[:300], True)
+    return ApiError(ErrorCode.CONNECTION_ERROR, f"{type(exc).__name__} (details withheld)", True)
 
 
 def backoff(
@@ -158,6 +167,6 @@ def retry_reason(exc: ApiError) -> str:
         return "rate_limited"
     if exc.status is not None and exc.status >= 500:
         return "server_error"
-    if exc.code in ("timeout", "connection_error"):
-        return exc.code
+    if exc.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR):
+        return str(exc.code)
     return "transient"

@@ -10,16 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from worker.apis.base import ItemResult
-from worker.apis.bloomreach.adapter import (
-    Bloomreach,
+from worker.apis.bloomreach.adapter import Bloomreach, halves
+from worker.apis.bloomreach.target import BloomreachTarget
+from worker.apis.bloomreach.wire import (
     delete_body,
     delete_ids_body,
-    halves,
     item_error,
     map_answer,
     truthy,
 )
-from worker.apis.bloomreach.target import BloomreachTarget
 from worker.errors import ApiError
 from worker.http import RetryPolicy
 from worker.messages import ErrorInfo

@@ -8,14 +8,14 @@ import httpx
 import orjson
 import pytest
 
-from worker.apis.datocms.adapter import (
+from worker.apis.datocms.operations import ACTIONS
+from worker.apis.datocms.wire import (
     bulk_body,
     is_done,
     job_of,
     parse_job_result,
     read_back_states,
 )
-from worker.apis.datocms.operations import ACTIONS
 from worker.registry import OPERATIONS
 
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from worker.apis.base import Operation
 
 API = "bloomreach"
 DELETE = "bloomreach.catalog_items.delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """How one operation maps onto the catalog API."""
+
+    operation: str
+    path: str  # under /data/v2/projects/{project_id}/catalogs/{catalog_id}/
+    endpoint: str  # metrics label
+
+
+ACTIONS: dict[str, Action] = {
+    DELETE: Action(operation=DELETE, path="items/bulk-delete", endpoint="catalog_bulk_delete"),
+}
 
 
 def id_problem(value: str) -> str | None:

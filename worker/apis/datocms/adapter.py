@@ -33,88 +33,22 @@ from worker.apis.base import (
 )
 from worker.apis.datocms.operations import ACTIONS, Action
 from worker.apis.datocms.target import DatoCMSTarget
-from worker.errors import ApiError, ErrorInfo, datocms_error
+from worker.apis.datocms.wire import (
+    REFUSAL_CODES,
+    JobResult,
+    bulk_body,
+    is_done,
+    job_of,
+    json_or_none,
+    parse_error,
+    parse_job_result,
+    read_back_states,
+)
+from worker.errors import ApiError, ErrorCode, ErrorInfo
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
 
 log = logging.getLogger("bulkops.datocms")
-
-
-REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
-
-
-def bulk_body(action: Action, ids: list[str]) -> bytes:
-    members = [{"type": action.resource, "id": item_id} for item_id in ids]
-    return orjson.dumps(
-        {
-            "data": {
-                "type": action.op_type,
-                "relationships": {action.relationship: {"data": members}},
-            }
-        }
-    )
-
-
-def is_done(action: Action, state: str | None) -> bool:
-    """Whether a record in read-back ``state`` (None: absent) shows the operation applied."""
-    if action.done_when is None:
-        return state is None
-    return state == action.done_when
-
-
-def read_back_states(body: Any) -> dict[str, str]:
-    """id -> meta.status from a list answer. Records of models without drafts have
-    ``meta.status: null``: published is their only state. Uploads have no status: "present"."""
-    states: dict[str, str] = {}
-    for record in body.get("data", []) if isinstance(body, dict) else []:
-        if isinstance(record, dict) and isinstance(record.get("id"), str):
-            meta = record.get("meta")
-            if record.get("type") == "item" and isinstance(meta, dict):
-                states[record["id"]] = str(meta.get("status") or "published")
-            else:
-                states[record["id"]] = "present"
-    return states
-
-
-def job_of(response: httpx.Response) -> str | None:
-    """The job id when the answer is ``202`` + ``{"data": {"type": "job", "id"}}``, else None.
-
-    The async-jobs page warns that any endpoint may turn asynchronous (``DELETE /items/<id>``
-    already has): such an answer says nothing about the outcome, its job result does."""
-    if response.status_code != 202:
-        return None
-    try:
-        data = orjson.loads(response.content)["data"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return None
-    if isinstance(data, dict) and data.get("type") == "job" and data.get("id") is not None:
-        return str(data["id"])
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class JobResult:
-    status: int
-    successful: int
-    failed: int
-    error: ApiError | None
-    payload: Any = None  # what the operation would have answered synchronously
-
-
-def parse_job_result(body: Any) -> JobResult:
-    """Read ``GET /job-results/<id>``; a non-2xx status carries a JSON:API error payload."""
-    attributes = body["data"]["attributes"]
-    status = int(attributes["status"])
-    payload = attributes.get("payload") or {}
-    if 200 <= status < 300:
-        meta = (payload.get("meta") if isinstance(payload, dict) else None) or {}
-        successful, failed = int(meta.get("successful", 0)), int(meta.get("failed", 0))
-        return JobResult(status, successful, failed, None, payload)
-    parsed = datocms_error(payload)
-    code, transient, details = parsed or (f"http_{status}", False, "")
-    retryable = transient or status >= 500 or status == 429
-    error = ApiError(code, f"job status {status}: {code} {details}", retryable, status)
-    return JobResult(status, 0, 0, error)
 
 
 class JobTimeout(Exception):
@@ -200,49 +134,61 @@ class _Run:
         for item_id in ids:
             self.results[item_id] = result
 
+    async def _send(
+        self,
+        endpoint: str,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        params: dict[str, str] | None = None,
+        hold: Hold | None = None,
+    ) -> httpx.Response:
+        """One request to this target and environment; errors read as DatoCMS writes them."""
+        return await self.client.send(
+            endpoint,
+            method,
+            self.a.target.base_url + path,
+            headers=self.a.headers(self.environment, body=content is not None),
+            content=content,
+            params=params,
+            hold=hold,
+            errors=parse_error,
+        )
+
     async def process(self, ids: list[str], hold: Hold | None = None) -> None:
-        policy = self.a.retry
-        deadline = time.monotonic() + policy.budget
-        attempt = 0
-        while True:
-            attempt += 1
-            first = hold if attempt == 1 else None
-            try:
-                job_id = await self._submit(ids, first)
-                await self._follow(ids, job_id, attempt)
-                return
-            except JobTimeout as exc:
-                info = ErrorInfo("job_timeout", str(exc), True)
-                self._fail_all(ids, ItemResult("failed", info, attempt))
-                return
-            except ApiError as exc:
-                if not exc.retryable and exc.code in REFUSAL_CODES and len(ids) > 1:
-                    await self._isolate(ids, exc)
-                    return
-                pause = policy.pause(attempt, exc)
-                if (
-                    not exc.retryable
-                    or attempt >= policy.max_attempts
-                    or (time.monotonic() + pause > deadline)
-                ):
-                    self._fail_all(ids, failure(RetriesExhausted(exc, attempt)))
-                    return
-                self.client.count_retry(self.key.operation, exc)
-                await asyncio.sleep(pause)
+        """Submit ``ids`` as one job and follow it, retried within the budget. A refusal of
+        the whole request because of some ids is worked around (``_isolate``)."""
+        attempts = 0
+
+        async def call() -> None:
+            nonlocal attempts, hold
+            attempts += 1
+            first, hold = hold, None  # the held slot is for the first send only
+            job_id = await self._submit(ids, first)
+            await self._follow(ids, job_id, attempts)
+
+        try:
+            await self.a.retry.run(call, self._on_retry)
+        except JobTimeout as exc:
+            info = ErrorInfo(ErrorCode.JOB_TIMEOUT, str(exc), True)
+            self._fail_all(ids, ItemResult("failed", info, attempts))
+        except RetriesExhausted as exc:
+            refusal = exc.error
+            if not refusal.retryable and refusal.code in REFUSAL_CODES and len(ids) > 1:
+                await self._isolate(ids, refusal)
+            else:
+                self._fail_all(ids, failure(exc))
 
     async def _submit(self, ids: list[str], hold: Hold | None) -> str:
-        response = await self.client.send(
-            self.action.endpoint,
-            "POST",
-            self.a.target.base_url + self.action.bulk_path,
-            headers=self.a.headers(self.environment, body=True),
-            content=bulk_body(self.action, ids),
-            hold=hold,
+        body = bulk_body(self.action, ids)
+        response = await self._send(
+            self.action.endpoint, "POST", self.action.bulk_path, content=body, hold=hold
         )
         try:
             return str(orjson.loads(response.content)["data"]["id"])
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-            raise ApiError("unexpected_response", "no job id in the answer", True) from exc
+            raise ApiError(ErrorCode.UNEXPECTED_RESPONSE, "no job id in the answer", True) from exc
 
     async def _follow(self, ids: list[str], job_id: str, attempts: int) -> None:
         started = time.monotonic()
@@ -259,19 +205,18 @@ class _Run:
         s = self.a.jobs
         deadline = time.monotonic() + s.deadline_seconds
         interval = s.initial_seconds
-        url = f"{self.a.target.base_url}/job-results/{quote(job_id, safe='')}"
+        path = f"/job-results/{quote(job_id, safe='')}"
         while True:
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
             try:
-                response = await self.client.send(
-                    "job_result", "GET", url, headers=self.a.headers(self.environment)
-                )
+                response = await self._send("job_result", "GET", path)
                 return parse_job_result(orjson.loads(response.content))
             except ApiError as exc:
                 if exc.status != 404 and not exc.retryable:
                     raise
             except (KeyError, TypeError, ValueError) as exc:
-                raise ApiError("unexpected_response", f"job result: {exc!r}", True) from exc
+                message = f"job result: {exc!r}"
+                raise ApiError(ErrorCode.UNEXPECTED_RESPONSE, message, True) from exc
             if time.monotonic() >= deadline:
                 self.metrics.job_timeouts.labels(*self.key.labels).inc()
                 raise JobTimeout(f"job {job_id} had no result after {s.deadline_seconds:g}s")
@@ -282,7 +227,7 @@ class _Run:
         own status decides (a non-2xx one raises its error). Its polls count as any request."""
         job_id = job_of(response)
         if job_id is None:
-            return _json_or_none(response)
+            return json_or_none(response)
         job = await self._poll(job_id)  # JobTimeout: the caller decides
         if job.error is not None:
             raise job.error
@@ -296,17 +241,11 @@ class _Run:
             params["version"] = "current"
 
         async def call() -> dict[str, str]:
-            response = await self.client.send(
-                f"{self.action.resource}s_read",
-                "GET",
-                self.a.target.base_url + path,
-                headers=self.a.headers(self.environment),
-                params=params,
-            )
+            response = await self._send(f"{self.action.resource}s_read", "GET", path, params=params)
             try:
                 return read_back_states(await self._settled(response))
             except JobTimeout as exc:
-                raise ApiError("job_timeout", str(exc), True) from exc
+                raise ApiError(ErrorCode.JOB_TIMEOUT, str(exc), True) from exc
 
         states, _ = await self.a.retry.run(call, self._on_retry)
         return states
@@ -319,7 +258,7 @@ class _Run:
                 f"job {job_id} reported {job.failed} of {len(ids)} failed and reading the "
                 f"items back failed: {exc.error}"
             )
-            info = ErrorInfo("retries_exhausted", message, True)
+            info = ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, message, True)
             self._fail_all(ids, ItemResult("failed", info, attempts, job_id))
             return
         suspects = [i for i in ids if not is_done(self.action, states.get(i))]
@@ -339,19 +278,15 @@ class _Run:
         path = self.action.single_path.format(id=quote(item_id, safe=""))
 
         async def call() -> None:
-            response = await self.client.send(
-                self.action.endpoint.replace("bulk_", "single_"),
-                self.action.single_method,
-                self.a.target.base_url + path,
-                headers=self.a.headers(self.environment),
-            )
+            endpoint = self.action.endpoint.replace("bulk_", "single_")
+            response = await self._send(endpoint, self.action.single_method, path)
             # DELETE /items/<id> answers 202 + a job: success is the job's, not the 202's.
             await self._settled(response)
 
         try:
             _, extra = await self.a.retry.run(call, self._on_retry)
         except JobTimeout as exc:
-            info = ErrorInfo("job_timeout", str(exc), True)  # the job may still complete
+            info = ErrorInfo(ErrorCode.JOB_TIMEOUT, str(exc), True)  # the job may still complete
             self.results[item_id] = ItemResult("failed", info, attempts + 1, job_id)
             return
         except RetriesExhausted as exc:
@@ -385,10 +320,3 @@ class _Run:
                 return
         half = len(ids) // 2
         await asyncio.gather(self.process(ids[:half]), self.process(ids[half:]))
-
-
-def _json_or_none(response: httpx.Response) -> Any:
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None
