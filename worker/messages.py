@@ -30,6 +30,19 @@ _CATALOG = re.compile(r"[^\x00-\x1f\x7f/]{1,256}")
 Status = Literal["succeeded", "failed", "rejected"]
 
 
+def scope_problem(value: str, field: Literal["environment", "catalog_id"]) -> str | None:
+    """Why ``value`` cannot be the scope ``field`` of a request, or None (clients check the
+    same rules before publishing)."""
+    if field == "environment" and not _ENVIRONMENT.fullmatch(value):
+        return "environment must be 1-64 of a-z, 0-9, '_' and '-'"
+    # '.' and '..' are path segments: in the URL they would name another resource.
+    if field == "catalog_id" and (not _CATALOG.fullmatch(value) or value in (".", "..")):
+        return (
+            "catalog_id must be 1-256 characters, no '/' or control characters, and not '.' or '..'"
+        )
+    return None
+
+
 class RequestBody(BaseModel):
     """The JSON body of a request message, as the contract defines it."""
 
@@ -45,19 +58,17 @@ class RequestBody(BaseModel):
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: str | None) -> str | None:
-        if value is not None and not _ENVIRONMENT.fullmatch(value):
-            raise ValueError("environment must be 1-64 of a-z, 0-9, '_' and '-'")
+        problem = None if value is None else scope_problem(value, "environment")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("catalog_id")
     @classmethod
     def _catalog(cls, value: str | None) -> str | None:
-        if value is not None and (not _CATALOG.fullmatch(value) or value in (".", "..")):
-            # '.' and '..' are path segments: in the URL they would name another resource.
-            raise ValueError(
-                "catalog_id must be 1-256 characters, no '/' or control characters, "
-                "and not '.' or '..'"
-            )
+        problem = None if value is None else scope_problem(value, "catalog_id")
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("request_id")

@@ -213,6 +213,7 @@ class ApiSpec:
     """Everything the rest of the worker may know about one API."""
 
     kind: str  # the targets' ``kind``
+    title: str  # its name in prose
     target: type[TargetBase]  # the model of this API's targets (credentials, rate facts)
     operations: tuple[Operation, ...]
     rate_scope: Callable[[BatchKey], RateScope]  # batches of one rate scope share a limit

@@ -15,6 +15,7 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    title="DatoCMS",
     target=DatoCMSTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
