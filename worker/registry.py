@@ -36,10 +36,6 @@ def operation(name: str) -> Operation | None:
     return OPERATIONS.get(name)
 
 
-def api(kind: str) -> ApiSpec:
-    return APIS[kind]
-
-
 def rate_scope(key: BatchKey) -> RateScope:
     """The rate scope of a batch key: batches of one scope share one limiter, and, scaled
     out, one owner. Defined by the operation's API, here and nowhere else."""
