@@ -1,4 +1,4 @@
-"""Bloomreach answer mapping (worker/bloomreach.py pure helpers)."""
+"""Bloomreach answer mapping (worker/apis/bloomreach/wire.py, pure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DatoCMS pure helpers (worker/datocms.py): request bodies, read-back, job results."""
+"""DatoCMS pure helpers (worker/apis/datocms/wire.py): request bodies, read-back, job results."""
 
 from __future__ import annotations
 

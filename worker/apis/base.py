@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from worker.errors import ErrorCode, ErrorInfo
@@ -101,6 +102,14 @@ class BatchKey(NamedTuple):
     def labels(self) -> tuple[str, str]:
         """(operation, target): the metrics' labels of this key."""
         return self.operation, self.target
+
+
+def params_key(params: Mapping[str, Any] | None) -> str | None:
+    """An operation's params as a ``BatchKey`` holds them: canonical JSON (keys sorted), so
+    equal params make equal keys whatever order they were written in."""
+    if params is None:
+        return None
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True, slots=True)
