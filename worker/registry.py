@@ -1,9 +1,10 @@
 """The one place the worker reads facts about the APIs it drives.
 
 Each API area (``worker/apis/<api>``) describes itself in an ``ApiSpec``: its operations
-table, rate scope rule, default rates and adapter factory. Everything outside those areas
-asks here: which operations exist, which rate scope a batch belongs to, which adapter
-serves a target, which error codes the metrics label by name.
+table, target model (with its rates), rate scope rule, documented error codes and adapter
+factory. Everything outside those areas asks here: which operations exist, which rate scope
+a batch belongs to, which adapter serves a target, which target models settings load,
+which error codes the metrics label by name.
 """
 
 from __future__ import annotations
@@ -29,11 +30,6 @@ OPERATIONS: Mapping[str, Operation] = {
     name: op for name, op in CONTRACT_OPERATIONS.items() if op.executed
 }
 """The operations the worker carries out (any other is answered ``unknown_operation``)."""
-
-
-def operation(name: str) -> Operation | None:
-    """The operation the worker carries out under ``name``, if any."""
-    return OPERATIONS.get(name)
 
 
 def rate_scope(key: BatchKey) -> RateScope:
