@@ -1,4 +1,5 @@
-"""The Bloomreach operations, and the contract rows not carried out yet."""
+"""The Bloomreach operations: how each maps onto the catalog API (one ``Action`` row each),
+and the contract rows not carried out yet."""
 
 from __future__ import annotations
 
@@ -45,9 +46,10 @@ def _operation(name: str, **fields: Any) -> Operation:
     )
 
 
-OPERATIONS: tuple[Operation, ...] = (
-    _operation(DELETE),
-    # Contract rows the worker does not carry out yet (answered ``unknown_operation``).
+# Contract rows the worker does not carry out yet (answered ``unknown_operation``).
+_PLANNED = (
     _operation("bloomreach.catalog_items.upsert", carries="items", executed=False),
     _operation("bloomreach.catalog_items.update", carries="items", executed=False),
 )
+
+OPERATIONS: tuple[Operation, ...] = (*(_operation(name) for name in ACTIONS), *_PLANNED)
