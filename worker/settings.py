@@ -12,7 +12,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.apis.base import TargetBase
+from worker.limiter import Rate
 from worker.registry import TARGET_MODELS
+
+# ``Rate`` (a target's ``rate_limit``, parsed) is the limiter's; named here too because
+# settings are where a rate is written.
+__all__ = ["Rate", "Settings", "Target"]
 
 # The union of the APIs' target models, told apart by ``kind`` (each API area defines its
 # own; the registry lists them). For the type checker, any target.
