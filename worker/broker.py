@@ -22,7 +22,7 @@ import aiormq
 import httpx
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
-from worker.adapters import ItemResult
+from worker.apis.base import ItemResult
 from worker.engine import Answer, Engine, Tracked
 from worker.health import Health
 from worker.limiter import Limiters
@@ -34,12 +34,13 @@ from worker.messages import (
     derive_request_id,
     parse_request,
     published,
+    routing_operation,
     utc_now,
 )
-from worker.metrics import Metrics, code_label
-from worker.operations import OPERATIONS
+from worker.metrics import Metrics
 from worker.partitions import Owner, declare_partitions, partition_of
 from worker.partitions import routing_key as partition_key
+from worker.registry import code_label
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.broker")
@@ -116,7 +117,7 @@ async def results_alternate(
         log.warning(
             "results exchange %s exists without alternate-exchange %s: outcomes that match "
             "no binding will be retried and hold their requests. Give it one with a policy "
-            "(rabbitmqctl set_policy ... '{\"alternate-exchange\": \"%s\"}' --apply-to "
+            '(rabbitmqctl set_policy ... \'{"alternate-exchange": "%s"}\' --apply-to '
             "exchanges) or delete the exchange so the worker declares it anew",
             settings.results_exchange,
             unrouted_name(settings),
@@ -513,7 +514,7 @@ class Session:
     async def _invalid(
         self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
     ) -> None:
-        op_label = invalid.operation if invalid.operation in OPERATIONS else "invalid"
+        op_label = routing_operation(invalid.operation)
         target_label = invalid.target if invalid.target in self.kinds else "unknown"
         labels = (op_label, target_label)
         self.metrics.messages_consumed.labels(*labels).inc()

@@ -17,6 +17,7 @@ from worker.broker import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
 from worker.messages import Outcome, RequestBody
+from worker.registry import APIS
 from worker.settings import Settings
 
 ASYNCAPI_VERSION = "3.0.0"
@@ -121,6 +122,10 @@ def _channels() -> dict[str, Any]:
     }
 
 
+def _api_names() -> str:
+    return " and ".join(spec.title for spec in APIS.values())
+
+
 def _operations() -> dict[str, Any]:
     return {
         "consumeRequests": {
@@ -210,7 +215,7 @@ def document() -> dict[str, Any]:
         "info": {
             "title": "bulkops",
             "version": "0.1.0",
-            "description": "Bulk DatoCMS and Bloomreach operations over RabbitMQ, answered per "
+            "description": f"Bulk {_api_names()} operations over RabbitMQ, answered per "
             "item. Generated from the worker's message models by worker/contract.py; the "
             "prose contract is README.md.",
         },

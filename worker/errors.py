@@ -1,23 +1,72 @@
-"""The error tree, mapped once from HTTP answers and transport failures.
+"""The worker's one error vocabulary: its codes, the error an outcome carries, and the tree
+of API errors, mapped once from HTTP answers and transport failures.
 
-``ApiError`` carries what the outcome needs (code, message, retryable) and, for retryable
-errors, how long the server asked us to wait. Retryable: 429, 5xx, timeouts, dropped
-connections, DatoCMS errors marked ``transient``. Everything else is permanent.
+``ErrorCode`` lists every code the worker itself produces; the metrics label failures by
+these codes and by the codes the APIs document (each API area lists its own), everything
+else as ``other``. ``ApiError`` carries what the outcome needs (code, message, retryable)
+and, for retryable errors, how long the server asked us to wait. Retryable: 429, 5xx,
+timeouts, dropped connections, API errors the API marks transient. Everything else is
+permanent.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
 
 import httpx
 import orjson
 
-from worker.messages import ErrorInfo
-
 MAX_SERVER_WAIT = 600.0  # a longer wait than this is a broken header, not a plan
+
+
+class ErrorCode(StrEnum):
+    """Every error code the worker produces itself (the APIs' own codes pass through)."""
+
+    # A message refused as a whole (dead-lettered), or an id refused before sending.
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_OPERATION = "unknown_operation"
+    UNKNOWN_TARGET = "unknown_target"
+    MISSING_SCOPE = "missing_scope"
+    INVALID_ID = "invalid_id"
+    # An API answer without a code of its own, by HTTP status (other statuses: ``http_<n>``).
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "NOT_FOUND"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    # Transport and protocol trouble (retryable).
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    UNEXPECTED_RESPONSE = "unexpected_response"
+    # How an item's story ended without the API's word on it.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    JOB_TIMEOUT = "job_timeout"
+    INTERNAL_ERROR = "internal_error"
+
+
+def http_code(status: int) -> str:
+    """The code of an answer with no code of its own and no name in ``ErrorCode``."""
+    return f"http_{status}"
+
+
+# The error of one item's outcome, as published. (No docstring: the contract document,
+# docs/asyncapi.yaml, is generated from this class and would change with it.)
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+    retryable: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
 @dataclass(slots=True)
@@ -49,15 +98,15 @@ def header_seconds(headers: httpx.Headers, *names: str) -> float | None:
     return None
 
 
-def datocms_error(body: Any) -> tuple[str, bool, str] | None:
-    """(code, transient, details) of the first JSON:API error in a DatoCMS body."""
-    try:
-        first = body["data"][0]["attributes"]
-        code = str(first["code"])
-    except (KeyError, IndexError, TypeError):
-        return None
-    details = orjson.dumps(first.get("details") or {}).decode()[:500]
-    return code, bool(first.get("transient")), details
+class ParsedError(NamedTuple):
+    """An API's own account of an error, read from its body by that API's parser."""
+
+    code: str
+    transient: bool  # the API says trying again may work
+    details: str  # for the message (bounded)
+
+
+ErrorParser = Callable[[Any], ParsedError | None]  # an error body -> its account, or None
 
 
 def _json(response: httpx.Response) -> Any:
@@ -67,23 +116,31 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def from_response(response: httpx.Response) -> ApiError:
-    """Classify a non-2xx answer."""
+_BY_STATUS = {
+    400: ErrorCode.BAD_REQUEST,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+}
+
+
+def from_response(response: httpx.Response, parse: ErrorParser | None = None) -> ApiError:
+    """Classify a non-2xx answer; ``parse`` reads the API's own error body, if it has one."""
     status = response.status_code
     body = _json(response)
     wait = header_seconds(response.headers, "Retry-After", "X-RateLimit-Reset")
-    parsed = datocms_error(body)
+    parsed = parse(body) if parse is not None else None
     if parsed is not None:
         code, transient, details = parsed
         retryable = transient or status == 429 or status >= 500
         return ApiError(code, f"HTTP {status}: {code} {details}", retryable, status, wait)
     text = response.text[:300] if body is None else orjson.dumps(body).decode()[:300]
     if status == 429:
-        return ApiError("RATE_LIMIT_EXCEEDED", f"HTTP 429: {text}", True, status, wait)
+        return ApiError(ErrorCode.RATE_LIMIT_EXCEEDED, f"HTTP 429: {text}", True, status, wait)
     if status >= 500:
-        return ApiError(f"http_{status}", f"HTTP {status}: {text}", True, status, wait)
-    names = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "NOT_FOUND"}
-    return ApiError(names.get(status, f"http_{status}"), f"HTTP {status}: {text}", False, status)
+        return ApiError(http_code(status), f"HTTP {status}: {text}", True, status, wait)
+    code = _BY_STATUS.get(status) or http_code(status)
+    return ApiError(code, f"HTTP {status}: {text}", False, status)
 
 
 def from_transport(exc: httpx.TransportError) -> ApiError:
@@ -91,10 +148,10 @@ def from_transport(exc: httpx.TransportError) -> ApiError:
     offending header value, e.g. the Authorization header): only connection failures, whose
     text names the host, keep it."""
     if isinstance(exc, httpx.TimeoutException):
-        return ApiError("timeout", f"{type(exc).__name__}: request timed out", True)
+        return ApiError(ErrorCode.TIMEOUT, f"{type(exc).__name__}: request timed out", True)
     if isinstance(exc, httpx.ConnectError):
-        return ApiError("connection_error", f"{type(exc).__name__}: {exc}"[:300], True)
-    return ApiError("connection_error", f"{type(exc).__name__} (details withheld)", True)
+        return ApiError(ErrorCode.CONNECTION_ERROR, f"{type(exc).__name__}: {exc}"[:300], True)
+    return ApiError(ErrorCode.CONNECTION_ERROR, f"{type(exc).__name__} (details withheld)", True)
 
 
 def backoff(
@@ -110,6 +167,6 @@ def retry_reason(exc: ApiError) -> str:
         return "rate_limited"
     if exc.status is not None and exc.status >= 500:
         return "server_error"
-    if exc.code in ("timeout", "connection_error"):
-        return exc.code
+    if exc.code in (ErrorCode.TIMEOUT, ErrorCode.CONNECTION_ERROR):
+        return str(exc.code)
     return "transient"

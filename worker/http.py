@@ -18,6 +18,7 @@ import httpx
 
 from worker.errors import (
     ApiError,
+    ErrorParser,
     backoff,
     from_response,
     from_transport,
@@ -57,7 +58,9 @@ class ScopedClient:
         content: bytes | None = None,
         params: dict[str, str] | None = None,
         hold: Hold | None = None,
+        errors: ErrorParser | None = None,
     ) -> httpx.Response:
+        """One request; ``errors`` reads the API's own error bodies (see ``from_response``)."""
         # The slot is held until the request's first bytes go out, and counted as sent from
         # that moment: however long this process takes to get there (a busy event loop, a
         # new connection), the window is measured from the real send.
@@ -94,7 +97,7 @@ class ScopedClient:
         self._learn(response)
         if response.is_success:
             return response
-        raise from_response(response)
+        raise from_response(response, errors)
 
     def count_retry(self, operation: str, error: ApiError) -> None:
         self.metrics.retries.labels(operation, self.target, retry_reason(error)).inc()

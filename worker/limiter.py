@@ -30,13 +30,47 @@ earlier process's requests can still be in the API's window.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-
-from worker.settings import BloomreachTarget, DatoCMSTarget, Rate
+from dataclasses import dataclass
+from typing import Protocol
 
 HELD_POLL = 0.05
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """``requests`` per ``seconds``: the most a rate scope may send in any window."""
+
+    requests: int
+    seconds: float
+
+    @classmethod
+    def parse(cls, text: str) -> Rate:
+        match = _RATE.match(text)
+        if not match:
+            raise ValueError(f"rate_limit must look like '60/3s', got {text!r}")
+        rate = cls(int(match.group(1)), float(match.group(2)))
+        if rate.requests < 1 or rate.seconds <= 0:
+            raise ValueError(f"rate_limit must be positive, got {text!r}")
+        return rate
+
+    def __str__(self) -> str:
+        return f"{self.requests}/{self.seconds:g}s"
+
+
+class RatedTarget(Protocol):
+    """What a limiter needs of a configured target."""
+
+    @property
+    def rate_limit(self) -> str | None: ...
+    @property
+    def first_rate(self) -> Rate: ...
+    @property
+    def states_limit(self) -> bool: ...
 
 
 class WindowLog:
@@ -202,7 +236,7 @@ class Limiters:
         self,
         scope: Hashable,
         name: str,
-        target: DatoCMSTarget | BloomreachTarget,
+        target: RatedTarget,
         on_wait: Callable[[float], None] | None = None,
     ) -> Limiter:
         limiter = self._by_scope.get(scope)
@@ -210,14 +244,12 @@ class Limiters:
             limiter = self._by_scope[scope] = self._by_target[name] = self._new(target, on_wait)
         return limiter
 
-    def allowed(self, name: str, target: DatoCMSTarget | BloomreachTarget) -> int:
+    def allowed(self, name: str, target: RatedTarget) -> int:
         """The limit in force for a target: its limiters' (they agree), else the first."""
         limiter = self._by_target.get(name)
         return limiter.rate.requests if limiter is not None else target.first_rate.requests
 
-    def _new(
-        self, target: DatoCMSTarget | BloomreachTarget, on_wait: Callable[[float], None] | None
-    ) -> Limiter:
+    def _new(self, target: RatedTarget, on_wait: Callable[[float], None] | None) -> Limiter:
         explicit = Rate.parse(target.rate_limit) if target.rate_limit else None
         limiter = Limiter(
             target.first_rate,

@@ -38,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
+from worker.batching import BatchKey
 from worker.messages import Request
+from worker.registry import rate_scope
 from worker.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,10 +50,10 @@ log = logging.getLogger("bulkops.partitions")
 
 
 def scope_key(request: Request) -> str:
-    """The rate scope a request belongs to: what must have a single owner."""
-    if request.operation.api == "datocms":
-        return f"datocms\x00{request.target}"
-    return f"bloomreach\x00{request.target}\x00{request.scope}"
+    """The rate scope a request belongs to: what must have a single owner (the registry's
+    rate scope of its batches, so the partition and the limiter can never disagree)."""
+    key = BatchKey(operation=request.operation.name, target=request.target, scope=request.scope)
+    return "\x00".join(rate_scope(key))
 
 
 def partition_of(request: Request, partitions: int) -> int:
@@ -156,9 +158,7 @@ class Owner:
             await queue.consume(functools.partial(self.session.route, acker=acker))
         else:
             queue = await channel.get_queue(queue_name(self.settings, member.index))
-            handle = functools.partial(
-                self.session.on_message, acker=acker, partition=member.index
-            )
+            handle = functools.partial(self.session.on_message, acker=acker, partition=member.index)
             await queue.consume(handle)
 
     async def _close(self, member: _Member, deadline: float | None = None) -> None:
@@ -254,7 +254,10 @@ class Owner:
                 newest = max(owned, key=owned.__getitem__)
                 log.info(
                     "owning %d of %d partitions, %d each is fair: handing partition %d on",
-                    len(owned), total, share, newest,
+                    len(owned),
+                    total,
+                    share,
+                    newest,
                 )
                 await self.hand_on(self.members[newest], "rebalance", again=True)
 

@@ -6,127 +6,25 @@ Built once in ``__main__`` and passed down; nothing else reads the environment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
+from worker.apis.base import TargetBase
+from worker.limiter import Rate
+from worker.registry import TARGET_MODELS
 
+# ``Rate`` (a target's ``rate_limit``, parsed) is the limiter's; named here too because
+# settings are where a rate is written.
+__all__ = ["Rate", "Settings", "Target"]
 
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``requests`` per ``seconds``: the most a rate scope may send in any window."""
-
-    requests: int
-    seconds: float
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        match = _RATE.match(text)
-        if not match:
-            raise ValueError(f"rate_limit must look like '60/3s', got {text!r}")
-        rate = cls(int(match.group(1)), float(match.group(2)))
-        if rate.requests < 1 or rate.seconds <= 0:
-            raise ValueError(f"rate_limit must be positive, got {text!r}")
-        return rate
-
-    def __str__(self) -> str:
-        return f"{self.requests}/{self.seconds:g}s"
-
-
-DEFAULT_RATES = {"datocms": "60/3s", "bloomreach": "5/10s"}
-# Before any answer has stated the limit in force, the most conservative documented reading:
-# DatoCMS's default is 60 per 3 s, but plans differ and the docs' examples show
-# X-RateLimit-Limit: 30. Bloomreach states nothing: its documented limit is all there is.
-FIRST_RATES = {"datocms": "30/3s", "bloomreach": "5/10s"}
-# APIs whose every answer states the limit in force (X-RateLimit-Limit, per the same window).
-STATES_LIMIT = frozenset({"datocms"})
-
-
-class _Target(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    base_url: str
-    rate_limit: str | None = None
-    # Smaller batches than the API allows, if wanted (e.g. to bound one request's blast
-    # radius); None: the API's maximum.
-    max_batch_items: int | None = Field(default=None, ge=1, le=10_000)
-
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        return value.rstrip("/")
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate(cls, value: str | None) -> str | None:
-        if value is not None:
-            Rate.parse(value)
-        return value
-
-    @property
-    def rate(self) -> Rate:
-        return Rate.parse(self.rate_limit or DEFAULT_RATES[self.kind])  # type: ignore[attr-defined]
-
-    @property
-    def first_rate(self) -> Rate:
-        """The limit to start with: an explicit ``rate_limit``, else the most conservative
-        documented reading (raised or lowered by the API's own statement, see ``Limiter``)."""
-        return Rate.parse(self.rate_limit or FIRST_RATES[self.kind])  # type: ignore[attr-defined]
-
-    @property
-    def states_limit(self) -> bool:
-        """Whether the API's answers state the limit in force, for the worker to adopt."""
-        return self.kind in STATES_LIMIT  # type: ignore[attr-defined]
-
-
-def _clean_secret(value: SecretStr) -> SecretStr:
-    """Secrets mounted from files often end in a newline: strip surrounding white space, and
-    refuse control characters inside (they would break the HTTP header)."""
-    text = value.get_secret_value().strip()
-    if not text or any(ord(c) < 32 or ord(c) == 127 for c in text):
-        raise ValueError("must be non-empty, without control characters")
-    return SecretStr(text)
-
-
-class DatoCMSTarget(_Target):
-    """A DatoCMS project reached with one API token; its rate limit is per token."""
-
-    kind: Literal["datocms"]
-    base_url: str = "https://site-api.datocms.com"
-    api_token: SecretStr
-
-    _token = field_validator("api_token")(_clean_secret)
-
-
-class BloomreachTarget(_Target):
-    """A Bloomreach Engagement project; its rate limit is per catalog."""
-
-    kind: Literal["bloomreach"]
-    api_key_id: SecretStr
-    api_secret: SecretStr
-
-    _credentials = field_validator("api_key_id", "api_secret")(_clean_secret)
-    project_id: str
-
-    @field_validator("project_id")
-    @classmethod
-    def _project_id(cls, value: str) -> str:
-        if not value or "/" in value or value in (".", ".."):
-            raise ValueError("project_id must be a non-empty string without '/', not '.' or '..'")
-        return value
-
-    # The docs leave bulk-delete's method and body open: "delete-ids" is DELETE with a list of
-    # id strings (what a production integration sends), "post-objects" POST with
-    # [{"item_id"}]; "auto" starts with delete-ids and switches once on a 405.
-    delete_format: Literal["auto", "delete-ids", "post-objects"] = "auto"
-
-
-Target = Annotated[DatoCMSTarget | BloomreachTarget, Field(discriminator="kind")]
+# The union of the APIs' target models, told apart by ``kind`` (each API area defines its
+# own; the registry lists them). For the type checker, any target.
+if TYPE_CHECKING:
+    Target = TargetBase
+else:
+    Target = Annotated[Union[TARGET_MODELS], Field(discriminator="kind")]  # noqa: UP007
 
 
 class Settings(BaseSettings):

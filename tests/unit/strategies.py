@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from worker.settings import Rate
+from worker.limiter import Rate
 
 # JSON values that can appear where an id is expected: strings (valid or not) and every
 # other JSON type. Integers stay within 64 bits so the body stays parseable JSON.

@@ -1,4 +1,4 @@
-"""Bloomreach answer mapping (worker/bloomreach.py pure helpers)."""
+"""Bloomreach answer mapping (worker/apis/bloomreach/wire.py, pure)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.adapters import ItemResult
-from worker.bloomreach import (
-    Bloomreach,
+from worker.apis.base import ItemResult
+from worker.apis.bloomreach.adapter import Bloomreach, halves
+from worker.apis.bloomreach.target import BloomreachTarget
+from worker.apis.bloomreach.wire import (
     delete_body,
     delete_ids_body,
-    halves,
     item_error,
     map_answer,
     truthy,
@@ -22,7 +22,6 @@ from worker.bloomreach import (
 from worker.errors import ApiError
 from worker.http import RetryPolicy
 from worker.messages import ErrorInfo
-from worker.settings import BloomreachTarget
 
 MALFORMED = "Malformed item id. Item id should be a string"
 

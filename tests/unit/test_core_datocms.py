@@ -1,4 +1,4 @@
-"""DatoCMS pure helpers (worker/datocms.py): request bodies, read-back, job results."""
+"""DatoCMS pure helpers (worker/apis/datocms/wire.py): request bodies, read-back, job results."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import httpx
 import orjson
 import pytest
 
-from worker.datocms import (
-    ACTIONS,
+from worker.apis.datocms.operations import ACTIONS
+from worker.apis.datocms.wire import (
     bulk_body,
     is_done,
     job_of,
     parse_job_result,
     read_back_states,
 )
-from worker.operations import OPERATIONS
+from worker.registry import OPERATIONS
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,8 @@ from prometheus_client import CollectorRegistry
 
 from worker.errors import ApiError
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
-from worker.limiter import Limiter
+from worker.limiter import Limiter, Rate
 from worker.metrics import Metrics
-from worker.settings import Rate
 
 TRANSIENT = ApiError("http_503", "HTTP 503", True, 503)
 PERMANENT = ApiError("unauthorized", "HTTP 401", False, 401)

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.strategies import margins, rates
-from worker.limiter import Limiter, Limiters, WindowLog
-from worker.settings import BloomreachTarget, DatoCMSTarget, Rate
+from worker.apis.bloomreach.target import BloomreachTarget
+from worker.apis.datocms.target import DatoCMSTarget
+from worker.limiter import Limiter, Limiters, Rate, WindowLog
 
 DATO = Rate(60, 3.0)
 

@@ -17,75 +17,43 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Callable, Hashable
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import orjson
 
-from worker.adapters import ItemResult, failure
-from worker.batching import BatchKey
+from worker.apis.base import (
+    BatchKey,
+    ItemResult,
+    Operation,
+    Payload,
+    Sendable,
+    Tuning,
+    failure,
+    retry_policy,
+)
+from worker.apis.bloomreach.operations import ACTIONS, Action
+from worker.apis.bloomreach.target import BloomreachTarget
+from worker.apis.bloomreach.wire import OTHER_FORM, WIRE_FORMS, map_answer, parse_json
 from worker.errors import ApiError
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
-from worker.messages import ErrorInfo
-from worker.operations import Operation
-from worker.settings import BloomreachTarget
 
-OPERATION = "bloomreach.catalog_items.delete"
 TOO_LARGE = frozenset({400, 413})  # 400 as documented, 413 as a proxy in front may answer
 
 log = logging.getLogger("bulkops.bloomreach")
 
 
-def truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return value is True or value == 1
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """One batch on its way: where it goes, through which client, and its results so far."""
 
-
-def item_error(element: Any) -> ErrorInfo:
-    """The API's per-item message, used as the error code (it gives no other)."""
-    messages: list[str] = []
-    errors = element.get("errors") if isinstance(element, dict) else None
-    if isinstance(errors, dict):
-        for value in errors.values():
-            messages.extend(str(v) for v in (value if isinstance(value, list) else [value]))
-    elif errors:
-        messages.append(str(errors))
-    text = "; ".join(messages)[:500] or "success: false without an error message"
-    return ErrorInfo(text[:200], text, False)
-
-
-def map_answer(ids: list[str], body: Any) -> dict[str, ItemResult]:
-    """Pair each id with its answer element (same order). Raises when the shapes differ."""
-    if not isinstance(body, list) or len(body) != len(ids):
-        got = len(body) if isinstance(body, list) else type(body).__name__
-        raise ApiError("unexpected_response", f"expected {len(ids)} answers, got {got}", True)
-    results: dict[str, ItemResult] = {}
-    for item_id, element in zip(ids, body, strict=True):
-        ok = isinstance(element, dict) and truthy(element.get("success"))
-        results[item_id] = (
-            ItemResult("succeeded") if ok else ItemResult("failed", item_error(element))
-        )
-    return results
-
-
-def delete_body(ids: list[str]) -> bytes:
-    """The ``post-objects`` form: ``[{"item_id": "a"}, ...]``."""
-    return orjson.dumps([{"item_id": item_id} for item_id in ids])
-
-
-def delete_ids_body(ids: list[str]) -> bytes:
-    """The ``delete-ids`` form: ``["a", ...]``."""
-    return orjson.dumps(ids)
-
-
-WIRE_FORMS: dict[str, tuple[str, Callable[[list[str]], bytes]]] = {
-    "delete-ids": ("DELETE", delete_ids_body),
-    "post-objects": ("POST", delete_body),
-}
-OTHER_FORM = {"delete-ids": "post-objects", "post-objects": "delete-ids"}
+    key: BatchKey
+    action: Action
+    url: str
+    client: ScopedClient
+    results: dict[str, ItemResult]
 
 
 def halves(ids: list[str], below: int) -> list[list[str]]:
@@ -110,30 +78,27 @@ class Bloomreach:
         self._switched = False
         self.refused_size: int | None = None  # the smallest request refused with 413
 
-    def cost(self, operation: Operation, item_id: str) -> int:
+    def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
         # The larger of the two forms' elements, and its comma.
         return len(orjson.dumps({"item_id": item_id})) + 1
 
-    def rate_scope(self, key: BatchKey) -> Hashable:
-        return ("bloomreach", key[1], key[2])  # the limit is per catalog
-
-    def url(self, catalog_id: str) -> str:
+    def url(self, catalog_id: str, action: Action) -> str:
         project = quote(self.target.project_id, safe="")
         catalog = quote(catalog_id, safe="")
-        path = f"/data/v2/projects/{project}/catalogs/{catalog}/items/bulk-delete"
+        path = f"/data/v2/projects/{project}/catalogs/{catalog}/{action.path}"
         return self.target.base_url + path
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
+        self, key: BatchKey, items: Sequence[Sendable], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
-        assert key[2] is not None, "catalog_id is validated before batching"
-        results: dict[str, ItemResult] = {}
-        url = self.url(key[2])
+        assert key.scope is not None, "catalog_id is validated before batching"
+        ids = [item.id for item in items]
+        action = ACTIONS[key.operation]
+        batch = _Batch(key, action, self.url(key.scope, action), client, {})
         parts = halves(ids, self.refused_size) if self.refused_size else [ids]
         holds = [hold] + [None] * (len(parts) - 1)  # the held slot goes to the first part
-        sends = (self._send(url, p, client, h, results) for p, h in zip(parts, holds, strict=True))
-        await asyncio.gather(*sends)
-        return results
+        await asyncio.gather(*(self._send(batch, p, h) for p, h in zip(parts, holds, strict=True)))
+        return batch.results
 
     def other_form_after_405(self, sent: str) -> bool:
         """A 405 answered the form ``sent``: whether to send again in the form now in use.
@@ -155,33 +120,28 @@ class Bloomreach:
         )
         return True
 
-    async def _send(
-        self,
-        url: str,
-        ids: list[str],
-        client: ScopedClient,
-        hold: Hold | None,
-        results: dict[str, ItemResult],
-    ) -> None:
+    async def _send(self, batch: _Batch, ids: list[str], hold: Hold | None) -> None:
         headers = {"Authorization": self._auth, "Content-Type": "application/json"}
         form = self.form
         method, render = WIRE_FORMS[form]
         body = render(ids)
-        first = [hold]
+        client, results = batch.client, batch.results
 
         async def call() -> dict[str, ItemResult]:
-            taken, first[0] = first[0], None
+            nonlocal hold
+            taken, hold = hold, None  # the held slot is for the first send only
             response = await client.send(
-                "catalog_bulk_delete", method, url, headers=headers, content=body, hold=taken
+                batch.action.endpoint, method, batch.url, headers=headers, content=body, hold=taken
             )
-            return map_answer(ids, _json(response.content))
+            return map_answer(ids, parse_json(response.content))
+
+        def on_retry(error: ApiError) -> None:
+            client.count_retry(batch.key.operation, error)
 
         try:
-            answered, attempts = await self.retry.run(
-                call, lambda error: client.count_retry(OPERATION, error)
-            )
+            answered, attempts = await self.retry.run(call, on_retry)
         except RetriesExhausted as exc:
-            if not await self._refused(exc, form, url, ids, client, results):
+            if not await self._refused(exc, form, batch, ids):
                 for item_id in ids:
                     results[item_id] = failure(exc)
             return
@@ -189,34 +149,24 @@ class Bloomreach:
             results[item_id] = ItemResult(result.status, result.error, attempts)
 
     async def _refused(
-        self,
-        exc: RetriesExhausted,
-        form: str,
-        url: str,
-        ids: list[str],
-        client: ScopedClient,
-        results: dict[str, ItemResult],
+        self, exc: RetriesExhausted, form: str, batch: _Batch, ids: list[str]
     ) -> bool:
         """A refusal the adapter can work around: the other wire form (405), or halves (too
         large). True when the ids were sent again, and so have their results."""
         status = exc.error.status
         if status == 405 and self.other_form_after_405(form):
-            await self._send(url, ids, client, None, results)
+            await self._send(batch, ids, None)
             return True
         if status in TOO_LARGE and len(ids) > 1:
             if status == 413:
                 self.refused_size = min(self.refused_size or len(ids), len(ids))
             half = len(ids) // 2
             await asyncio.gather(
-                self._send(url, ids[:half], client, None, results),
-                self._send(url, ids[half:], client, None, results),
+                self._send(batch, ids[:half], None), self._send(batch, ids[half:], None)
             )
             return True
         return False
 
 
-def _json(content: bytes) -> Any:
-    try:
-        return orjson.loads(content)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError("unexpected_response", "answer is not JSON", True) from exc
+def make_adapter(target: BloomreachTarget, tuning: Tuning) -> Bloomreach:
+    return Bloomreach(target, retry_policy(tuning))

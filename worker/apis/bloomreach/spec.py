@@ -1,0 +1,23 @@
+"""What the rest of the worker knows of Bloomreach (read through ``worker.registry``)."""
+
+from __future__ import annotations
+
+from worker.apis.base import ApiSpec, BatchKey, RateScope
+from worker.apis.bloomreach.adapter import make_adapter
+from worker.apis.bloomreach.operations import API, OPERATIONS
+from worker.apis.bloomreach.target import BloomreachTarget
+
+
+def rate_scope(key: BatchKey) -> RateScope:
+    """The limit is per catalog."""
+    return (API, key.target, key.scope or "")
+
+
+SPEC = ApiSpec(
+    kind=API,
+    title="Bloomreach",
+    target=BloomreachTarget,
+    operations=OPERATIONS,
+    rate_scope=rate_scope,
+    adapter=make_adapter,
+)

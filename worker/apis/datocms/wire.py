@@ -1,0 +1,112 @@
+"""The DatoCMS wire format: bulk bodies, job results, read-back answers and error bodies.
+
+Pure: no I/O here (the adapter sends and awaits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from worker.apis.datocms.operations import Action
+from worker.errors import ApiError, ParsedError, http_code
+
+
+def parse_error(body: Any) -> ParsedError | None:
+    """(code, transient, details) of the first JSON:API error in a DatoCMS body."""
+    try:
+        first = body["data"][0]["attributes"]
+        code = str(first["code"])
+    except (KeyError, IndexError, TypeError):
+        return None
+    details = orjson.dumps(first.get("details") or {}).decode()[:500]
+    return ParsedError(code, bool(first.get("transient")), details)
+
+
+# A bulk request refused as a whole because of some of its ids (absent, or not of the
+# resource): the adapter isolates them and sends the rest.
+REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
+
+
+def bulk_body(action: Action, ids: list[str]) -> bytes:
+    members = [{"type": action.resource, "id": item_id} for item_id in ids]
+    return orjson.dumps(
+        {
+            "data": {
+                "type": action.op_type,
+                "relationships": {action.relationship: {"data": members}},
+            }
+        }
+    )
+
+
+def is_done(action: Action, state: str | None) -> bool:
+    """Whether a record in read-back ``state`` (None: absent) shows the operation applied."""
+    if action.done_when is None:
+        return state is None
+    return state == action.done_when
+
+
+def read_back_states(body: Any) -> dict[str, str]:
+    """id -> meta.status from a list answer. Records of models without drafts have
+    ``meta.status: null``: published is their only state. Uploads have no status: "present"."""
+    states: dict[str, str] = {}
+    for record in body.get("data", []) if isinstance(body, dict) else []:
+        if isinstance(record, dict) and isinstance(record.get("id"), str):
+            meta = record.get("meta")
+            if record.get("type") == "item" and isinstance(meta, dict):
+                states[record["id"]] = str(meta.get("status") or "published")
+            else:
+                states[record["id"]] = "present"
+    return states
+
+
+def job_of(response: httpx.Response) -> str | None:
+    """The job id when the answer is ``202`` + ``{"data": {"type": "job", "id"}}``, else None.
+
+    The async-jobs page warns that any endpoint may turn asynchronous (``DELETE /items/<id>``
+    already has): such an answer says nothing about the outcome, its job result does."""
+    if response.status_code != 202:
+        return None
+    try:
+        data = orjson.loads(response.content)["data"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    if isinstance(data, dict) and data.get("type") == "job" and data.get("id") is not None:
+        return str(data["id"])
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    status: int
+    successful: int
+    failed: int
+    error: ApiError | None
+    payload: Any = None  # what the operation would have answered synchronously
+
+
+def parse_job_result(body: Any) -> JobResult:
+    """Read ``GET /job-results/<id>``; a non-2xx status carries a JSON:API error payload."""
+    attributes = body["data"]["attributes"]
+    status = int(attributes["status"])
+    payload = attributes.get("payload") or {}
+    if 200 <= status < 300:
+        meta = (payload.get("meta") if isinstance(payload, dict) else None) or {}
+        successful, failed = int(meta.get("successful", 0)), int(meta.get("failed", 0))
+        return JobResult(status, successful, failed, None, payload)
+    parsed = parse_error(payload)
+    code, transient, details = parsed or (http_code(status), False, "")
+    retryable = transient or status >= 500 or status == 429
+    error = ApiError(code, f"job status {status}: {code} {details}", retryable, status)
+    return JobResult(status, 0, 0, error)
+
+
+def json_or_none(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None
