@@ -1,9 +1,10 @@
 """The pipeline between the broker edges: accept requests, dispatch batches per rate scope,
 turn results into outcomes, settle each request message once all its outcomes are confirmed.
 
-One dispatcher task per rate scope decides when a batch goes: when one of its keys is full,
-or when the oldest item has lingered and the limiter has room. While the limiter has no room
-nothing is taken, so batches keep growing: under backlog every request is full.
+One dispatcher task per rate scope sends a batch when ``worker/pipeline/decisions.py`` says
+so: when one of its keys is full, or when the oldest item has lingered and the limiter has
+room. While the limiter has no room nothing is taken, so batches keep growing: under backlog
+every request is full.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from worker.limiter import Hold, Limiter, Limiters
 from worker.messages import ErrorInfo, Outcome, Reply, ReplyItem, Request, utc_now
 from worker.metrics import Metrics, code_label
 from worker.operations import Operation
+from worker.pipeline.decisions import Pace, decide
 from worker.settings import DatoCMSTarget, Settings
 
 log = logging.getLogger("bulkops.engine")
@@ -266,41 +268,24 @@ class Engine:
         for task in list(self._running):
             task.cancel()
 
-    def _next_key(self, scope: _Scope, now: float) -> tuple[BatchKey | None, float]:
+    def _pace(self, scope: _Scope) -> Pace:
         linger = 0.0 if self.flush or scope.flush else self.settings.linger_seconds
-        best: BatchKey | None = None
-        best_due = float("inf")
-        for key in list(scope.keys):
-            due = self.coalescer.due_in(key, now, linger)
-            if due is None:
-                scope.keys.discard(key)
-                continue
-            if due == 0.0 and scope.scarce:
-                due = self.coalescer.still_filling(key, now, linger)
-            if due < best_due or (
-                due == best_due
-                and best is not None
-                and (self.coalescer.oldest(key) < self.coalescer.oldest(best))
-            ):
-                best, best_due = key, due
-        return best, best_due
+        return Pace(linger, scope.scarce, self.settings.max_inflight_batches)
 
     async def _dispatch(self, scope: _Scope) -> None:
         while True:
-            key, due = self._next_key(scope, time.monotonic())
-            if key is None:
-                await scope.sleep(None)
+            step = decide(
+                self.coalescer,
+                scope.keys,
+                time.monotonic(),
+                self._pace(scope),
+                scope.inflight,
+                scope.limiter.room_in,
+            )
+            if step.key is None:
+                await scope.sleep(step.wait)
                 continue
-            if due > 0:
-                await scope.sleep(due)
-                continue
-            if scope.inflight >= self.settings.max_inflight_batches:
-                await scope.sleep(None)
-                continue
-            room_in = scope.limiter.room_in()
-            if room_in > 0:
-                await scope.sleep(room_in)  # items keep arriving: the batch keeps growing
-                continue
+            key = step.key
             hold = await scope.limiter.hold()
             items = self.coalescer.take(key, now=time.monotonic())
             if items:
@@ -326,9 +311,7 @@ class Engine:
         scope.batches.add(task)
         task.add_done_callback(scope.batches.discard)
 
-    async def _run_batch(
-        self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold
-    ) -> None:
+    async def _run_batch(self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold) -> None:
         batch_id = uuid.uuid4().hex
         op = items[0].operation
         labels = key[:2]
