@@ -1,10 +1,10 @@
 """Coalescing ids into batches, keeping per-item order. Pure: no clock, no I/O.
 
-Every consumed id becomes an ``Item`` in the batch queue of its key (operation, target, scope).
-Items on the same (target, scope, id) form a chain: only the head of a chain may be sent, the
-others wait until it is done, so operations on one id take effect in consumption order even
-across batches. A request for an id whose chain tail is the same operation and not yet sent
-joins that item instead (sent once, every requester answered).
+Every consumed id becomes an ``Item`` in the batch queue of its key (operation, target, scope,
+params). Items on the same (target, scope, id) form a chain: only the head of a chain may be
+sent, the others wait until it is done, so operations on one id take effect in consumption
+order even across batches. A request for an id whose chain tail has the same key and payload
+and is not yet sent joins that item instead (sent once, every requester answered).
 """
 
 from __future__ import annotations
@@ -14,15 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.operations import Operation
+from worker.apis.base import BatchKey, Operation, Payload
 
-BatchKey = tuple[str, str, str | None]  # operation name, target, scope (environment/catalog)
+__all__ = ["BatchKey", "Coalescer", "Item", "OrderKey"]
+
 OrderKey = tuple[str, str | None, str]  # target, scope, id
 
 
 @dataclass(eq=False, slots=True)
 class Item:
-    """One id to send once for one operation, on behalf of one or more requesters."""
+    """One id (with its payload, if the operation has one) to send once for one operation,
+    on behalf of one or more requesters."""
 
     key: BatchKey
     operation: Operation
@@ -33,10 +35,11 @@ class Item:
     ready_at: float | None = None
     sent: bool = False
     attempts: int = 0
+    payload: Payload | None = None  # the item's data, opaque here (the adapter reads it)
 
     @property
     def order_key(self) -> OrderKey:
-        return (self.key[1], self.key[2], self.id)
+        return (self.key.target, self.key.scope, self.id)
 
 
 class _Queue:
@@ -80,19 +83,20 @@ class Coalescer:
         waiter: Any,
         now: float,
         cost: int = 0,
+        payload: Payload | None = None,
     ) -> Item:
         """Add one requester's id; returns the item that will answer it (maybe an existing one).
 
-        ``cost`` is the bytes the id adds to a request body (for body-size limits).
+        ``cost`` is the bytes the item adds to a request body (for body-size limits).
         """
-        order_key: OrderKey = (key[1], key[2], item_id)
+        order_key: OrderKey = (key.target, key.scope, item_id)
         chain = self._chains.get(order_key)
         if chain is not None:
             tail = chain if isinstance(chain, Item) else chain[-1]
-            if tail.key == key and not tail.sent:
+            if tail.key == key and not tail.sent and tail.payload == payload:
                 tail.waiters.append(waiter)
                 return tail
-        item = Item(key, operation, item_id, cost, now, [waiter])
+        item = Item(key, operation, item_id, cost, now, [waiter], payload=payload)
         self.pending += 1
         if chain is None:
             self._chains[order_key] = item

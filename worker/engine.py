@@ -23,17 +23,16 @@ from typing import Any, NamedTuple, Protocol
 
 import httpx
 
-from worker.adapters import Adapter, ItemResult
+from worker.apis.base import Adapter, ItemResult, Operation
 from worker.batching import BatchKey, Coalescer, Item
-from worker.bloomreach import Bloomreach
-from worker.datocms import DatoCMS
-from worker.http import RetryPolicy, ScopedClient
+from worker.errors import ErrorCode, ErrorInfo
+from worker.http import ScopedClient
 from worker.limiter import Hold, Limiter, Limiters
-from worker.messages import ErrorInfo, Outcome, Reply, ReplyItem, Request, utc_now
-from worker.metrics import Metrics, code_label
-from worker.operations import Operation
+from worker.messages import Outcome, Reply, ReplyItem, Request, utc_now
+from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, decide
-from worker.settings import DatoCMSTarget, Settings
+from worker.registry import code_label, make_adapter, rate_scope
+from worker.settings import Settings
 
 log = logging.getLogger("bulkops.engine")
 
@@ -176,17 +175,8 @@ class Engine:
         self.metrics = metrics
         self.http = http
         self.publish = publish
-        retry = RetryPolicy(
-            settings.max_attempts,
-            settings.retry_budget_seconds,
-            settings.backoff_base_seconds,
-            settings.backoff_max_seconds,
-        )
         self.adapters: dict[str, Adapter] = {
-            name: DatoCMS(t, settings, retry)
-            if isinstance(t, DatoCMSTarget)
-            else Bloomreach(t, retry)
-            for name, t in settings.targets.items()
+            name: make_adapter(target, settings) for name, target in settings.targets.items()
         }
         self.coalescer = Coalescer()
         self.scopes: dict[Hashable, _Scope] = {}
@@ -209,16 +199,18 @@ class Engine:
         """Queue a valid request's ids (its rejected ids are answered by the caller)."""
         req = tracked.request
         adapter = self.adapters[req.target]
-        key: BatchKey = (req.operation.name, req.target, req.scope)
-        scope = self._scope(adapter, key, tracked.partition)
+        key = BatchKey(operation=req.operation.name, target=req.target, scope=req.scope)
+        scope = self._scope(key, tracked.partition)
         now = time.monotonic()
         self.tracked.add(tracked)
         op = self._operation(req)
         before = self.coalescer.pending
         for item_id in req.ids:
-            self.coalescer.add(op, key, item_id, tracked, now, adapter.cost(op, item_id))
+            payload = req.payload(item_id)
+            cost = adapter.cost(op, item_id, payload)
+            self.coalescer.add(op, key, item_id, tracked, now, cost, payload)
         # Ids that joined an item already pending add nothing: the gauge counts items.
-        self.metrics.pending_items.labels(*key[:2]).inc(self.coalescer.pending - before)
+        self.metrics.pending_items.labels(*key.labels).inc(self.coalescer.pending - before)
         scope.keys.add(key)
         scope.wake.set()
 
@@ -230,7 +222,9 @@ class Engine:
         passed."""
         wait = limiter.log.window
         limiter.penalize(wait)
-        log.info("owning rate scope of %s %s: first request in %.1fs", key[0], key[1], wait)
+        log.info(
+            "owning rate scope of %s %s: first request in %.1fs", key.operation, key.target, wait
+        )
 
     def _operation(self, req: Request) -> Operation:
         """The operation as this target may send it: its batches capped by ``max_batch_items``."""
@@ -241,17 +235,17 @@ class Engine:
         capped = dataclasses.replace(op, max_items=cap)
         return self._capped.setdefault((op.name, req.target), capped)
 
-    def _scope(self, adapter: Adapter, key: BatchKey, partition: int | None) -> _Scope:
-        rate_scope = adapter.rate_scope(key)
-        scope = self.scopes.get(rate_scope)
+    def _scope(self, key: BatchKey, partition: int | None) -> _Scope:
+        scope_of = rate_scope(key)
+        scope = self.scopes.get(scope_of)
         if scope is None:
-            target = self.settings.targets[key[1]]
-            gauge = self.metrics.rate_limit_wait.labels(key[1])
-            limiter = self.limiters.get(rate_scope, key[1], target, gauge.observe)
+            target = self.settings.targets[key.target]
+            gauge = self.metrics.rate_limit_wait.labels(key.target)
+            limiter = self.limiters.get(scope_of, key.target, target, gauge.observe)
             if self.settings.partitions:
                 self._take_over(limiter, key)
-            client = ScopedClient(self.http, limiter, self.metrics, key[1])
-            scope = self.scopes[rate_scope] = _Scope(limiter, client, partition)
+            client = ScopedClient(self.http, limiter, self.metrics, key.target)
+            scope = self.scopes[scope_of] = _Scope(limiter, client, partition)
             scope.dispatcher = self._spawn(self._dispatch(scope))
         return scope
 
@@ -292,7 +286,7 @@ class Engine:
                 self._start(scope, key, items, hold)
             else:
                 hold.release()
-            self._update_rate_gauge(key[1], scope)
+            self._update_rate_gauge(key.target, scope)
 
     def _update_rate_gauge(self, target: str, scope: _Scope) -> None:
         self.metrics.rate_limit_used.labels(target).set(scope.limiter.used())
@@ -300,7 +294,7 @@ class Engine:
     def _start(self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold) -> None:
         scope.inflight += 1
         now = time.monotonic()
-        waited = self.metrics.item_wait.labels(*key[:2])
+        waited = self.metrics.item_wait.labels(*key.labels)
         for item in items:
             for waiter in item.waiters:
                 waiter.started = True
@@ -314,7 +308,7 @@ class Engine:
     async def _run_batch(self, scope: _Scope, key: BatchKey, items: list[Item], hold: Hold) -> None:
         batch_id = uuid.uuid4().hex
         op = items[0].operation
-        labels = key[:2]
+        labels = key.labels
         self.metrics.batch_size.labels(*labels).observe(len(items))
         self.metrics.batch_fill.labels(*labels).observe(len(items) / op.max_items)
         self.metrics.inflight_batches.labels(*labels).inc()
@@ -333,13 +327,12 @@ class Engine:
     async def _execute(
         self, client: ScopedClient, key: BatchKey, items: list[Item], hold: Hold
     ) -> dict[str, ItemResult]:
-        ids = [item.id for item in items]
         try:
-            return await self.adapters[key[1]].execute(key, ids, client, hold)
+            return await self.adapters[key.target].execute(key, items, client, hold)
         except Exception as exc:  # a bug must not leave items unanswered
-            log.exception("batch %s failed unexpectedly", key[0])
-            info = ErrorInfo("internal_error", f"{type(exc).__name__}", True)
-            return {i: ItemResult("failed", info) for i in ids}
+            log.exception("batch %s failed unexpectedly", key.operation)
+            info = ErrorInfo(ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}", True)
+            return {item.id: ItemResult("failed", info) for item in items}
 
     def _log_batch(
         self,
@@ -359,8 +352,8 @@ class Engine:
             extra={
                 "fields": {
                     "batch_id": batch_id,
-                    "operation": key[0],
-                    "target": key[1],
+                    "operation": key.operation,
+                    "target": key.target,
                     "size": len(items),
                     "http_statuses": http_statuses,
                     "job_ids": job_ids[:5],
@@ -382,13 +375,13 @@ class Engine:
                     answers.append(Answer(waiter, item.id, result, batch_id))
             self._release(item, now)
         if items:
-            self.metrics.pending_items.labels(*items[0].key[:2]).dec(len(items))
+            self.metrics.pending_items.labels(*items[0].key.labels).dec(len(items))
         await self.publish(answers)
 
     def _release(self, item: Item, now: float) -> None:
         nxt = self.coalescer.done(item, now)
         if nxt is not None:
-            scope = self.scopes[self.adapters[nxt.key[1]].rate_scope(nxt.key)]
+            scope = self.scopes[rate_scope(nxt.key)]
             scope.keys.add(nxt.key)
             scope.wake.set()
 
@@ -477,7 +470,7 @@ class Engine:
             self.tracked.discard(tracked)
         dropped = self.coalescer.discard_unsent(lambda item: all(w.settled for w in item.waiters))
         for item in dropped:
-            self.metrics.pending_items.labels(*item.key[:2]).dec()
+            self.metrics.pending_items.labels(*item.key.labels).dec()
         for scope in self.scopes.values():
             scope.wake.set()
         return give_back
@@ -516,7 +509,7 @@ class Engine:
             lambda item: all(id(w) in gone or w.settled for w in item.waiters)
         )
         for item in dropped:
-            self.metrics.pending_items.labels(*item.key[:2]).dec()
+            self.metrics.pending_items.labels(*item.key.labels).dec()
         tasks = [t for scope in scopes.values() for t in (scope.dispatcher, *scope.batches) if t]
         for task in tasks:
             task.cancel()

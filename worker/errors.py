@@ -1,8 +1,12 @@
-"""The error tree, mapped once from HTTP answers and transport failures.
+"""The worker's one error vocabulary: its codes, the error an outcome carries, and the tree
+of API errors, mapped once from HTTP answers and transport failures.
 
-``ApiError`` carries what the outcome needs (code, message, retryable) and, for retryable
-errors, how long the server asked us to wait. Retryable: 429, 5xx, timeouts, dropped
-connections, DatoCMS errors marked ``transient``. Everything else is permanent.
+``ErrorCode`` lists every code the worker itself produces; the metrics label failures by
+these codes and by the codes the APIs document (each API area lists its own), everything
+else as ``other``. ``ApiError`` carries what the outcome needs (code, message, retryable)
+and, for retryable errors, how long the server asked us to wait. Retryable: 429, 5xx,
+timeouts, dropped connections, API errors the API marks transient. Everything else is
+permanent.
 """
 
 from __future__ import annotations
@@ -10,14 +14,58 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
 import orjson
 
-from worker.messages import ErrorInfo
-
 MAX_SERVER_WAIT = 600.0  # a longer wait than this is a broken header, not a plan
+
+
+class ErrorCode(StrEnum):
+    """Every error code the worker produces itself (the APIs' own codes pass through)."""
+
+    # A message refused as a whole (dead-lettered), or an id refused before sending.
+    TOO_LARGE = "too_large"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_OPERATION = "unknown_operation"
+    UNKNOWN_TARGET = "unknown_target"
+    MISSING_SCOPE = "missing_scope"
+    INVALID_ID = "invalid_id"
+    # An API answer without a code of its own, by HTTP status (other statuses: ``http_<n>``).
+    BAD_REQUEST = "bad_request"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "NOT_FOUND"
+    RATE_LIMIT_EXCEEDED = "RATE_LIMIT_EXCEEDED"
+    # Transport and protocol trouble (retryable).
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    UNEXPECTED_RESPONSE = "unexpected_response"
+    # How an item's story ended without the API's word on it.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    JOB_TIMEOUT = "job_timeout"
+    INTERNAL_ERROR = "internal_error"
+
+
+def http_code(status: int) -> str:
+    """The code of an answer with no code of its own and no name in ``ErrorCode``."""
+    return f"http_{status}"
+
+
+# The error of one item's outcome, as published. (No docstring: the contract document,
+# docs/asyncapi.yaml, is generated from this class and would change with it.)
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    code: str
+    message: str
+    retryable: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
 @dataclass(slots=True)

@@ -17,7 +17,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from worker.operations import OPERATIONS, Operation
+from worker.apis.base import Operation, Payload
+from worker.errors import ErrorCode, ErrorInfo
+from worker.registry import OPERATIONS
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_IDS = 10_000
@@ -70,7 +72,7 @@ class RequestBody(BaseModel):
 class Rejection:
     id: str
     reason: str
-    code: str = "invalid_id"
+    code: str = ErrorCode.INVALID_ID
 
     def error(self) -> ErrorInfo:
         return ErrorInfo(self.code, self.reason, False)
@@ -89,6 +91,11 @@ class Request:
     # Every distinct id (rejected ones by their key) in message order, when rejections break
     # it up; None: the message order is ``ids`` itself (the common case, kept cheap).
     order: tuple[str, ...] | None = None
+    # Per id, the item's data, for operations that carry some (none do yet: ids only).
+    payloads: Mapping[str, Payload] | None = None
+
+    def payload(self, item_id: str) -> Payload | None:
+        return None if self.payloads is None else self.payloads.get(item_id)
 
     @property
     def distinct_ids(self) -> tuple[str, ...]:
@@ -163,14 +170,14 @@ def parse_request(
     fallback_id = derive_request_id(body, message_id)
     if len(body) > MAX_BODY_BYTES:
         return Invalid(
-            f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", "too_large", fallback_id
+            f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", ErrorCode.TOO_LARGE, fallback_id
         )
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return Invalid(f"body is not JSON: {exc}", "not_json", fallback_id)
+        return Invalid(f"body is not JSON: {exc}", ErrorCode.NOT_JSON, fallback_id)
     if not isinstance(data, dict):
-        return Invalid("body must be a JSON object", "not_object", fallback_id)
+        return Invalid("body must be a JSON object", ErrorCode.NOT_OBJECT, fallback_id)
     try:
         parsed = RequestBody.model_validate(data)
     except ValidationError as exc:
@@ -186,24 +193,32 @@ def _check_request(
     def invalid(reason: str, code: str) -> Invalid:
         ids = _unique_strings(body.ids)  # only for a message refused as a whole
         return Invalid(
-            reason, code, request_id, body.operation, body.target, body.environment,
-            body.catalog_id, ids,
+            reason=reason,
+            code=code,
+            request_id=request_id,
+            operation=body.operation,
+            target=body.target,
+            environment=body.environment,
+            catalog_id=body.catalog_id,
+            readable_ids=ids,
         )
 
     operation = OPERATIONS.get(body.operation)
     if operation is None:
-        return invalid(f"unknown operation {body.operation!r}", "unknown_operation")
+        return invalid(f"unknown operation {body.operation!r}", ErrorCode.UNKNOWN_OPERATION)
     kind = targets.get(body.target)
     if kind is None:
-        return invalid(f"unknown target {body.target!r}", "unknown_target")
+        return invalid(f"unknown target {body.target!r}", ErrorCode.UNKNOWN_TARGET)
     if kind != operation.api:
-        return invalid(f"target {body.target!r} is a {kind} target", "unknown_target")
+        return invalid(f"target {body.target!r} is a {kind} target", ErrorCode.UNKNOWN_TARGET)
     other = "catalog_id" if operation.scope_field == "environment" else "environment"
     if getattr(body, other) is not None:
-        return invalid(f"{other} does not apply to {operation.name}", "invalid_message")
+        return invalid(f"{other} does not apply to {operation.name}", ErrorCode.INVALID_MESSAGE)
     scope = getattr(body, operation.scope_field)
     if scope is None and operation.scope_required:
-        return invalid(f"{operation.scope_field} is required for {operation.name}", "missing_scope")
+        return invalid(
+            f"{operation.scope_field} is required for {operation.name}", ErrorCode.MISSING_SCOPE
+        )
     return _split_ids(body.ids, request_id, operation, body.target, scope)
 
 
@@ -248,7 +263,7 @@ def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str
         request_id = fallback_id
     return Invalid(
         f"message does not fit the schema: {problems}"[:1000],
-        "invalid_message",
+        ErrorCode.INVALID_MESSAGE,
         request_id,
         text.get("operation"),
         text.get("target"),
@@ -260,7 +275,7 @@ def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str
 
 def routing_operation(operation: str | None) -> str:
     """The operation part of an outcome routing key; untrusted names never reach the key."""
-    if operation in OPERATIONS:
+    if operation is not None and operation in OPERATIONS:
         return operation
     return "invalid"
 
@@ -277,16 +292,6 @@ def outcome_message_id(request_id: str, operation: str, item_id: str) -> str:
 
 def utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    code: str
-    message: str
-    retryable: bool = False
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "retryable": self.retryable}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,50 +1,16 @@
 """Prometheus metrics on an injected registry. Labels stay bounded: never ids or catalog ids.
 
 ``operation`` is one of the known operations or ``invalid``; ``target`` one of the configured
-targets or ``unknown``; ``code`` one of ``KNOWN_CODES`` or ``other``.
+targets or ``unknown``; ``code`` one of ``worker.registry.KNOWN_CODES`` or ``other``.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-KNOWN_CODES = frozenset(
-    {
-        "NOT_FOUND",
-        "INVALID_FIELD",
-        "ITEM_LOCKED",
-        "STALE_ITEM_VERSION",
-        "UNPUBLISHED_PARENT",
-        "UNPUBLISHED_LINK",
-        "PUBLISHED_REFERENCES",
-        "DELETE_RESTRICTION",
-        "UPLOAD_IS_CURRENTLY_IN_USE",
-        "INSUFFICIENT_PERMISSIONS",
-        "RATE_LIMIT_EXCEEDED",
-        "SERVICE_UNAVAILABLE",
-        "MAINTENANCE_MODE",
-        "retries_exhausted",
-        "job_timeout",
-        "unauthorized",
-        "forbidden",
-        "bad_request",
-        "invalid_id",
-        "invalid_message",
-        "unknown_target",
-        "unknown_operation",
-        "missing_scope",
-        "item_error",
-        "shutdown",
-    }
-)
-
 _LATENCY = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FILL = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
 _SIZES = (1, 2, 5, 10, 25, 50, 100, 200, 500, 1000, 2500, 5000, 10000)
-
-
-def code_label(code: str) -> str:
-    return code if code in KNOWN_CODES else "other"
 
 
 class Metrics:

@@ -21,7 +21,7 @@ from worker.cli.submit import Tally, result_lines
 from worker.cli.tail import outcome_line
 from worker.client import CONTRACT_OPERATIONS, Answer, Job, JobError, Reply
 from worker.client.connection import answer, iterate
-from worker.operations import OPERATIONS
+from worker.registry import OPERATIONS
 
 
 def test_contract_table_has_every_worker_operation_with_the_same_api_and_scope() -> None:

@@ -10,15 +10,16 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from worker.apis.base import Operation
 from worker.batching import BatchKey, Coalescer, Item
-from worker.operations import OPERATIONS, Operation
+from worker.registry import OPERATIONS
 
 PUBLISH = OPERATIONS["datocms.items.publish"]
 UNPUBLISH = OPERATIONS["datocms.items.unpublish"]
 DELETE = OPERATIONS["bloomreach.catalog_items.delete"]
-PUB_KEY: BatchKey = (PUBLISH.name, "main", None)
-UNPUB_KEY: BatchKey = (UNPUBLISH.name, "main", None)
-DEL_KEY: BatchKey = (DELETE.name, "shop", "cat")
+PUB_KEY = BatchKey(operation=PUBLISH.name, target="main", scope=None)
+UNPUB_KEY = BatchKey(operation=UNPUBLISH.name, target="main", scope=None)
+DEL_KEY = BatchKey(operation=DELETE.name, target="shop", scope="cat")
 
 
 def add(
@@ -145,7 +146,7 @@ def test_same_id_in_other_scope_is_independent() -> None:
     """Order is per (target, scope, id): another environment is not held back."""
     c = Coalescer()
     add(c, PUBLISH, PUB_KEY, "a")
-    other_env: BatchKey = (PUBLISH.name, "main", "sandbox")
+    other_env = BatchKey(operation=PUBLISH.name, target="main", scope="sandbox")
     add(c, PUBLISH, other_env, "a")
     assert ids(c.take(PUB_KEY)) == ["a"]
     assert ids(c.take(other_env)) == ["a"]
@@ -289,7 +290,7 @@ class CoalescerMachine(RuleBasedStateMachine):
     )
     def add(self, op: str, scope: str, item_id: str, cost: int) -> None:
         operation = OPS[op]
-        key: BatchKey = (op, "t", scope)
+        key = BatchKey(operation=op, target="t", scope=scope)
         item = self.c.add(operation, key, item_id, object(), self.tick(), cost)
         assert (item.key, item.id, item.sent) == (key, item_id, False)
         self.items[id(item)] = item
@@ -298,7 +299,7 @@ class CoalescerMachine(RuleBasedStateMachine):
 
     @rule(op=st.sampled_from(sorted(OPS)), scope=st.sampled_from(SCOPES))
     def take(self, op: str, scope: str) -> None:
-        key: BatchKey = (op, "t", scope)
+        key = BatchKey(operation=op, target="t", scope=scope)
         before = self.c.size(key)
         batch = self.c.take(key)
         assert len(batch) <= before

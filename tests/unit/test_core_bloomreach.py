@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.adapters import ItemResult
-from worker.bloomreach import (
+from worker.apis.base import ItemResult
+from worker.apis.bloomreach.adapter import (
     Bloomreach,
     delete_body,
     delete_ids_body,

@@ -8,15 +8,15 @@ import httpx
 import orjson
 import pytest
 
-from worker.datocms import (
-    ACTIONS,
+from worker.apis.datocms.adapter import (
     bulk_body,
     is_done,
     job_of,
     parse_job_result,
     read_back_states,
 )
-from worker.operations import OPERATIONS
+from worker.apis.datocms.operations import ACTIONS
+from worker.registry import OPERATIONS
 
 
 @pytest.mark.parametrize(

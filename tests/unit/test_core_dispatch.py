@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 
 from worker.batching import BatchKey, Coalescer
 from worker.limiter import Limiter
-from worker.operations import OPERATIONS
 from worker.pipeline.decisions import Pace, Step, decide
+from worker.registry import OPERATIONS
 from worker.settings import Rate
 
 OP = dataclasses.replace(OPERATIONS["datocms.items.publish"], max_items=3)
-KEY: BatchKey = (OP.name, "main", None)
-OTHER: BatchKey = ("datocms.items.unpublish", "main", None)
-BIG: BatchKey = ("datocms.items.destroy", "main", None)  # batches of 100
+KEY = BatchKey(OP.name, "main", None)
+OTHER = BatchKey("datocms.items.unpublish", "main", None)
+BIG = BatchKey("datocms.items.destroy", "main", None)  # batches of 100
 PACE = Pace(linger=0.3, scarce=False, max_inflight=2)
 SCARCE = dataclasses.replace(PACE, scarce=True)
 
@@ -32,9 +32,9 @@ def room() -> float:
 
 
 def add(c: Coalescer, at: float, *ids: str, key: BatchKey = KEY) -> None:
-    op = OP if key == KEY else dataclasses.replace(OPERATIONS[key[0]], max_items=3)
+    op = OP if key == KEY else dataclasses.replace(OPERATIONS[key.operation], max_items=3)
     if key == BIG:
-        op = dataclasses.replace(OPERATIONS[key[0]], max_items=100)
+        op = dataclasses.replace(OPERATIONS[key.operation], max_items=100)
     for item_id in ids:
         c.add(op, key, item_id, object(), at)
 

@@ -22,7 +22,7 @@ from worker.messages import (
     parse_request,
     routing_operation,
 )
-from worker.operations import OPERATIONS
+from worker.registry import OPERATIONS
 
 TARGETS = {"main": "datocms", "shop": "bloomreach"}
 DATO_OPS = [

@@ -46,20 +46,22 @@ from aio_pika.abc import (
     AbstractQueue,
 )
 
+from worker.batching import BatchKey
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import confirmed
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
+from worker.registry import rate_scope
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.partitions")
 
 
 def scope_key(request: Request) -> str:
-    """The rate scope a request belongs to: what must have a single owner."""
-    if request.operation.api == "datocms":
-        return f"datocms\x00{request.target}"
-    return f"bloomreach\x00{request.target}\x00{request.scope}"
+    """The rate scope a request belongs to: what must have a single owner (the registry's
+    rate scope of its batches, so the partition and the limiter can never disagree)."""
+    key = BatchKey(operation=request.operation.name, target=request.target, scope=request.scope)
+    return "\x00".join(rate_scope(key))
 
 
 def partition_of(request: Request, partitions: int) -> int:
@@ -366,7 +368,10 @@ class Owner:
                 newest = max(owned, key=owned.__getitem__)
                 log.info(
                     "owning %d of %d partitions, %d each is fair: handing partition %d on",
-                    len(owned), total, share, newest,
+                    len(owned),
+                    total,
+                    share,
+                    newest,
                 )
                 await self.hand_on(self.members[newest], "rebalance", again=True)
 

@@ -15,14 +15,21 @@ import time
 import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
-from worker.adapters import ItemResult
+from worker.apis.base import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import Publisher, chunks
 from worker.engine import Answer, Engine, Tracked
 from worker.limiter import Limiters
-from worker.messages import Invalid, Request, parse_request, published, utc_now
-from worker.metrics import Metrics, code_label
-from worker.operations import OPERATIONS
+from worker.messages import (
+    Invalid,
+    Request,
+    parse_request,
+    published,
+    routing_operation,
+    utc_now,
+)
+from worker.metrics import Metrics
+from worker.registry import code_label
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.broker")
@@ -131,7 +138,7 @@ class Session:
     async def _invalid(
         self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
     ) -> None:
-        op_label = invalid.operation if invalid.operation in OPERATIONS else "invalid"
+        op_label = routing_operation(invalid.operation)
         target_label = invalid.target if invalid.target in self.kinds else "unknown"
         labels = (op_label, target_label)
         self.metrics.messages_consumed.labels(*labels).inc()

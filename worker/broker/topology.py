@@ -84,7 +84,7 @@ async def results_alternate(
         log.warning(
             "results exchange %s exists without alternate-exchange %s: outcomes that match "
             "no binding will be retried and hold their requests. Give it one with a policy "
-            "(rabbitmqctl set_policy ... '{\"alternate-exchange\": \"%s\"}' --apply-to "
+            '(rabbitmqctl set_policy ... \'{"alternate-exchange": "%s"}\' --apply-to '
             "exchanges) or delete the exchange so the worker declares it anew",
             settings.results_exchange,
             unrouted_name(settings),

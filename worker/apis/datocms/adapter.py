@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -21,74 +21,24 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from worker.adapters import ItemResult, failure
-from worker.batching import BatchKey
-from worker.errors import ApiError, datocms_error
+from worker.apis.base import (
+    BatchKey,
+    ItemResult,
+    Operation,
+    Payload,
+    Sendable,
+    Tuning,
+    failure,
+    retry_policy,
+)
+from worker.apis.datocms.operations import ACTIONS, Action
+from worker.errors import ApiError, ErrorInfo, datocms_error
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
-from worker.messages import ErrorInfo
-from worker.operations import Operation
-from worker.settings import DatoCMSTarget, Settings
+from worker.settings import DatoCMSTarget
 
 log = logging.getLogger("bulkops.datocms")
 
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """How one operation maps onto the DatoCMS API."""
-
-    bulk_path: str
-    op_type: str
-    relationship: str
-    resource: str  # "item" or "upload"
-    single_method: str
-    single_path: str  # with {id}
-    done_when: str | None  # read-back status meaning done; None: done when absent
-    endpoint: str  # metrics label
-
-
-ACTIONS = {
-    "datocms.items.publish": Action(
-        "/items/bulk/publish",
-        "item_bulk_publish_operation",
-        "items",
-        "item",
-        "PUT",
-        "/items/{id}/publish",
-        "published",
-        "items_bulk_publish",
-    ),
-    "datocms.items.unpublish": Action(
-        "/items/bulk/unpublish",
-        "item_bulk_unpublish_operation",
-        "items",
-        "item",
-        "PUT",
-        "/items/{id}/unpublish",
-        "draft",
-        "items_bulk_unpublish",
-    ),
-    "datocms.items.destroy": Action(
-        "/items/bulk/destroy",
-        "item_bulk_destroy_operation",
-        "items",
-        "item",
-        "DELETE",
-        "/items/{id}",
-        None,
-        "items_bulk_destroy",
-    ),
-    "datocms.uploads.destroy": Action(
-        "/uploads/bulk/destroy",
-        "upload_bulk_destroy_operation",
-        "uploads",
-        "upload",
-        "DELETE",
-        "/uploads/{id}",
-        None,
-        "uploads_bulk_destroy",
-    ),
-}
 
 REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
 
@@ -171,19 +121,34 @@ class JobTimeout(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class JobPolling:
+    """How long to wait for a job's result, and how often to ask (growing by half each time)."""
+
+    deadline_seconds: float
+    initial_seconds: float
+    max_seconds: float
+
+
+def make_adapter(target: DatoCMSTarget, tuning: Tuning) -> DatoCMS:
+    jobs = JobPolling(
+        deadline_seconds=tuning.job_deadline_seconds,
+        initial_seconds=tuning.job_poll_initial_seconds,
+        max_seconds=tuning.job_poll_max_seconds,
+    )
+    return DatoCMS(target, retry_policy(tuning), jobs)
+
+
 class DatoCMS:
-    """Adapter for the four DatoCMS bulk operations of one target."""
+    """Adapter for the DatoCMS bulk operations of one target."""
 
-    def __init__(self, target: DatoCMSTarget, settings: Settings, retry: RetryPolicy) -> None:
+    def __init__(self, target: DatoCMSTarget, retry: RetryPolicy, jobs: JobPolling) -> None:
         self.target = target
-        self.settings = settings
         self.retry = retry
+        self.jobs = jobs
 
-    def cost(self, operation: Operation, item_id: str) -> int:
+    def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
         return len(item_id) + 30
-
-    def rate_scope(self, key: BatchKey) -> Hashable:
-        return ("datocms", key[1])  # one token per target: every environment shares it
 
     def headers(self, environment: str | None, body: bool = False) -> dict[str, str]:
         headers = {
@@ -198,10 +163,11 @@ class DatoCMS:
         return headers
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
+        self, key: BatchKey, items: Sequence[Sendable], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
+        ids = [item.id for item in items]
         results: dict[str, ItemResult] = {}
-        run = _Run(self, ACTIONS[key[0]], key, client, results)
+        run = _Run(self, ACTIONS[key.operation], key, client, results)
         await run.process(ids, hold)
         missing = [i for i in ids if i not in results]
         assert not missing, f"no result for {len(missing)} ids"
@@ -222,13 +188,13 @@ class _Run:
         self.a = adapter
         self.action = action
         self.key = key
-        self.environment = key[2]
+        self.environment = key.scope
         self.client = client
         self.results = results
         self.metrics = client.metrics
 
     def _on_retry(self, error: ApiError) -> None:
-        self.client.count_retry(self.key[0], error)
+        self.client.count_retry(self.key.operation, error)
 
     def _fail_all(self, ids: list[str], result: ItemResult) -> None:
         for item_id in ids:
@@ -261,7 +227,7 @@ class _Run:
                 ):
                     self._fail_all(ids, failure(RetriesExhausted(exc, attempt)))
                     return
-                self.client.count_retry(self.key[0], exc)
+                self.client.count_retry(self.key.operation, exc)
                 await asyncio.sleep(pause)
 
     async def _submit(self, ids: list[str], hold: Hold | None) -> str:
@@ -281,9 +247,7 @@ class _Run:
     async def _follow(self, ids: list[str], job_id: str, attempts: int) -> None:
         started = time.monotonic()
         job = await self._poll(job_id)
-        self.metrics.job_duration.labels(self.key[0], self.key[1]).observe(
-            time.monotonic() - started
-        )
+        self.metrics.job_duration.labels(*self.key.labels).observe(time.monotonic() - started)
         if job.error is not None:
             raise job.error
         if job.failed == 0:
@@ -292,9 +256,9 @@ class _Run:
         await self._attribute(ids, job, job_id, attempts)
 
     async def _poll(self, job_id: str) -> JobResult:
-        s = self.a.settings
-        deadline = time.monotonic() + s.job_deadline_seconds
-        interval = s.job_poll_initial_seconds
+        s = self.a.jobs
+        deadline = time.monotonic() + s.deadline_seconds
+        interval = s.initial_seconds
         url = f"{self.a.target.base_url}/job-results/{quote(job_id, safe='')}"
         while True:
             await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
@@ -309,9 +273,9 @@ class _Run:
             except (KeyError, TypeError, ValueError) as exc:
                 raise ApiError("unexpected_response", f"job result: {exc!r}", True) from exc
             if time.monotonic() >= deadline:
-                self.metrics.job_timeouts.labels(self.key[0], self.key[1]).inc()
-                raise JobTimeout(f"job {job_id} had no result after {s.job_deadline_seconds:g}s")
-            interval = min(interval * 1.5, s.job_poll_max_seconds)
+                self.metrics.job_timeouts.labels(*self.key.labels).inc()
+                raise JobTimeout(f"job {job_id} had no result after {s.deadline_seconds:g}s")
+            interval = min(interval * 1.5, s.max_seconds)
 
     async def _settled(self, response: httpx.Response) -> Any:
         """The answer's body, or, when the answer is a job, its result's payload: the job's

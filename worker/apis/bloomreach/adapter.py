@@ -17,22 +17,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
-from worker.adapters import ItemResult, failure
-from worker.batching import BatchKey
-from worker.errors import ApiError
+from worker.apis.base import (
+    BatchKey,
+    ItemResult,
+    Operation,
+    Payload,
+    Sendable,
+    Tuning,
+    failure,
+    retry_policy,
+)
+from worker.apis.bloomreach.operations import DELETE as OPERATION
+from worker.errors import ApiError, ErrorInfo
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
-from worker.messages import ErrorInfo
-from worker.operations import Operation
 from worker.settings import BloomreachTarget
 
-OPERATION = "bloomreach.catalog_items.delete"
 TOO_LARGE = frozenset({400, 413})  # 400 as documented, 413 as a proxy in front may answer
 
 log = logging.getLogger("bulkops.bloomreach")
@@ -110,12 +116,9 @@ class Bloomreach:
         self._switched = False
         self.refused_size: int | None = None  # the smallest request refused with 413
 
-    def cost(self, operation: Operation, item_id: str) -> int:
+    def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
         # The larger of the two forms' elements, and its comma.
         return len(orjson.dumps({"item_id": item_id})) + 1
-
-    def rate_scope(self, key: BatchKey) -> Hashable:
-        return ("bloomreach", key[1], key[2])  # the limit is per catalog
 
     def url(self, catalog_id: str) -> str:
         project = quote(self.target.project_id, safe="")
@@ -124,11 +127,12 @@ class Bloomreach:
         return self.target.base_url + path
 
     async def execute(
-        self, key: BatchKey, ids: list[str], client: ScopedClient, hold: Hold | None
+        self, key: BatchKey, items: Sequence[Sendable], client: ScopedClient, hold: Hold | None
     ) -> dict[str, ItemResult]:
-        assert key[2] is not None, "catalog_id is validated before batching"
+        assert key.scope is not None, "catalog_id is validated before batching"
+        ids = [item.id for item in items]
         results: dict[str, ItemResult] = {}
-        url = self.url(key[2])
+        url = self.url(key.scope)
         parts = halves(ids, self.refused_size) if self.refused_size else [ids]
         holds = [hold] + [None] * (len(parts) - 1)  # the held slot goes to the first part
         sends = (self._send(url, p, client, h, results) for p, h in zip(parts, holds, strict=True))
@@ -213,6 +217,10 @@ class Bloomreach:
             )
             return True
         return False
+
+
+def make_adapter(target: BloomreachTarget, tuning: Tuning) -> Bloomreach:
+    return Bloomreach(target, retry_policy(tuning))
 
 
 def _json(content: bytes) -> Any:

@@ -1,0 +1,159 @@
+"""What every API area provides, and the one interface the pipeline drives them through.
+
+The pipeline knows batch keys, items and results; an API area knows its targets, its
+operations, its wire format and how to carry a batch through to a true outcome per item.
+``worker.registry`` collects the areas' ``ApiSpec``s: everything outside ``worker/apis``
+reads API facts there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, Protocol
+
+from worker.errors import ErrorCode, ErrorInfo
+from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
+from worker.limiter import Hold
+
+Payload = Mapping[str, Any]  # an item's data (JSON-able), opaque to the pipeline
+ParamsCheck = Callable[[Mapping[str, Any]], str | None]  # why params are wrong, or None
+IdRule = Callable[[str], str | None]  # why an id cannot be sent to this API, or None
+RateScope = tuple[str, ...]
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+MAX_ID_LENGTH = 1024
+
+
+class BatchKey(NamedTuple):
+    """What items must share to go in one API request. Equal keys coalesce."""
+
+    operation: str
+    target: str
+    scope: str | None  # the operation's scope field (environment, catalog id), if any
+    params: str | None = None  # the operation's parameters as canonical JSON, if any
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """(operation, target): the metrics' labels of this key."""
+        return self.operation, self.target
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One row of an API's operations table.
+
+    ``executed``: False for a contract row the worker does not carry out yet: clients may
+    validate jobs for it, the worker answers it ``unknown_operation``.
+    """
+
+    name: str
+    api: str
+    scope_field: Literal["environment", "catalog_id"]
+    scope_required: bool
+    max_items: int
+    max_body_bytes: int | None = None
+    id_rule: IdRule | None = None
+    carries: Literal["ids", "items"] = "ids"
+    params: ParamsCheck | None = None  # None: the operation takes no params
+    executed: bool = True
+
+    def id_problem(self, value: object) -> str | None:
+        """Why ``value`` cannot be sent as an id of this operation, or None if it can."""
+        if not isinstance(value, str) or not value:
+            return "id must be a non-empty string"
+        if len(value) > MAX_ID_LENGTH:
+            return f"id is longer than {MAX_ID_LENGTH} characters"
+        if _CONTROL.search(value):
+            return "id contains control characters"
+        return self.id_rule(value) if self.id_rule is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    status: Literal["succeeded", "failed", "rejected"]
+    error: ErrorInfo | None = None
+    attempts: int = 1
+    job_id: str | None = None
+
+
+def failure(exc: RetriesExhausted, job_id: str | None = None) -> ItemResult:
+    """The outcome of an item whose request failed for good."""
+    error = exc.error
+    if error.retryable:  # the budget ran out on an error that might have passed
+        message = f"{exc.attempts} attempts; last: {error}"
+        info = ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, message, True)
+    else:
+        info = error.info()
+    return ItemResult("failed", info, exc.attempts, job_id)
+
+
+class Sendable(Protocol):
+    """One item as an adapter sees it: its id and, where the operation has one, its data."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def payload(self) -> Payload | None: ...
+
+
+class Adapter(Protocol):
+    """One target of one API: builds its requests and reads each item's outcome."""
+
+    def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
+        """Bytes this item adds to a request body (for body-size limits)."""
+        ...
+
+    async def execute(
+        self, key: BatchKey, items: Sequence[Sendable], client: ScopedClient, hold: Hold | None
+    ) -> dict[str, ItemResult]:
+        """Send ``items`` and return a result for every one of them, by id.
+
+        ``hold``: a limiter slot the caller already holds for the first request (spent by
+        that request's send), or None.
+        """
+        ...
+
+
+class Tuning(Protocol):
+    """The settings an adapter reads (the worker's ``Settings`` is one)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def retry_budget_seconds(self) -> float: ...
+    @property
+    def backoff_base_seconds(self) -> float: ...
+    @property
+    def backoff_max_seconds(self) -> float: ...
+    @property
+    def job_deadline_seconds(self) -> float: ...
+    @property
+    def job_poll_initial_seconds(self) -> float: ...
+    @property
+    def job_poll_max_seconds(self) -> float: ...
+
+
+def retry_policy(tuning: Tuning) -> RetryPolicy:
+    return RetryPolicy(
+        tuning.max_attempts,
+        tuning.retry_budget_seconds,
+        tuning.backoff_base_seconds,
+        tuning.backoff_max_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSpec:
+    """Everything the rest of the worker may know about one API."""
+
+    kind: str  # the targets' ``kind``
+    operations: tuple[Operation, ...]
+    rate_scope: Callable[[BatchKey], RateScope]  # batches of one rate scope share a limit
+    adapter: Callable[[Any, Tuning], Adapter]  # (target of this kind, tuning) -> adapter
+    default_rate: str  # the documented limit, as "<requests>/<seconds>s"
+    first_rate: str  # before any answer states the limit: the most conservative reading
+    states_limit: bool = False  # every answer states the limit in force (to adopt it)
+    known_codes: frozenset[str] = frozenset()  # the API's documented error codes (labels)

@@ -1,0 +1,1 @@
+"""Bloomreach Engagement: catalog items in bulk, one rate limit per catalog."""
