@@ -190,17 +190,10 @@ def test_no_import_cycle_among_production_modules() -> None:
     assert cycles(import_graph(production_modules())) == []
 
 
-ENGINE_NOT_SPLIT = pytest.mark.xfail(
-    strict=True, reason="worker/engine.py (Engine, 388 lines) is split next (issue 11, point 5)"
-)
-
-
-@ENGINE_NOT_SPLIT
 def test_no_production_class_over_250_lines() -> None:
     assert long_classes(production_modules()) == []
 
 
-@ENGINE_NOT_SPLIT
 def test_no_production_module_over_450_lines() -> None:
     assert long_modules(production_modules()) == []
 

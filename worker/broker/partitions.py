@@ -124,7 +124,7 @@ class Intake(Protocol):
 
 
 class Pipeline(Protocol):
-    """What handing a partition on needs of the pipeline (see worker/engine.py)."""
+    """What handing a partition on needs of the pipeline (see worker/pipeline/handover.py)."""
 
     def hand_over(self, partition: int) -> Sized: ...
 

@@ -21,10 +21,10 @@ from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
 from worker.broker.topology import declare_topology, results_alternate, sample_unrouted
-from worker.engine import Engine
 from worker.health import Health
 from worker.limiter import Limiters
 from worker.metrics import Metrics
+from worker.pipeline.engine import Engine
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.broker")

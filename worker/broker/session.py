@@ -18,7 +18,6 @@ from aio_pika.abc import AbstractIncomingMessage
 from worker.apis.base import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import Publisher, chunks
-from worker.engine import Answer, Engine, Tracked
 from worker.limiter import Limiters
 from worker.messages import (
     Invalid,
@@ -29,6 +28,8 @@ from worker.messages import (
     utc_now,
 )
 from worker.metrics import Metrics
+from worker.pipeline.engine import Engine
+from worker.pipeline.requests import Answer, Tracked
 from worker.registry import code_label
 from worker.settings import Settings
 
