@@ -1,19 +1,28 @@
 """When a batch goes (worker/pipeline/decisions.py), on a fake clock: no broker, no network,
-no event loop. The coalescer is the real one; times are plain numbers."""
+no event loop. The coalescer is the real one; times are plain numbers. Last, the pace the
+dispatcher gives those decisions while draining or handing a scope over (the real engine,
+its takeover wait keeping it from sending)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
 from worker.batching import BatchKey, Coalescer
 from worker.limiter import Limiter
+from worker.messages import Request, parse_request
+from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, Step, decide
+from worker.pipeline.engine import Engine
+from worker.pipeline.requests import Tracked
 from worker.registry import OPERATIONS
-from worker.settings import Rate
+from worker.settings import Rate, Settings
 
 OP = dataclasses.replace(OPERATIONS["datocms.items.publish"], max_items=3)
 KEY = BatchKey(OP.name, "main", None)
@@ -146,3 +155,56 @@ def test_a_batch_goes_exactly_when_full_or_lingered_with_a_free_slot_and_room(
         assert step == Step(None, wait_for_room)
     else:
         assert step == Step(KEY)
+
+
+async def test_a_drain_or_a_hand_over_stops_lingering_where_it_applies() -> None:
+    """The dispatcher's pace: the configured linger, none for a scope being handed over (the
+    others keep theirs), none anywhere once draining."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        partitions=2,
+        linger_seconds=0.3,
+        targets={
+            "main": {"kind": "datocms", "api_token": "t"},
+            "shop": {
+                "kind": "bloomreach",
+                "base_url": "http://127.0.0.1:9",
+                "api_key_id": "k",
+                "api_secret": "s",
+                "project_id": "p",
+            },
+        },
+    )
+    kinds = {"main": "datocms", "shop": "bloomreach"}
+    dato = b'{"operation": "datocms.items.publish", "target": "main", "ids": ["a"]}'
+    bloom = (
+        b'{"operation": "bloomreach.catalog_items.delete", "target": "shop", '
+        b'"catalog_id": "c", "ids": ["x"]}'
+    )
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        engine = Engine(settings, Metrics(CollectorRegistry()), http, _no_publish, tasks)
+        for partition, body in enumerate((dato, bloom)):
+            request = parse_request(body, None, kinds)
+            assert isinstance(request, Request)
+            engine.accept(Tracked(_Delivery(), request, None, None, 1, partition=partition))
+        scopes = {s.partition: s for s in engine.scopes.values()}
+        dispatcher = engine.dispatcher
+        assert [dispatcher.pace(scopes[p]).linger for p in (0, 1)] == [0.3, 0.3]
+        assert dispatcher.pace(scopes[1]).scarce and not dispatcher.pace(scopes[0]).scarce
+        engine.hand_over(0)
+        assert [dispatcher.pace(scopes[p]).linger for p in (0, 1)] == [0.0, 0.3]
+        engine.begin_drain()
+        assert [dispatcher.pace(scopes[p]).linger for p in (0, 1)] == [0.0, 0.0]
+        engine.cancel()
+
+
+class _Delivery:
+    async def ack(self) -> None:
+        return None
+
+    async def nack(self, requeue: bool) -> None:
+        return None
+
+
+async def _no_publish(answers: object) -> None:
+    raise AssertionError("nothing is answered here: the takeover wait keeps every scope idle")

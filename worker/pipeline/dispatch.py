@@ -150,7 +150,8 @@ class Dispatcher:
 
     # -- the dispatcher of one scope --------------------------------------------------------
 
-    def _pace(self, scope: Scope) -> Pace:
+    def pace(self, scope: Scope) -> Pace:
+        """The scope's pacing now: no lingering while draining or handing it over."""
         linger = 0.0 if self.flush or scope.flush else self.settings.linger_seconds
         return Pace(linger, scope.scarce, self.settings.max_inflight_batches)
 
@@ -160,7 +161,7 @@ class Dispatcher:
                 self.coalescer,
                 scope.keys,
                 time.monotonic(),
-                self._pace(scope),
+                self.pace(scope),
                 scope.inflight,
                 scope.limiter.room_in,
             )
