@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 
-from worker.settings import Rate, Target
+from worker.settings import BloomreachTarget, DatoCMSTarget, Rate
 
 HELD_POLL = 0.05
 
@@ -202,7 +202,7 @@ class Limiters:
         self,
         scope: Hashable,
         name: str,
-        target: Target,
+        target: DatoCMSTarget | BloomreachTarget,
         on_wait: Callable[[float], None] | None = None,
     ) -> Limiter:
         limiter = self._by_scope.get(scope)
@@ -210,13 +210,13 @@ class Limiters:
             limiter = self._by_scope[scope] = self._by_target[name] = self._new(target, on_wait)
         return limiter
 
-    def allowed(self, name: str, target: Target) -> int:
+    def allowed(self, name: str, target: DatoCMSTarget | BloomreachTarget) -> int:
         """The limit in force for a target: its limiters' (they agree), else the first."""
         limiter = self._by_target.get(name)
         return limiter.rate.requests if limiter is not None else target.first_rate.requests
 
     def _new(
-        self, target: Target, on_wait: Callable[[float], None] | None
+        self, target: DatoCMSTarget | BloomreachTarget, on_wait: Callable[[float], None] | None
     ) -> Limiter:
         explicit = Rate.parse(target.rate_limit) if target.rate_limit else None
         limiter = Limiter(

@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from worker.batching import BatchKey, Coalescer
-from worker.limiter import Limiter
+from worker.limiter import Limiter, Rate
 from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, Step, decide
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Tracked
 from worker.registry import OPERATIONS
-from worker.settings import Rate, Settings
+from worker.settings import Settings
 
 OP = dataclasses.replace(OPERATIONS["datocms.items.publish"], max_items=3)
 KEY = BatchKey(OP.name, "main", None)
