@@ -201,9 +201,10 @@ def test_no_production_module_over_450_lines() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "the API side of issue 11 (the other half) is not finished: besides worker.registry "
-        "and worker.settings, worker.client.operations (operation names, API kinds) and "
-        "worker.errors (datocms_error) still name an API"
+        "the API side of issue 11 (the other half) is merged here only up to its seams: "
+        "besides worker.registry and worker.settings, worker.client.operations (operation "
+        "names, API kinds), worker.errors (datocms_error) and worker.limiter (the two "
+        "target classes) still name an API. Remove this mark when that half is merged."
     ),
 )
 def test_at_most_two_production_modules_outside_the_api_areas_name_an_api() -> None:
