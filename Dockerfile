@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # bulkops worker image. Multi-stage, after astral-sh/uv-docker-example:
 #   builder: uv installs the locked dependencies (own layer, cached while uv.lock is unchanged),
-#            then the project itself, non-editable, into /app/.venv.
+#            then the project itself, non-editable, into /app/.venv: its wheel, which leaves
+#            out the emulator and the demo (pyproject.toml, [tool.hatch.build.targets.wheel]).
 #   runtime: slim Python with only that virtualenv (which holds the `worker` package);
 #            no uv, no compilers, numeric non-root user.
 
@@ -23,7 +24,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
     uv sync --frozen --no-install-project --no-dev --no-editable
 
-# 2. The project itself.
+# 2. The project itself, as its wheel (no emulator, no demo: the image carries what `run` needs).
 COPY pyproject.toml uv.lock README.md ./
 COPY worker ./worker
 RUN --mount=type=cache,target=/root/.cache/uv \

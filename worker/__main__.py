@@ -38,17 +38,44 @@ def main(argv: list[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(run(settings))
     if args.command == "emulator":
+        return _emulator(args.host, args.port)
+    return _demo(args.amqp_url)
+
+
+# The emulator and the demo are development tools: the production image's wheel leaves them
+# out (pyproject.toml, [tool.hatch.build.targets.wheel]), and there they say so.
+NOT_INSTALLED = (
+    "bulkops: `{command}` is not installed here: the production image carries only what "
+    "`run` needs. Use a development checkout (uv sync; uv run python -m worker {command})."
+)
+
+
+def _emulator(host: str, port: int) -> int:
+    try:
         from worker.emulator import EmulatorConfig, serve
+    except ModuleNotFoundError as exc:
+        return _not_installed("emulator", exc)
+    logs.configure("INFO")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(EmulatorConfig(host=host, port=port)))
+    return 0
 
-        logs.configure("INFO")
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(EmulatorConfig(host=args.host, port=args.port)))
-        return 0
-    from worker.demo import demo as run_demo
 
+def _demo(amqp_url: str) -> int:
+    try:
+        from worker.demo import demo as run_demo
+    except ModuleNotFoundError as exc:
+        return _not_installed("demo", exc)
     logs.configure("ERROR")
-    code: int = asyncio.run(run_demo(args.amqp_url))
+    code: int = asyncio.run(run_demo(amqp_url))
     return code
+
+
+def _not_installed(command: str, exc: ModuleNotFoundError) -> int:
+    if exc.name not in ("worker.emulator", "worker.demo"):
+        raise exc  # a dependency missing in a development install: not this case
+    print(NOT_INSTALLED.format(command=command), file=sys.stderr)
+    return 2
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -25,8 +25,8 @@ from tests.integration.harness import (
     ids,
     start_worker,
 )
+from worker.broker.partitions import partition_of
 from worker.messages import Request, parse_request
-from worker.partitions import partition_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

@@ -1,4 +1,4 @@
-"""Settling deliveries (worker/broker.py Acker): which frames go out, in which order. A
+"""Settling deliveries (worker/broker/acker.py): which frames go out, in which order. A
 recording stand-in for the aiormq channel: the frames are what is tested."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import aiormq
 
-from worker.broker import Acker
+from worker.broker.acker import Acker
 
 
 class Frames:

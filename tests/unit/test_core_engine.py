@@ -1,4 +1,4 @@
-"""Handing a partition on (worker/engine.py): what is given back, what stays, what is
+"""Handing a partition on (worker/pipeline/handover.py, through the Engine): what is given back, what stays, what is
 forgotten. No request is sent: the partitioned takeover wait keeps every dispatcher idle."""
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ import time
 import httpx
 from prometheus_client import CollectorRegistry
 
-from worker.engine import Engine, Tracked
 from worker.limiter import Limiters
 from worker.messages import Request, parse_request
 from worker.metrics import Metrics
+from worker.pipeline.engine import Engine
+from worker.pipeline.requests import Tracked
 from worker.settings import Settings
 
 KINDS = {"main": "datocms", "shop": "bloomreach"}

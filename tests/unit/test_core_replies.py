@@ -1,4 +1,4 @@
-"""Replies and outcome modes (worker/messages.py, Tracked in worker/engine.py): pure, no
+"""Replies and outcome modes (worker/messages.py, Tracked in worker/pipeline/requests.py): pure, no
 broker. The reply body is the contract's ("Replies"): one place builds it."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import orjson
 import pytest
 
 from worker.apis.base import ItemResult
-from worker.engine import Tracked
 from worker.messages import ErrorInfo, Invalid, Request, parse_request, published
+from worker.pipeline.requests import Tracked
 
 KINDS = {"main": "datocms", "shop": "bloomreach"}
 

@@ -28,23 +28,31 @@ hands one on every ``partition_rebalance_seconds``, and subscribes again behind 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sized
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+)
 
 from worker.batching import BatchKey
-from worker.messages import Request
+from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker.publishing import confirmed
+from worker.messages import Request, derive_request_id
+from worker.metrics import Metrics
 from worker.registry import rate_scope
 from worker.settings import Settings
-
-if TYPE_CHECKING:
-    from worker.broker import Acker, Session
 
 log = logging.getLogger("bulkops.partitions")
 
@@ -95,6 +103,79 @@ async def declare_partitions(channel: AbstractChannel, settings: Settings) -> li
     return queues
 
 
+class Intake(Protocol):
+    """What partitioned mode needs of the broker session: its settings and metrics, the
+    Ackers of its channels, and its intake of a message (checked only, or taken in)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
+
+    @property
+    def ackers(self) -> Ackers: ...
+
+    async def screen(self, message: AbstractIncomingMessage, acker: Acker) -> Request | None: ...
+
+    async def handle(
+        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None
+    ) -> None: ...
+
+
+class Pipeline(Protocol):
+    """What handing a partition on needs of the pipeline (see worker/pipeline/handover.py)."""
+
+    def hand_over(self, partition: int) -> Sized: ...
+
+    def busy(self, partition: int) -> bool: ...
+
+    async def retire(self, partition: int) -> Sized: ...
+
+
+class Router:
+    """The request queue's consumer in partitioned mode: checks each message, then moves it
+    unchanged to its scope's partition (forwards keep the consumption order: one router,
+    one channel)."""
+
+    def __init__(self, intake: Intake, exchange: AbstractExchange) -> None:
+        self.intake = intake
+        self.exchange = exchange  # the partition exchange, on the confirming channel
+        self.routing = True  # False: the router is being handed on
+        self.forwarding = 0  # messages being forwarded right now
+
+    async def route(self, message: AbstractIncomingMessage, acker: Acker) -> None:
+        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
+        if not self.routing:
+            return  # left unacked: it goes back to the queue's head when the channel closes
+        self.forwarding += 1
+        try:
+            parsed = await self.intake.screen(message, acker)
+            if parsed is None:
+                return
+            index = partition_of(parsed, self.intake.settings.partitions)
+            await self.forward(message, routing_key(index))
+            await AmqpDelivery(message, acker).ack()
+        finally:
+            self.forwarding -= 1
+
+    async def forward(self, message: AbstractIncomingMessage, key: str) -> None:
+        """Move a consumed request to a partition queue, body and properties unchanged."""
+        copy = aio_pika.Message(
+            message.body,
+            headers=dict(message.headers or {}),
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            # The request id must not change on the way (it names the outcomes).
+            message_id=derive_request_id(message.body, message.message_id),
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,  # the partition's owner answers it
+            timestamp=message.timestamp,
+        )
+        exchange = self.exchange
+        await confirmed(lambda: exchange.publish(copy, key, mandatory=True), "forward")
+
+
 @dataclass(eq=False)
 class _Member:
     """One queue (the router's or a partition's) as this replica consumes it."""
@@ -105,26 +186,41 @@ class _Member:
     closing: bool = False
 
 
+@dataclass(eq=False)
+class _Held:
+    """What this replica owns of the partitions, and what it is handing on."""
+
+    owned: dict[int, float] = field(default_factory=dict)  # partition -> its first delivery
+    holding: set[int] = field(default_factory=set)  # being handed on: deliveries left unacked
+    handling: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
 class Owner:
     """This replica's part in partitioned mode: the router, its partitions, rebalancing."""
 
     def __init__(
         self,
         connection: AbstractConnection,
-        session: Session,
+        intake: Intake,
+        pipeline: Pipeline,
+        router: Router,
         lost: asyncio.Event,
     ) -> None:
         self.connection = connection
-        self.session = session
-        self.settings = session.settings
+        self.intake = intake
+        self.pipeline = pipeline
+        self.settings = intake.settings
+        self.metrics = intake.metrics
         self.lost = lost
-        self.router = _Member(None)
+        self.router = router
+        self.held = _Held()
+        self._router = _Member(None)
         self.members = [_Member(i) for i in range(self.settings.partitions)]
         self._presence: AbstractChannel | None = None
 
     async def start(self) -> None:
         settings = self.settings
-        self.session.metrics.partitions_owned.set(0)
+        self.metrics.partitions_owned.set(0)
         presence = self._presence = await self._channel(None)
         queue = await presence.declare_queue(
             presence_queue(settings),
@@ -132,7 +228,7 @@ class Owner:
             arguments={"x-queue-type": "classic", "x-expires": 24 * 3600 * 1000},
         )
         await queue.consume(_ignore, no_ack=True)  # counted, never fed
-        await self._subscribe(self.router)
+        await self._subscribe(self._router)
         for member in self.members:
             await self._subscribe(member)
 
@@ -152,14 +248,29 @@ class Owner:
         channel = member.channel = await self._channel(member)
         member.closing = False
         await channel.set_qos(prefetch_count=self.settings.prefetch)
-        acker = member.acker = self.session.acker(await channel.get_underlay_channel())
+        acker = member.acker = self.intake.ackers.start(await channel.get_underlay_channel())
         if member.index is None:
             queue = await channel.get_queue(self.settings.request_queue)
-            await queue.consume(functools.partial(self.session.route, acker=acker))
+            await queue.consume(functools.partial(self.router.route, acker=acker))
         else:
             queue = await channel.get_queue(queue_name(self.settings, member.index))
-            handle = functools.partial(self.session.on_message, acker=acker, partition=member.index)
-            await queue.consume(handle)
+            await queue.consume(functools.partial(self._deliver, acker, member.index))
+
+    async def _deliver(self, acker: Acker, index: int, message: AbstractIncomingMessage) -> None:
+        """A partition queue's consumer."""
+        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
+        held = self.held
+        if index in held.holding:
+            return  # left unacked: the next owner gets it when the channel closes
+        if index not in held.owned:
+            held.owned[index] = time.monotonic()
+            self.metrics.partitions_owned.set(len(held.owned))
+            log.info("owning partition %d", index)
+        held.handling[index] += 1  # a hand-over waits for this (outcomes, dead letters)
+        try:
+            await self.intake.handle(message, acker, index)
+        finally:
+            held.handling[index] -= 1
 
     async def _close(self, member: _Member, deadline: float | None = None) -> None:
         """Close the member's channel once its acks are queued: the CloseOk comes after
@@ -168,10 +279,10 @@ class Owner:
         if member.channel is not None and not member.channel.is_closed:
             if member.acker is not None and not self.lost.is_set():
                 left = 10.0 if deadline is None else deadline - time.monotonic()
-                await self.session.flush(member.acker, timeout=left)
+                await self.intake.ackers.flush(member.acker, timeout=left)
             await member.channel.close()
         if member.acker is not None:
-            self.session.stop_acker(member.acker)
+            self.intake.ackers.stop(member.acker)
             member.acker = None
 
     async def hand_on(
@@ -182,22 +293,14 @@ class Owner:
         replicas. Without a ``deadline`` (rebalancing) the started work is always finished
         (it is bounded by the retry budget and the job deadline): an abandoned DatoCMS job
         could complete after a later operation the next owner sends for the same id."""
-        session, index = self.session, member.index
-        assert index is not None and session.engine is not None
-        engine = session.engine
+        index = member.index
+        assert index is not None
         if member.channel is None or member.channel.is_closed:
             return
-        session.holding.add(index)
-        given_back = engine.hand_over(index)
-
-        def working() -> bool:
-            return engine.busy(index) or session.handling[index] > 0
-
-        while working() and not self.lost.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(0.05)
-        unfinished = await engine.retire(index)
+        self.held.holding.add(index)
+        given_back = self.pipeline.hand_over(index)
+        await self._finish(index, deadline)
+        unfinished = await self.pipeline.retire(index)
         if unfinished:
             log.warning(
                 "partition %d: %d requests not finished in time, handed on unanswered",
@@ -205,10 +308,10 @@ class Owner:
                 len(unfinished),
             )
         await self._close(member, deadline)
-        session.holding.discard(index)
-        if session.owned.pop(index, None) is not None:
-            session.metrics.partition_handovers.labels(reason).inc()
-            session.metrics.partitions_owned.set(len(session.owned))
+        self.held.holding.discard(index)
+        if self.held.owned.pop(index, None) is not None:
+            self.metrics.partition_handovers.labels(reason).inc()
+            self.metrics.partitions_owned.set(len(self.held.owned))
             log.info(
                 "handed partition %d on (%s): %d requests given back",
                 index,
@@ -218,15 +321,26 @@ class Owner:
         if again and not self.lost.is_set():
             await self._subscribe(member)
 
+    async def _finish(self, index: int, deadline: float | None) -> None:
+        """Wait until the partition's started work is answered (or the deadline passes)."""
+
+        def working() -> bool:
+            return self.pipeline.busy(index) or self.held.handling[index] > 0
+
+        while working() and not self.lost.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+
     async def stop(self) -> None:
         """SIGTERM: hand the router on once its forwards are through, then every partition
         at once, all within one drain timeout."""
-        session = self.session
-        session.routing = False
+        router = self.router
+        router.routing = False
         deadline = time.monotonic() + self.settings.drain_timeout_seconds
-        while session.forwarding and time.monotonic() < deadline and not self.lost.is_set():
+        while router.forwarding and time.monotonic() < deadline and not self.lost.is_set():
             await asyncio.sleep(0.01)
-        await self._close(self.router, deadline)
+        await self._close(self._router, deadline)
         results = await asyncio.gather(
             *(self.hand_on(m, "stopping", False, deadline) for m in self.members),
             return_exceptions=True,
@@ -248,7 +362,7 @@ class Owner:
         total = len(self.members)
         while True:
             await asyncio.sleep(interval)
-            owned = self.session.owned
+            owned = self.held.owned
             share = -(-total // await self.replicas())
             if len(owned) > share:
                 newest = max(owned, key=owned.__getitem__)

@@ -1,0 +1,252 @@
+"""The package's shape, as issue 11 defines it ("done means"), checked over the production
+modules: every ``worker/**.py`` but the development tools (``worker/emulator/``,
+``worker/demo.py``), which the image leaves out.
+
+- No import cycle among production modules. Every import counts, wherever it is (inside a
+  function, under ``TYPE_CHECKING``). ``from a.b import c`` is an edge to ``a.b.c`` when that
+  is a module, else to ``a.b``; importing a module also imports its packages' ``__init__``,
+  so that is an edge too, except from a module inside that package (whose ``__init__`` is
+  already being imported when the module is).
+- No production class over 250 lines; no production module over 450 lines.
+- At most two production modules outside the per-API areas (``worker/apis/<api>/``) name an
+  API. "Name" means in code: a name (identifier, attribute, import) or a string literal
+  that contains ``datocms`` or ``bloomreach`` (any case). Prose does not count: comments,
+  docstrings, and string literals with whitespace in them (help texts, log and error
+  messages) may say which API a rule comes from; code may not depend on it. A string
+  without whitespace is a value (a kind, an operation's name, a logger's name): it counts.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import tokenize
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEV_ONLY = ("worker/emulator/", "worker/demo.py")
+APIS = ("datocms", "bloomreach")
+API_AREAS = tuple(f"worker/apis/{api}{end}" for api in APIS for end in ("/", ".py"))
+API_NAME = re.compile("|".join(APIS), re.IGNORECASE)
+MAX_CLASS_LINES = 250
+MAX_MODULE_LINES = 450
+MAX_MODULES_NAMING_AN_API = 2
+
+
+def production_modules(root: Path = ROOT) -> dict[str, Path]:
+    """Dotted module name -> file, for every production module under ``root``."""
+    modules = {}
+    for path in sorted((root / "worker").rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(DEV_ONLY):
+            continue
+        parts = rel.removesuffix(".py").split("/")
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return modules
+
+
+def _imported(module: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
+    """Every module an import statement in the file imports by name."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                submodule = f"{base}.{alias.name}"
+                yield submodule if submodule in known else base
+
+
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Module -> the production modules it imports (see the module docstring)."""
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        edges: set[str] = set()
+        for name in _imported(module, path, modules):
+            parts = name.split(".")
+            for end in range(1, len(parts) + 1):
+                imported = ".".join(parts[:end])
+                inside = module == imported or module.startswith(imported + ".")
+                if imported in modules and (end == len(parts) or not inside):
+                    edges.add(imported)
+        edges.discard(module)
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def long_classes(modules: dict[str, Path]) -> list[str]:
+    out = []
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_CLASS_LINES:
+                    out.append(f"{module}.{node.name}: {lines} lines")
+    return out
+
+
+def long_modules(modules: dict[str, Path]) -> list[str]:
+    out = []
+    for module, path in modules.items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_MODULE_LINES:
+            out.append(f"{module}: {lines} lines")
+    return out
+
+
+def _docstring_lines(tree: ast.AST) -> set[int]:
+    lines: set[int] = set()
+    for node in ast.walk(tree):
+        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        if isinstance(node, kinds) and node.body:
+            first = node.body[0]
+            is_str = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            if is_str and isinstance(first.value.value, str):
+                end = first.end_lineno or first.lineno
+                lines.update(range(first.lineno, end + 1))
+    return lines
+
+
+def _is_prose(literal: str, line: int, docstrings: set[int]) -> bool:
+    body = literal.lstrip("rRbBuUfF").strip("'\"")
+    return line in docstrings or any(c.isspace() for c in body)
+
+
+def names_an_api(path: Path) -> list[str]:
+    """The names and string literals in the file's code that name an API."""
+    source = path.read_text()
+    docstrings = _docstring_lines(ast.parse(source))
+    hits = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type not in (tokenize.NAME, tokenize.STRING):
+            continue
+        if token.type == tokenize.STRING and _is_prose(token.string, token.start[0], docstrings):
+            continue
+        if API_NAME.search(token.string):
+            hits.append(f"{token.start[0]}: {token.string[:60]}")
+    return hits
+
+
+def modules_naming_an_api(modules: dict[str, Path], root: Path = ROOT) -> dict[str, list[str]]:
+    out = {}
+    for module, path in modules.items():
+        if path.relative_to(root).as_posix().startswith(API_AREAS):
+            continue
+        hits = names_an_api(path)
+        if hits:
+            out[module] = hits
+    return out
+
+
+# -- the rules ------------------------------------------------------------------------------
+
+
+def test_no_import_cycle_among_production_modules() -> None:
+    assert cycles(import_graph(production_modules())) == []
+
+
+def test_no_production_class_over_250_lines() -> None:
+    assert long_classes(production_modules()) == []
+
+
+def test_no_production_module_over_450_lines() -> None:
+    assert long_modules(production_modules()) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "the API side of issue 11 (the other half) is merged here only up to its seams: "
+        "besides worker.registry and worker.settings, worker.client.operations (operation "
+        "names, API kinds), worker.errors (datocms_error) and worker.limiter (the two "
+        "target classes) still name an API. Remove this mark when that half is merged."
+    ),
+)
+def test_at_most_two_production_modules_outside_the_api_areas_name_an_api() -> None:
+    naming = modules_naming_an_api(production_modules())
+    assert len(naming) <= MAX_MODULES_NAMING_AN_API, "\n".join(
+        f"{module}: {hits[:3]}" for module, hits in sorted(naming.items())
+    )
+
+
+# -- the checks themselves -------------------------------------------------------------------
+
+
+def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
+    """Function-level, TYPE_CHECKING, relative and ``from package import module`` imports are
+    all edges; a cycle through them is found."""
+    pkg = tmp_path / "worker" / "sub"
+    pkg.mkdir(parents=True)
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from worker.sub import a\n")
+    (pkg / "a.py").write_text("def f():\n    from . import b\n")
+    (pkg / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from worker.sub.a import f\n"
+    )
+    (tmp_path / "worker" / "c.py").write_text("import worker.sub.a\n")
+    graph = import_graph(production_modules(tmp_path))
+    assert graph["worker.sub.a"] == {"worker.sub.b"}
+    assert graph["worker.sub.b"] == {"worker.sub.a"}
+    assert graph["worker.c"] == {"worker.sub.a", "worker.sub"}  # the package's __init__ too
+    assert graph["worker.sub"] == {"worker.sub.a"}
+    assert cycles(graph) == [["worker.sub.a", "worker.sub.b"]]
+
+
+def test_naming_an_api_counts_code_not_prose(tmp_path: Path) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "prose.py").write_text(
+        '"""DatoCMS answers 202."""\n# Bloomreach too\ndef f():\n    """bloomreach"""\n'
+    )
+    (tmp_path / "worker" / "help.py").write_text('HELP = "serve the DatoCMS emulator"\n')
+    (tmp_path / "worker" / "code.py").write_text('KIND = "datocms"\n')
+    (tmp_path / "worker" / "fstring.py").write_text('def k(t):\n    return f"datocms\\x00{t}"\n')
+    (tmp_path / "worker" / "name.py").write_text("from worker.x import Bloomreach\n")
+    (tmp_path / "worker" / "apis" / "datocms").mkdir(parents=True)
+    (tmp_path / "worker" / "apis" / "datocms" / "wire.py").write_text('KIND = "datocms"\n')
+    naming = modules_naming_an_api(production_modules(tmp_path), tmp_path)
+    assert sorted(naming) == ["worker.code", "worker.fstring", "worker.name"]

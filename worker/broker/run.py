@@ -1,0 +1,165 @@
+"""One broker session's life: connections, channels, topology, consumers, and the drain.
+
+Partitioned mode (worker/broker/partitions.py) is composed here, on top of the session: the
+session knows nothing of partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import aio_pika
+import httpx
+from aio_pika.abc import AbstractQueue
+
+from worker.broker.partitions import Owner, Router, declare_partitions
+from worker.broker.publishing import Publisher
+from worker.broker.session import Session
+from worker.broker.topology import declare_topology, results_alternate, sample_unrouted
+from worker.health import Health
+from worker.limiter import Limiters
+from worker.metrics import Metrics
+from worker.pipeline.engine import Engine
+from worker.settings import Settings
+
+log = logging.getLogger("bulkops.broker")
+
+
+class ConnectionLost(Exception):
+    pass
+
+
+async def _first(*aws: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        # Wait for them to unwind: a partition half handed on must be settled before the
+        # drain hands it on again.
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def _connect(settings: Settings, role: str, lost: asyncio.Event) -> Any:
+    connection = await aio_pika.connect(
+        settings.amqp_url.get_secret_value(),
+        client_properties={"connection_name": f"bulkops-{role}"},
+    )
+    connection.close_callbacks.add(lambda *_: lost.set())
+    return connection
+
+
+async def run_session(
+    settings: Settings,
+    metrics: Metrics,
+    http: httpx.AsyncClient,
+    stopping: asyncio.Event,
+    health: Health,
+    limiters: Limiters | None = None,
+) -> bool:
+    """One broker session. Returns False after a clean drain, True when the session ended on
+    purpose to be renewed (see ``_idle``); raises ConnectionLost otherwise.
+
+    Outcomes go out on a connection of their own, as RabbitMQ advises: a busy publisher
+    then never holds up deliveries to the consumer (nor is held up by flow control on it).
+    """
+    lost = asyncio.Event()
+    consuming = await _connect(settings, "consume", lost)
+    async with consuming, await _connect(settings, "publish", lost) as publishing:
+        channel = await consuming.channel()
+        channel.close_callbacks.add(lambda *_: lost.set())
+        # The broker cancels a consumer (queue deleted) without closing the channel: end the
+        # session all the same, so the next one declares the queue and consumes again.
+        underlay = await channel.get_underlay_channel()
+        underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
+        await channel.set_qos(prefetch_count=settings.prefetch)
+        alternate = await results_alternate(consuming, settings)
+        queue = await declare_topology(channel, settings, alternate)
+        out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
+        out.close_callbacks.add(lambda *_: lost.set())
+        publisher = await Publisher.open(out, settings, metrics)
+        async with asyncio.TaskGroup() as tasks:
+            session = Session(settings, metrics, publisher, http, tasks, limiters)
+            engine = session.engine
+            owner: Owner | None = None
+            consumers: list[tuple[AbstractQueue, str]] = []
+            if settings.partitions:
+                await declare_partitions(channel, settings)
+                router = Router(session, await out.get_exchange(settings.partition_exchange))
+                owner = Owner(consuming, session, engine, router, lost)
+                await owner.start()
+                rebalancing: Awaitable[Any] = owner.rebalance()
+            else:
+                acker = session.ackers.start(underlay)
+                consume = functools.partial(session.on_message, acker=acker)
+                consumers.append((queue, await queue.consume(consume)))
+                rebalancing = asyncio.Event().wait()
+            sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
+            health.set_ready(True)
+            log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+            try:
+                await _first(
+                    stopping.wait(), lost.wait(), _idle(session, engine, settings), rebalancing
+                )
+                if lost.is_set():
+                    raise ConnectionLost("connection or channel closed, or consumer cancelled")
+                if not stopping.is_set():
+                    log.info("nothing delivered for a while: renewing the broker session")
+                    return True
+                if owner is not None:
+                    engine.flush = True
+                    await owner.stop()
+                else:
+                    for consumer, tag in consumers:
+                        await consumer.cancel(tag)
+                    await _drain(engine, settings, lost)
+                    if not lost.is_set():
+                        await session.ackers.flush(None, timeout=10.0)
+                        await channel.close()  # after the acks: they reach the broker
+            finally:
+                health.set_ready(False)
+                metrics.partitions_owned.set(0)
+                sampler.cancel()
+                engine.cancel()
+                session.ackers.stop()
+    return False
+
+
+async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
+    """Return once nothing was delivered for ``consumer_idle_renew_seconds`` and nothing is in
+    flight. A consumer the broker dropped without a word looks just like that (RabbitMQ sends
+    no Basic.Cancel when a quorum queue is deleted and at once declared again, and keeps
+    handing new messages to the dead consumer): a fresh session consumes for real."""
+    limit = settings.consumer_idle_renew_seconds
+    while True:
+        await asyncio.sleep(min(limit / 4, 5.0))
+        if engine.idle and time.monotonic() - session.last_delivery >= limit:
+            return
+
+
+async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:
+    """Send what was started, give back what was not, wait within the drain timeout."""
+    give_back = engine.begin_drain()
+    for tracked in give_back:  # one by one, in consumption order
+        await tracked.delivery.nack(requeue=True)
+    log.info("draining: %d requests given back, %d to finish", len(give_back), len(engine.tracked))
+    deadline = time.monotonic() + settings.drain_timeout_seconds
+    while not engine.idle and time.monotonic() < deadline and not lost.is_set():
+        await asyncio.sleep(0.05)
+    unfinished = engine.unsettled()
+    if unfinished:
+        log.warning("drain timeout: requeueing %d unfinished requests", len(unfinished))
+        for tracked in unfinished:
+            tracked.settled = True
+        if not lost.is_set():
+            for tracked in unfinished:
+                await tracked.delivery.nack(requeue=True)

@@ -1,0 +1,80 @@
+"""When a rate scope's next batch goes: a pure decision over the coalescer and plain numbers.
+
+One dispatcher per rate scope asks, each time it wakes, which of the scope's batch keys to
+send and when. A key is due when its batch is full, or when its oldest item has lingered
+(``linger``; none while flushing for a drain or a hand-over). Where requests are scarce
+(less than one a second: every request counts) a due batch that is not full waits on while
+ids keep joining it (``Coalescer.still_filling``). Of the due keys the one due first goes,
+the oldest on a tie. Then it goes only if the scope has fewer than ``max_inflight`` batches
+running, and once its limiter has room: while it has none, nothing is taken, so batches keep
+growing, and under backlog every request is full.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from worker.batching import BatchKey, Coalescer
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """The scope's pacing: how long a batch that is not full waits, and how many run."""
+
+    linger: float
+    scarce: bool
+    max_inflight: int
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What the dispatcher does next: take ``key``'s batch now (once a slot is held), or,
+    with no key, sleep ``wait`` seconds (None: until woken)."""
+
+    key: BatchKey | None
+    wait: float | None = None
+
+
+def next_key(
+    coalescer: Coalescer, keys: set[BatchKey], now: float, pace: Pace
+) -> tuple[BatchKey | None, float]:
+    """The key due first (the oldest on a tie) and in how many seconds (0: now). Keys with
+    nothing pending are dropped from ``keys``."""
+    best: BatchKey | None = None
+    best_due = float("inf")
+    for key in list(keys):
+        due = coalescer.due_in(key, now, pace.linger)
+        if due is None:
+            keys.discard(key)
+            continue
+        if due == 0.0 and pace.scarce:
+            due = coalescer.still_filling(key, now, pace.linger)
+        if due < best_due or (
+            due == best_due and best is not None and coalescer.oldest(key) < coalescer.oldest(best)
+        ):
+            best, best_due = key, due
+    return best, best_due
+
+
+def decide(
+    coalescer: Coalescer,
+    keys: set[BatchKey],
+    now: float,
+    pace: Pace,
+    inflight: int,
+    room_in: Callable[[], float],
+) -> Step:
+    """The dispatcher's next step; ``room_in`` is the limiter's wait for a free slot (asked
+    only once a batch is due and may run)."""
+    key, due = next_key(coalescer, keys, now, pace)
+    if key is None:
+        return Step(None)
+    if due > 0:
+        return Step(None, due)
+    if inflight >= pace.max_inflight:
+        return Step(None)  # woken when a batch finishes
+    room = room_in()
+    if room > 0:
+        return Step(None, room)  # items keep arriving: the batch keeps growing
+    return Step(key)

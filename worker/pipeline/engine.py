@@ -1,0 +1,152 @@
+"""The pipeline between the broker edges, as the broker session sees it.
+
+``accept`` takes a request's ids in (``Ledger``, ``Coalescer``); per rate scope a dispatcher
+decides when a batch goes (``decisions``, ``dispatch``), its adapter carries it out
+(``execution``), and its answers go to ``publish``, the broker side, which settles each
+request message once all its outcomes are confirmed (``record_outcomes``, ``forget``). On
+shutdown or a partition hand-over, ``handover`` gives back what was not started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Hashable, Iterable
+
+import httpx
+
+from worker.apis.base import Adapter, Operation
+from worker.batching import BatchKey, Coalescer
+from worker.limiter import Limiters
+from worker.messages import Request
+from worker.metrics import Metrics
+from worker.pipeline.dispatch import Dispatcher, Scope
+from worker.pipeline.execution import Execution
+from worker.pipeline.handover import Handover
+from worker.pipeline.ledger import Ledger
+from worker.pipeline.requests import Answer, Publish, Tracked
+from worker.registry import make_adapter
+from worker.settings import Settings
+
+
+class Engine:
+    """Intake, dispatch, execution, settlement and hand-over of one broker session."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        http: httpx.AsyncClient,
+        publish: Publish,
+        tasks: asyncio.TaskGroup,
+        limiters: Limiters | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.adapters: dict[str, Adapter] = {
+            name: make_adapter(target, settings) for name, target in settings.targets.items()
+        }
+        # The process's limiters (see Limiters): a new session keeps what earlier ones sent.
+        margin = settings.rate_limit_margin_seconds
+        self.limiters = limiters if limiters is not None else Limiters(margin)
+        for name, target in settings.targets.items():
+            metrics.rate_limit_allowed.labels(name).set(self.limiters.allowed(name, target))
+        self.coalescer = Coalescer()
+        self.ledger = Ledger(metrics)
+        self.dispatcher = Dispatcher(
+            settings=settings,
+            metrics=metrics,
+            http=http,
+            limiters=self.limiters,
+            coalescer=self.coalescer,
+            execution=Execution(self.adapters, metrics),
+            publish=publish,
+            tasks=tasks,
+        )
+        self.handover = Handover(self.ledger, self.coalescer, self.dispatcher, metrics)
+        self._capped: dict[tuple[str, str], Operation] = {}
+
+    # -- intake ---------------------------------------------------------------------------
+
+    def accept(self, tracked: Tracked) -> None:
+        """Queue a valid request's ids (its rejected ids are answered by the caller)."""
+        req = tracked.request
+        adapter = self.adapters[req.target]
+        key = BatchKey(operation=req.operation.name, target=req.target, scope=req.scope)
+        scope = self.dispatcher.scope(key, tracked.partition)
+        now = time.monotonic()
+        self.ledger.add(tracked)
+        op = self._operation(req)
+        before = self.coalescer.pending
+        for item_id in req.ids:
+            payload = req.payload(item_id)
+            cost = adapter.cost(op, item_id, payload)
+            self.coalescer.add(op, key, item_id, tracked, now, cost, payload)
+        # Ids that joined an item already pending add nothing: the gauge counts items.
+        self.metrics.pending_items.labels(*key.labels).inc(self.coalescer.pending - before)
+        self.dispatcher.ready(scope, key)
+
+    def _operation(self, req: Request) -> Operation:
+        """The operation as this target may send it: its batches capped by ``max_batch_items``."""
+        cap = self.settings.targets[req.target].max_batch_items
+        op = req.operation
+        if cap is None or cap >= op.max_items:
+            return op
+        capped = dataclasses.replace(op, max_items=cap)
+        return self._capped.setdefault((op.name, req.target), capped)
+
+    # -- settlement (the broker side calls these once outcomes are confirmed) -----------------
+
+    def record_outcomes(self, answers: Iterable[Answer]) -> list[Tracked]:
+        return self.ledger.record_outcomes(answers)
+
+    def forget(self, tracked: Tracked) -> None:
+        self.ledger.forget(tracked)
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def tracked(self) -> set[Tracked]:
+        return self.ledger.tracked
+
+    @property
+    def scopes(self) -> dict[Hashable, Scope]:
+        return self.dispatcher.scopes
+
+    @property
+    def flush(self) -> bool:
+        return self.dispatcher.flush
+
+    @flush.setter
+    def flush(self, value: bool) -> None:
+        self.dispatcher.flush = value
+
+    @property
+    def idle(self) -> bool:
+        """Nothing accepted is unanswered and no batch is still publishing or acking."""
+        return not self.ledger.tracked and not self.dispatcher.batches
+
+    def unsettled(self) -> list[Tracked]:
+        return self.ledger.unsettled()
+
+    # -- shutdown and hand-over -------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop every dispatcher and batch (the session is over)."""
+        self.dispatcher.cancel()
+
+    def begin_drain(self) -> list[Tracked]:
+        return self.handover.begin_drain()
+
+    def give_back(self, select: Callable[[Tracked], bool]) -> list[Tracked]:
+        return self.handover.give_back(select)
+
+    def hand_over(self, partition: int) -> list[Tracked]:
+        return self.handover.hand_over(partition)
+
+    def busy(self, partition: int) -> bool:
+        return self.handover.busy(partition)
+
+    async def retire(self, partition: int) -> list[Tracked]:
+        return await self.handover.retire(partition)

@@ -1,0 +1,106 @@
+"""The pipeline's records: one consumed request message (``Tracked``) and one item's result
+for it (``Answer``), with the outcome and the reply they become."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from worker.apis.base import ItemResult
+from worker.messages import Outcome, Reply, ReplyItem, Request, utc_now
+
+_SEQ = itertools.count()
+
+
+class Delivery(Protocol):
+    """The broker's handle on one consumed message."""
+
+    async def ack(self) -> None: ...
+
+    async def nack(self, requeue: bool) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class Tracked:
+    """One consumed request message and how many of its outcomes are still unconfirmed."""
+
+    delivery: Delivery
+    request: Request
+    correlation_id: str | None
+    timestamp: float | None  # the message's own timestamp (epoch seconds), if it had one
+    remaining: int
+    started: bool = False
+    settled: bool = False
+    partition: int | None = None  # partitioned mode: the partition queue it came from
+    seq: int = field(default_factory=lambda: next(_SEQ))  # consumption order
+    reply_to: str | None = None  # AMQP reply_to: one reply once every id has its outcome
+    # With a reply_to: the results of the ids that did not succeed, for the reply (the
+    # succeeded ones are implied, so a healthy message of 10,000 ids holds nothing here).
+    answers: dict[str, ItemResult] = field(default_factory=dict)
+
+    def note(self, item_id: str, result: ItemResult) -> None:
+        if self.reply_to is not None and result.status != "succeeded":
+            self.answers[item_id] = result
+
+    def reply(self) -> Reply:
+        """The reply: every distinct id of the message in message order."""
+        req, answers = self.request, self.answers
+        items = []
+        for item_id in req.distinct_ids:
+            result = answers.get(item_id)
+            if result is None:
+                items.append(ReplyItem(item_id, "succeeded"))
+            else:
+                items.append(ReplyItem(item_id, result.status, result.error))
+        scope_env, scope_cat = self._scopes()
+        return Reply(
+            request_id=req.request_id,
+            operation=req.operation.name,
+            target=req.target,
+            environment=scope_env,
+            catalog_id=scope_cat,
+            items=tuple(items),
+            finished_at=utc_now(),
+        )
+
+    def _scopes(self) -> tuple[str | None, str | None]:
+        req = self.request
+        scope_env = req.scope if req.operation.scope_field == "environment" else None
+        scope_cat = req.scope if req.operation.scope_field == "catalog_id" else None
+        return scope_env, scope_cat
+
+    def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
+        req = self.request
+        scope_env, scope_cat = self._scopes()
+        return Outcome(
+            req.request_id,
+            req.operation.name,
+            req.target,
+            scope_env,
+            scope_cat,
+            item_id,
+            result.status,
+            result.error,
+            result.attempts,
+            batch_id,
+            result.job_id,
+            utc_now(),
+        )
+
+
+class Answer(NamedTuple):
+    """One item's result for one requester, before it is published (per the outcome mode)
+    and counted."""
+
+    tracked: Tracked
+    item_id: str
+    result: ItemResult
+    batch_id: str | None
+
+    def outcome(self) -> Outcome:
+        return self.tracked.outcome(self.item_id, self.result, self.batch_id)
+
+
+Publish = Callable[[list[Answer]], Awaitable[None]]
