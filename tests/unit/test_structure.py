@@ -25,8 +25,6 @@ import tokenize
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 DEV_ONLY = ("worker/emulator/", "worker/demo.py")
 APIS = ("datocms", "bloomreach")
@@ -198,15 +196,6 @@ def test_no_production_module_over_450_lines() -> None:
     assert long_modules(production_modules()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the API side of issue 11 (the other half) is merged here only up to its seams: "
-        "besides worker.registry and worker.settings, worker.client.operations (operation "
-        "names, API kinds), worker.errors (datocms_error) and worker.limiter (the two "
-        "target classes) still name an API. Remove this mark when that half is merged."
-    ),
-)
 def test_at_most_two_production_modules_outside_the_api_areas_name_an_api() -> None:
     naming = modules_naming_an_api(production_modules())
     assert len(naming) <= MAX_MODULES_NAMING_AN_API, "\n".join(
