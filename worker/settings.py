@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     consumer_idle_renew_seconds: float = Field(default=120, ge=0.5, le=3600)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Scaling out (see worker/partitions.py): 0 keeps the single-replica topology.
+    # Scaling out (see worker/broker/partitions.py): 0 keeps the single-replica topology.
     partitions: int = Field(default=0, ge=0, le=256)
     partition_exchange: str = "bulkops.partitions"
     # Every so often a replica that owns more than its share of the partitions (partitions /
