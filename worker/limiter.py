@@ -71,6 +71,8 @@ class RatedTarget(Protocol):
     def first_rate(self) -> Rate: ...
     @property
     def states_limit(self) -> bool: ...
+    @property
+    def stated_window(self) -> float: ...
 
 
 class WindowLog:
@@ -88,11 +90,12 @@ class WindowLog:
         # must leave next is among the last `limit` sent), plus a few answered out of order.
         self._spans: deque[float] = deque(maxlen=rate.requests + 8)
 
-    def set_limit(self, limit: int) -> None:
+    def set_rate(self, rate: Rate) -> None:
         """The limit in force changed (a lower one takes effect at once: sends already in
-        the window count against it)."""
-        self.limit = limit
-        self._spans = deque(self._spans, maxlen=limit + 8)
+        the window count against it); the margin learnt so far is kept."""
+        self.window += rate.seconds - self.seconds
+        self.limit, self.seconds = rate.requests, rate.seconds
+        self._spans = deque(self._spans, maxlen=rate.requests + 8)
 
     def observe_timing(self, send_delay: float, round_trip: float) -> None:
         """A request of this scope left ``send_delay`` after its slot was counted and was
@@ -148,7 +151,8 @@ class Limiter:
         on_wait: Callable[[float], None] | None = None,
         *,
         follow_stated: bool = False,
-        ceiling: int | None = None,
+        ceiling: Rate | None = None,
+        stated_window: float | None = None,
     ) -> None:
         self.rate = rate
         self.log = WindowLog(rate, margin)
@@ -157,6 +161,7 @@ class Limiter:
         self._on_wait = on_wait
         self.follow_stated = follow_stated  # adopt the limit the API states
         self.ceiling = ceiling  # an explicit limit: never exceeded, whatever is stated
+        self.stated_window = stated_window or rate.seconds  # what a stated limit counts in
 
     def has_room(self) -> bool:
         return not self._lock.locked() and self.log.delay(self._clock()) == 0.0
@@ -206,11 +211,17 @@ class Limiter:
         it, up or down, capped by the explicit ceiling. True when the limit changed."""
         if not self.follow_stated or stated < 1:
             return False
-        limit = stated if self.ceiling is None else min(stated, self.ceiling)
-        if limit == self.log.limit:
+        rate = Rate(stated, self.stated_window)
+        if self.ceiling is not None:
+            # Both hold in one sliding window: the fewer requests over the longer window (an
+            # explicit 50/1s under a stated 60 per 3 s is 50 per 3 s, never 150).
+            rate = Rate(
+                min(stated, self.ceiling.requests), max(self.stated_window, self.ceiling.seconds)
+            )
+        if rate == self.rate:
             return False
-        self.log.set_limit(limit)
-        self.rate = Rate(limit, self.rate.seconds)
+        self.log.set_rate(rate)
+        self.rate = rate
         return True
 
 
@@ -257,7 +268,8 @@ class Limiters:
             self._clock,
             on_wait,
             follow_stated=target.states_limit,
-            ceiling=explicit.requests if explicit else None,
+            ceiling=explicit,
+            stated_window=target.stated_window,
         )
         # The longest window any limit of this target can have: the first one's.
         limiter.log.block_until(self.started + limiter.log.window)

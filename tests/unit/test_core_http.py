@@ -153,7 +153,7 @@ async def test_a_stated_limit_is_adopted_and_shown_in_the_allowed_gauge(
 
     registry = CollectorRegistry()
     start = Rate(ceiling or 30, 3.0)
-    limiter = Limiter(start, follow_stated=True, ceiling=ceiling)
+    limiter = Limiter(start, follow_stated=True, ceiling=Rate(ceiling, 3.0) if ceiling else None)
     async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
         client = ScopedClient(http, limiter, Metrics(registry), "main")
         await client.send("x", "GET", "http://api.test/items", headers={})

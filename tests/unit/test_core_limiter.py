@@ -278,10 +278,39 @@ def test_a_stated_limit_is_adopted_up_and_down() -> None:
 
 
 def test_an_explicit_limit_is_a_ceiling_the_statement_only_lowers() -> None:
-    limiter = Limiter(Rate(60, 3.0), follow_stated=True, ceiling=60)
+    limiter = Limiter(Rate(60, 3.0), follow_stated=True, ceiling=Rate(60, 3.0))
     assert limiter.observe_limit(120) is False and limiter.rate == Rate(60, 3.0)
     assert limiter.observe_limit(30) is True and limiter.rate == Rate(30, 3.0)
     assert limiter.observe_limit(90) is True and limiter.rate == Rate(60, 3.0)
+
+
+def _most_in_any_window(sends: list[float], seconds: float) -> int:
+    return max(sum(1 for t in sends if s <= t < s + seconds) for s in sends)
+
+
+@pytest.mark.parametrize(
+    ("explicit", "stated"), [(Rate(50, 1.0), 60), (Rate(20, 1.0), 30), (Rate(100, 5.0), 60)]
+)
+def test_an_explicit_limit_and_a_stated_one_both_hold_whatever_their_windows(
+    explicit: Rate, stated: int
+) -> None:
+    """An explicit rate_limit whose window is shorter than the API's 3 s must not let the
+    stated count per 3 s be passed (50/1s under a stated 60 per 3 s once sent 150 in 3 s),
+    nor the explicit count per its own window."""
+    now = [0.0]
+    limiter = Limiter(
+        explicit, clock=lambda: now[0], follow_stated=True, ceiling=explicit, stated_window=3.0
+    )
+    limiter.observe_limit(stated)
+    sends: list[float] = []
+    while now[0] < 12.0:
+        if limiter.room_in() == 0.0:
+            limiter.log.record(now[0])
+            sends.append(now[0])
+        else:
+            now[0] += 0.01
+    assert _most_in_any_window(sends, 3.0) <= stated
+    assert _most_in_any_window(sends, explicit.seconds) <= explicit.requests
 
 
 @pytest.mark.parametrize("stated", [0, -5])
@@ -319,7 +348,10 @@ def test_limiters_start_conservative_and_blocked_one_window_after_the_process_st
     assert first.room_in() == pytest.approx(2.05)
     assert limiters.get(("datocms", "main"), "main", dato) is first, "one per scope"
     other = limiters.get(("datocms", "capped"), "capped", capped)
-    assert (other.rate, other.ceiling) == (Rate(100, 3.0), 100)
+    # Before an answer states the limit, the explicit one is passed no more than the
+    # conservative reading; then the stated one applies, under the explicit ceiling.
+    assert (other.rate, other.ceiling) == (Rate(30, 3.0), Rate(100, 3.0))
+    assert other.observe_limit(120) and other.rate == Rate(100, 3.0)
     catalog = limiters.get(("bloomreach", "shop", "c"), "shop", bloom)
     assert (catalog.rate, catalog.follow_stated) == (Rate(5, 10.0), False)
     assert catalog.room_in() == pytest.approx(9.05)

@@ -72,8 +72,27 @@ class TargetBase(BaseModel):
     @property
     def first_rate(self) -> Rate:
         """The limit to start with: an explicit ``rate_limit``, else the most conservative
-        documented reading (raised or lowered by the API's own statement, see ``Limiter``)."""
-        return Rate.parse(self.rate_limit or self.first_rate_default)
+        documented reading (raised or lowered by the API's own statement, see ``Limiter``).
+
+        Where answers state the limit, an explicit one is a ceiling over the stated one, and
+        before the first answer neither it nor the conservative reading may be passed: the
+        fewer requests over the longer window (a sliding window of that length with that
+        count keeps both)."""
+        conservative = Rate.parse(self.first_rate_default)
+        if self.rate_limit is None:
+            return conservative
+        explicit = Rate.parse(self.rate_limit)
+        if not self.limit_stated:
+            return explicit
+        return Rate(
+            min(explicit.requests, conservative.requests),
+            max(explicit.seconds, conservative.seconds),
+        )
+
+    @property
+    def stated_window(self) -> float:
+        """The window the API's stated limit counts in (its documented one)."""
+        return Rate.parse(self.default_rate).seconds
 
     @property
     def states_limit(self) -> bool:
