@@ -48,7 +48,7 @@ from aio_pika.abc import (
 
 from worker.batching import BatchKey
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
-from worker.broker.publishing import confirmed
+from worker.broker.publishing import confirmed, copy_of
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
 from worker.registry import rate_scope
@@ -160,18 +160,11 @@ class Router:
             self.forwarding -= 1
 
     async def forward(self, message: AbstractIncomingMessage, key: str) -> None:
-        """Move a consumed request to a partition queue, body and properties unchanged."""
-        copy = aio_pika.Message(
-            message.body,
-            headers=dict(message.headers or {}),
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            # The request id must not change on the way (it names the outcomes).
-            message_id=derive_request_id(message.body, message.message_id),
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,  # the partition's owner answers it
-            timestamp=message.timestamp,
-        )
+        """Move a consumed request to a partition queue, body and properties unchanged (the
+        partition's owner answers its reply_to)."""
+        # The request id must not change on the way (it names the outcomes).
+        message_id = derive_request_id(message.body, message.message_id)
+        copy = copy_of(message, dict(message.headers or {}), message_id)
         exchange = self.exchange
         await confirmed(lambda: exchange.publish(copy, key, mandatory=True), "forward")
 

@@ -113,20 +113,34 @@ class Publisher:
         headers: dict[str, Any] = dict(message.headers or {})
         headers[REASON_HEADER] = reason[:1000]
         headers["x-bulkops-original-queue"] = self.settings.request_queue
-        copy = aio_pika.Message(
-            message.body,
-            headers=headers,
-            content_type=message.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            timestamp=message.timestamp,
-        )
+        copy = copy_of(message, headers, message.message_id)
         await confirmed(
             lambda: self.default.publish(copy, self.settings.dead_letter_queue, mandatory=True),
             "dead letter",
         )
+
+
+def copy_of(
+    message: AbstractIncomingMessage, headers: dict[str, Any], message_id: str | None
+) -> aio_pika.Message:
+    """A persistent copy of a consumed message with its body and properties, for moving it
+    to another queue (a partition, the dead-letter queue). Left out: ``expiration`` (the
+    copy's time in its new queue starts again, and a dead letter must not expire) and
+    ``user_id`` (the broker refuses one that is not the publishing connection's user)."""
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        message_id=message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        app_id=message.app_id,
+    )
 
 
 async def confirmed(

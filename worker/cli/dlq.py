@@ -27,10 +27,10 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from worker.cli.common import EXIT_OK, ClientSettings, CliError, connect, say
+from worker.broker.publishing import REASON_HEADER
+from worker.cli.common import BROKER_ERRORS, EXIT_OK, ClientSettings, CliError, connect, say
 from worker.client import BrokerError, queue_exists
 
-REASON_HEADER = "x-bulkops-reason"  # set by the worker's dead-lettering (worker.broker)
 WORKER_HEADERS = frozenset({REASON_HEADER, "x-bulkops-original-queue"})
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 GET_TIMEOUT = 10.0
@@ -128,6 +128,8 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             return await _replay(connection, settings, depth, args)
         except BrokerError as exc:
             raise CliError(str(exc)) from None
+        except BROKER_ERRORS as exc:  # the connection lost mid-way: a usage/connection error
+            raise CliError(f"the broker connection failed: {type(exc).__name__}") from None
 
 
 async def _list(
