@@ -157,3 +157,96 @@ async def test_bad_catalog_items_are_rejected_with_their_reason_the_rest_proceed
     assert reasons["p"] == ("invalid_params", f"invalid params: {UPSERT} takes no params")
     assert r.emulator.bloomreach.catalog.items(CATALOG) == {"good": {"v": 1}}
     assert await r.queue_depth(r.dlq) == 0
+
+
+def dato_message(operation: str, params: Any, ids: list[str]) -> dict[str, Any]:
+    return {"operation": operation, "target": "main", "params": params, "ids": ids}
+
+
+async def test_300_single_id_stage_moves_become_2_requests(r: Rig) -> None:
+    """300 single-id move-to-stage messages with equal params are sent as 2 bulk requests
+    (200 + 100), and every record reads back in the asked stage."""
+    wanted = [f"rec{n:03d}" for n in range(300)]
+    r.emulator.datocms.seed_records(wanted, stage="draft")
+    await r.publish_many(
+        [dato_message("datocms.items.move_to_stage", {"stage": "review"}, [i]) for i in wanted]
+    )
+    async with r.worker_process(r.env(linger_seconds=1.0)):
+        outcomes = await r.results.wait_for(300, timeout=60)
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    sent = r.emulator.requests(path_contains="/items/bulk/move-to-stage")
+    assert sorted(e.items for e in sent) == [100, 200]
+    assert {r.emulator.datocms.meta.stage(None, i) for i in wanted} == {"review"}
+    assert r.emulator.breaches() == []
+
+
+async def test_different_stages_never_share_a_request_and_apply_in_order(r: Rig) -> None:
+    """Two stage moves of one record with different params: two requests, both answered,
+    the later stage is the record's."""
+    r.emulator.datocms.seed_records(["rec"], stage="draft")
+    await r.publish(dato_message("datocms.items.move_to_stage", {"stage": "review"}, ["rec"]))
+    await r.publish(dato_message("datocms.items.move_to_stage", {"stage": "done"}, ["rec"]))
+    async with r.worker():
+        outcomes = await r.results.wait_for(2)
+    assert statuses(outcomes) == {"rec": ["succeeded", "succeeded"]}
+    assert len(r.emulator.requests(path_contains="/items/bulk/move-to-stage")) == 2
+    assert r.emulator.datocms.meta.stage(None, "rec") == "done"
+
+
+async def test_tags_and_collections_read_back_as_asked(r: Rig) -> None:
+    """Tags are added to each upload's own, and uploads go into a collection; a locked
+    upload fails with the API's code; the others read back as asked."""
+    r.emulator.datocms.seed_uploads(["u1", "u2", "u3"], tags=["old"])
+    r.emulator.datocms.set_failure(["u3"], "upload_tag", "INSUFFICIENT_PERMISSIONS")
+    await r.publish(dato_message("datocms.uploads.tag", {"tags": ["sale"]}, ["u1", "u2", "u3"]))
+    await r.publish(
+        dato_message("datocms.uploads.set_collection", {"upload_collection": "c-1"}, ["u1", "u2"])
+    )
+    async with r.worker():
+        outcomes = await r.results.wait_for(5)
+    assert statuses(outcomes) == {
+        "u1": ["succeeded", "succeeded"],
+        "u2": ["succeeded", "succeeded"],
+        "u3": ["failed"],
+    }
+    failed = next(o for o in outcomes if o["status"] == "failed")
+    assert failed["error"]["code"] == "INSUFFICIENT_PERMISSIONS"
+    meta = r.emulator.datocms.meta
+    assert [meta.tags(None, u) for u in ("u1", "u2", "u3")] == [["old", "sale"]] * 2 + [["old"]]
+    assert [meta.collection(None, u) for u in ("u1", "u2")] == ["c-1", "c-1"]
+    assert r.emulator.breaches() == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "reason"),
+    [
+        (
+            "datocms.uploads.tag",
+            {"tags": []},
+            "params.tags must be a list of 1 to 100 non-empty strings",
+        ),
+        (
+            "datocms.uploads.tag",
+            {"tags": [1]},
+            "params.tags must be a list of 1 to 100 non-empty strings",
+        ),
+        ("datocms.items.move_to_stage", None, "datocms.items.move_to_stage requires params"),
+        ("datocms.items.move_to_stage", {"stage": ""}, "params.stage must be a non-empty string"),
+        ("datocms.uploads.set_collection", {}, "params must have 'upload_collection'"),
+        ("datocms.items.publish", {"stage": "x"}, "datocms.items.publish takes no params"),
+    ],
+)
+async def test_bad_params_reject_every_item_of_the_message(
+    r: Rig, operation: str, params: Any, reason: str
+) -> None:
+    """Missing or wrong params, or params on an operation without any: every id of the
+    message is ``rejected`` (``invalid_params``) with the reason; nothing is sent or
+    dead-lettered."""
+    await r.publish(dato_message(operation, params, ["a", "b"]))
+    async with r.worker():
+        outcomes = await r.results.wait_for(2)
+    assert {(o["id"], o["status"]) for o in outcomes} == {("a", "rejected"), ("b", "rejected")}
+    assert {o["error"]["code"] for o in outcomes} == {"invalid_params"}
+    assert {o["error"]["message"] for o in outcomes} == {f"invalid params: {reason}"}
+    assert r.emulator.requests("datocms") == []
+    assert await r.queue_depth(r.dlq) == 0
