@@ -138,14 +138,10 @@ async def broker_ceiling(conn: Any, plan: Plan, report: Report) -> float:
     await amqp.load(conn, names.requests, single_id_bodies(DATO_OP, plan.throughput_items, "c"))
     async with amqp.collect(conn, names.results) as seen:
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.bench.ceiling",
-            names.requests,
-            names.results,
-            str(plan.throughput_items),
+            sys.executable, "-m", "tests.bench.ceiling",
+            names.requests, names.results, str(plan.throughput_items),
             stdout=asyncio.subprocess.PIPE,
-        )
+        )  # fmt: skip
         try:
             await seen.wait_for(plan.throughput_items, timeout=300)
             out, _ = await process.communicate()
@@ -272,8 +268,7 @@ async def worker_limited(
     fact = f"limited_{api}" + (f"_{label}" if label else "")
     report.facts[fact] = stats | {"breaches": log["breaches"], "429s": throttled,
                                   "missing": items - len(seen.arrivals)}  # fmt: skip
-    name = f"(7) {label}" if label else f"(3) {api}"
-    name += f" {limit}/{window:g}s x {max_batch}"
+    name = (f"(7) {label}" if label else f"(3) {api}") + f" {limit}/{window:g}s x {max_batch}"
     ratio = stats["request_ratio"]
     report.add(f"{name}: requests/s vs allowed", f"{stats['requests']} requests",
                f"{limit / window:g}/s", f"{ratio:.3f}", ">= 0.95", yes(ratio >= 0.95))  # fmt: skip
@@ -488,9 +483,7 @@ async def mode_bloomreach(
 
 async def settled_items(proc: Any) -> float:
     samples = await proc.scrape()
-    return float(
-        sum(v for (name, _), v in samples.items() if name == "bulkops_item_outcomes_total")
-    )
+    return float(sum(v for (name, _), v in samples.items() if name == "bulkops_item_outcomes_total"))
 
 
 async def mode_datocms(
@@ -532,9 +525,7 @@ async def mode_datocms(
     }  # fmt: skip
 
 
-async def modes(
-    conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float
-) -> None:
+async def modes(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float) -> None:
     for mode in plan.modes:
         note(f"(6) {mode}: Bloomreach, two catalogs, replies")
         await mode_bloomreach(conn, emu, plan, report, mode)
@@ -634,11 +625,9 @@ def cli(argv: list[str] | None = None) -> int:
     plan = SMALL if args.small else Plan()
     if args.throughput:
         plan = dataclasses.replace(
-            plan,
-            throughput_items=args.throughput,
-            memory_sample=args.throughput // 2,
+            plan, throughput_items=args.throughput, memory_sample=args.throughput // 2,
             only_throughput=True,
-        )
+        )  # fmt: skip
     if args.modes:
         plan = dataclasses.replace(plan, modes=tuple(args.modes.split(",")), only_modes=True)
     if args.sync:
