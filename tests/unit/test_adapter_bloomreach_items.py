@@ -101,3 +101,21 @@ def test_cost_counts_the_properties(emu: Emulator) -> None:
     small = adapter.cost(op, "a", {"properties": {"v": "x"}})
     large = adapter.cost(op, "a", {"properties": {"v": "x" * 10_000}})
     assert large - small == 9_999
+
+
+async def test_string_booleans_and_a_too_large_upsert_are_handled(emu: Emulator) -> None:
+    """Answers with "True"/"False" strings are read as booleans, and an upsert refused as
+    too large (here: over 3 items) is split in halves until it fits, every item answered
+    and written."""
+    emu.config = EmulatorConfig(
+        rate_limits_enabled=False, bloomreach_string_booleans=True, bloomreach_max_items=3
+    )
+    emu.bloomreach.set_item_error(CATALOG, ["bad"], "Item cannot be written")
+    items: dict[str, Payload] = {f"i{n}": {"properties": {"n": n}} for n in range(5)}
+    items["bad"] = {"properties": {"n": -1}}
+    results = await run(make_adapter(emu), UPSERT, items)
+    assert statuses(results) == {
+        **{f"i{n}": ("succeeded", None) for n in range(5)},
+        "bad": ("failed", "Item cannot be written"),
+    }
+    assert set(emu.bloomreach.catalog.items(CATALOG)) == {f"i{n}" for n in range(5)}
