@@ -46,7 +46,59 @@ def _traffic() -> list[dict[str, Any]]:
         {**shop, "catalog_id": "products", "ids": ["has/slash", "sku-broken"]},
         {"operation": "datocms.items.explode", "target": "cms", "ids": ["x"]},
     ]
-    return msgs
+    return msgs + _sync()
+
+
+def _sync() -> list[dict[str, Any]]:
+    """A small sync: a product feed upserts, updates and deletes catalog items; a content
+    pipeline moves records through a workflow stage, tags uploads and files them. One
+    failure of each kind: a property the catalog lacks, an update of a missing item, a
+    locked record, a tag refused, an item without properties, params that are wrong."""
+    feed = {"target": "shop", "catalog_id": "feed"}
+    upserts = [
+        {"id": f"p-{n}", "properties": {"title": f"Product {n}", "price": n}} for n in range(10)
+    ]
+    upserts.append({"id": "p-colour", "properties": {"colour": "red"}})
+    return [
+        {**feed, "operation": "bloomreach.catalog_items.upsert", "items": upserts},
+        {
+            **feed,
+            "operation": "bloomreach.catalog_items.update",
+            "items": [
+                {"id": "p-1", "properties": {"price": 99}},
+                {"id": "p-missing", "properties": {"price": 1}},
+                {"id": "p-2"},
+            ],
+        },
+        {**feed, "operation": "bloomreach.catalog_items.delete", "ids": ["p-9"]},
+        {
+            "target": "cms",
+            "operation": "datocms.items.move_to_stage",
+            "params": {"stage": "review"},
+            "ids": ["page-1", "page-2", "page-locked"],
+        },
+        {
+            "target": "cms",
+            "operation": "datocms.uploads.tag",
+            "params": {"tags": ["summer"]},
+            "ids": ["img-2", "img-3", "img-locked"],
+        },
+        {
+            "target": "cms",
+            "operation": "datocms.uploads.set_collection",
+            "params": {"upload_collection": "campaign"},
+            "ids": ["img-2", "img-3"],
+        },
+        {
+            "target": "cms",
+            "operation": "datocms.uploads.tag",
+            "params": {"tags": []},
+            "ids": ["img-4"],
+        },
+    ]
+
+
+SYNC_ITEMS = 11 + 3 + 1 + 3 + 3 + 2 + 1
 
 
 def _seed(emulator: Emulator) -> None:
@@ -54,6 +106,11 @@ def _seed(emulator: Emulator) -> None:
     emulator.datocms.set_failure(["restricted-1"], "destroy", "DELETE_RESTRICTION")
     emulator.datocms.seed_uploads(["img-in-use"], in_use=True)
     emulator.bloomreach.set_item_error("products", ["sku-broken"], "Item cannot be deleted")
+    emulator.bloomreach.catalog.set_fields("feed", ["title", "price"])
+    emulator.datocms.seed_records(["page-1", "page-2", "page-locked"], stage="draft")
+    emulator.datocms.set_failure(["page-locked"], "move_to_stage", "ITEM_LOCKED")
+    emulator.datocms.seed_uploads(["img-2", "img-3", "img-4", "img-locked"], tags=["stock"])
+    emulator.datocms.set_failure(["img-locked"], "upload_tag", "INSUFFICIENT_PERMISSIONS")
 
 
 def _settings(emulator: Emulator, amqp_url: str, run_id: str) -> Settings:
@@ -98,7 +155,7 @@ async def demo(amqp_url: str) -> int:
             await results.bind(settings.results_exchange, "#")
             outcomes: list[dict[str, Any]] = []
             done = asyncio.Event()
-            expected = SAMPLE_IDS + 1 + 1 + 3 + 2 + 500 + 2 + 1
+            expected = SAMPLE_IDS + 1 + 1 + 3 + 2 + 500 + 2 + 1 + SYNC_ITEMS
 
             async def show(message: AbstractIncomingMessage) -> None:
                 body = orjson.loads(message.body)
@@ -129,7 +186,7 @@ async def demo(amqp_url: str) -> int:
             stopping = asyncio.Event()
             worker = asyncio.create_task(run(settings, stopping, CollectorRegistry()))
             try:
-                await asyncio.wait_for(done.wait(), 60)
+                await asyncio.wait_for(done.wait(), 90)
             finally:
                 stopping.set()
                 code = await worker

@@ -36,6 +36,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_TARGET = "unknown_target"
     MISSING_SCOPE = "missing_scope"
     INVALID_ID = "invalid_id"
+    INVALID_ITEM = "invalid_item"
+    INVALID_PARAMS = "invalid_params"
     # An API answer without a code of its own, by HTTP status (other statuses: ``http_<n>``).
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"

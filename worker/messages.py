@@ -11,7 +11,6 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -19,6 +18,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.apis.base import Operation, Payload
 from worker.errors import ErrorCode, ErrorInfo
+from worker.outcomes import (
+    REPLY_TYPE,
+    STATUSES,
+    Outcome,
+    Reply,
+    ReplyItem,
+    Status,
+    outcome_message_id,
+    published,
+    reply_message_id,
+    routing_operation,
+    utc_now,
+)
 from worker.registry import OPERATIONS
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -26,8 +38,6 @@ MAX_IDS = 10_000
 _SAFE_TEXT = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces
 _ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _CATALOG = re.compile(r"[^\x00-\x1f\x7f/]{1,256}")
-
-Status = Literal["succeeded", "failed", "rejected"]
 
 
 def scope_problem(value: str, field: Literal["environment", "catalog_id"]) -> str | None:
@@ -46,14 +56,25 @@ def scope_problem(value: str, field: Literal["environment", "catalog_id"]) -> st
 class RequestBody(BaseModel):
     """The JSON body of a request message, as the contract defines it."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        # Exactly one of the two (checked in ``parse_request``, said here for the schema).
+        json_schema_extra={"oneOf": [{"required": ["ids"]}, {"required": ["items"]}]},
+    )
 
     operation: str = Field(max_length=128)
     target: str = Field(max_length=128)
     environment: str | None = None
     catalog_id: str | None = None
-    ids: list[Any] = Field(min_length=1, max_length=MAX_IDS)
+    ids: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    items: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
+    params: Any = None  # checked by the operation (a wrong one rejects every item)
     request_id: str | None = None
+
+    def readable_ids(self) -> tuple[str, ...]:
+        """The ids that can be read, from ``ids`` and ``items`` alike."""
+        return _unique_strings([*(self.ids or []), *_item_ids(self.items)])
 
     @field_validator("environment")
     @classmethod
@@ -102,8 +123,9 @@ class Request:
     # Every distinct id (rejected ones by their key) in message order, when rejections break
     # it up; None: the message order is ``ids`` itself (the common case, kept cheap).
     order: tuple[str, ...] | None = None
-    # Per id, the item's data, for operations that carry some (none do yet: ids only).
+    # Per id, the item's data (the item without its "id"), for operations that carry items.
     payloads: Mapping[str, Payload] | None = None
+    params: Mapping[str, Any] | None = None  # the operation's params, if it takes any
 
     def payload(self, item_id: str) -> Payload | None:
         return None if self.payloads is None else self.payloads.get(item_id)
@@ -202,7 +224,7 @@ def _check_request(
     request_id = body.request_id or fallback_id
 
     def invalid(reason: str, code: str) -> Invalid:
-        ids = _unique_strings(body.ids)  # only for a message refused as a whole
+        ids = body.readable_ids()  # only for a message refused as a whole
         return Invalid(
             reason=reason,
             code=code,
@@ -230,31 +252,122 @@ def _check_request(
         return invalid(
             f"{operation.scope_field} is required for {operation.name}", ErrorCode.MISSING_SCOPE
         )
-    return _split_ids(body.ids, request_id, operation, body.target, scope)
+    if (body.ids is None) == (body.items is None):
+        return invalid("a message carries exactly one of ids and items", ErrorCode.INVALID_MESSAGE)
+    wrong = "items" if body.ids is None else "ids"
+    if wrong != operation.carries:
+        return invalid(
+            f"{operation.name} takes {operation.carries}, not {wrong}", ErrorCode.INVALID_MESSAGE
+        )
+    entries = (
+        _id_entries(operation, body.ids or [])
+        if body.items is None
+        else _item_entries(operation, body.items)
+    )
+    problem = operation.params_problem("params" in body.model_fields_set, body.params)
+    if problem is not None:  # the message is readable: every item answered, none sent
+        entries = [
+            _Entry(e.key, f"invalid params: {problem}", ErrorCode.INVALID_PARAMS) for e in entries
+        ]
+    params = body.params if operation.params is not None and problem is None else None
+    return _split(entries, request_id, operation, body.target, scope, params)
 
 
-def _split_ids(
-    raw: list[Any], request_id: str, operation: Operation, target: str, scope: str | None
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One element of ``ids`` or ``items``: its key, and why it cannot be sent (or None)."""
+
+    key: str
+    problem: str | None = None
+    code: str = ErrorCode.INVALID_ID
+    payload: Payload | None = None
+
+
+def _key_of(value: object) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()[:256]
+
+
+def _id_entries(operation: Operation, raw: list[Any]) -> list[_Entry]:
+    return [_Entry(_key_of(value), operation.id_problem(value)) for value in raw]
+
+
+def _item_entry(operation: Operation, element: object) -> _Entry:
+    if not isinstance(element, dict):
+        return _Entry(_key_of(element), "an item must be a JSON object", ErrorCode.INVALID_ITEM)
+    item_id = element.get("id")
+    key = _key_of(item_id)
+    problem = operation.id_problem(item_id)
+    if problem is not None:
+        return _Entry(key, problem)
+    data = {k: v for k, v in element.items() if k != "id"}
+    problem = operation.item_problem(data)
+    if problem is not None:
+        return _Entry(key, f"invalid item {item_id!r}: {problem}", ErrorCode.INVALID_ITEM)
+    return _Entry(key, payload=data)
+
+
+def _item_entries(operation: Operation, raw: list[Any]) -> list[_Entry]:
+    entries = [_item_entry(operation, element) for element in raw]
+    payloads: dict[str, Payload | None] = {}
+    conflicting: set[str] = set()
+    for entry in entries:
+        if entry.problem is None and payloads.setdefault(entry.key, entry.payload) != entry.payload:
+            conflicting.add(entry.key)
+    if not conflicting:
+        return entries
+    reason = "the message has this id more than once, with different data"
+    return [
+        _Entry(e.key, f"invalid item {e.key!r}: {reason}", ErrorCode.INVALID_ITEM)
+        if e.key in conflicting
+        else e
+        for e in entries
+    ]
+
+
+def _split(
+    entries: list[_Entry],
+    request_id: str,
+    operation: Operation,
+    target: str,
+    scope: str | None,
+    params: Mapping[str, Any] | None,
 ) -> Request:
-    good: dict[str, None] = {}
+    good: dict[str, Payload | None] = {}
     rejected: dict[str, Rejection] = {}
-    for value in raw:
-        problem = operation.id_problem(value)
-        if problem is None:
-            good[value] = None
+    for entry in entries:
+        if entry.problem is None:
+            good.setdefault(entry.key, entry.payload)
         else:
-            key = value if isinstance(value, str) else orjson.dumps(value).decode()[:256]
-            rejected.setdefault(key, Rejection(key, problem))
+            rejected.setdefault(entry.key, Rejection(entry.key, entry.problem, entry.code))
     interleaved = bool(rejected)
-    for value in good:  # a non-string id whose key is also a valid id: that id answers it
-        rejected.pop(value, None)
+    for key in good:  # a non-string id whose key is also a valid id: that id answers it
+        rejected.pop(key, None)
     order = None
     if interleaved:  # the interleaving of good and rejected ids, for the reply
-        keys = (v if isinstance(v, str) else orjson.dumps(v).decode()[:256] for v in raw)
-        order = tuple(k for k in dict.fromkeys(keys) if k in good or k in rejected)
+        keys = dict.fromkeys(entry.key for entry in entries)
+        order = tuple(k for k in keys if k in good or k in rejected)
+    payloads = None if operation.carries == "ids" else {k: v or {} for k, v in good.items()}
     return Request(
-        request_id, operation, target, scope, tuple(good), tuple(rejected.values()), order
+        request_id,
+        operation,
+        target,
+        scope,
+        tuple(good),
+        tuple(rejected.values()),
+        order,
+        payloads,
+        params,
     )
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _item_ids(items: object) -> list[Any]:
+    if not isinstance(items, list):
+        return []
+    return [item.get("id") for item in items if isinstance(item, dict)]
 
 
 def _unique_strings(values: object) -> tuple[str, ...]:
@@ -280,143 +393,24 @@ def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str
         text.get("target"),
         text.get("environment"),
         text.get("catalog_id"),
-        _unique_strings(data.get("ids")),
+        _unique_strings([*(_list(data.get("ids"))), *_item_ids(data.get("items"))]),
     )
 
 
-def routing_operation(operation: str | None) -> str:
-    """The operation part of an outcome routing key; untrusted names never reach the key."""
-    if operation is not None and operation in OPERATIONS:
-        return operation
-    return "invalid"
-
-
-def published(mode: str, status: Status) -> bool:
-    """Whether an outcome of this status goes to the results exchange in this outcome mode
-    (``BULKOPS_ITEM_OUTCOMES``): ``all``, ``failures`` (failed and rejected) or ``none``."""
-    return mode == "all" or (mode == "failures" and status != "succeeded")
-
-
-def outcome_message_id(request_id: str, operation: str, item_id: str) -> str:
-    return f"{request_id}:{operation}:{item_id}"
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One item's answer, as published to the results exchange."""
-
-    request_id: str
-    operation: str
-    target: str | None
-    environment: str | None
-    catalog_id: str | None
-    id: str
-    status: Status
-    error: ErrorInfo | None
-    attempts: int
-    batch_id: str | None
-    job_id: str | None
-    finished_at: str
-
-    @property
-    def routing_key(self) -> str:
-        return f"{routing_operation(self.operation)}.{self.status}"
-
-    @property
-    def message_id(self) -> str:
-        return outcome_message_id(self.request_id, self.operation, self.id)
-
-    def body(self) -> bytes:
-        return orjson.dumps(
-            {
-                "request_id": self.request_id,
-                "operation": self.operation,
-                "target": self.target,
-                "environment": self.environment,
-                "catalog_id": self.catalog_id,
-                "id": self.id,
-                "status": self.status,
-                "error": self.error.as_dict() if self.error else None,
-                "attempts": self.attempts,
-                "batch_id": self.batch_id,
-                "job_id": self.job_id,
-                "finished_at": self.finished_at,
-            }
-        )
-
-
-def reply_message_id(request_id: str) -> str:
-    return f"{request_id}:reply"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplyItem:
-    """One id's answer inside a reply."""
-
-    id: str
-    status: Status
-    error: ErrorInfo | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "error": self.error.as_dict() if self.error else None,
-        }
-
-
-STATUSES: tuple[Status, ...] = ("succeeded", "failed", "rejected")
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """The one answer to a request message that carries ``reply_to`` (CONTRACT "Replies"):
-    every distinct id of the message in message order, with its status and error.
-
-    ``error`` is set only for a message refused as a whole (dead-lettered); the body has a
-    top-level ``"error"`` key only then. AMQP: ``message_id`` below, ``type`` REPLY_TYPE.
-    """
-
-    request_id: str
-    operation: str | None
-    target: str | None
-    environment: str | None
-    catalog_id: str | None
-    items: tuple[ReplyItem, ...]
-    finished_at: str
-    error: ErrorInfo | None = None
-
-    @property
-    def message_id(self) -> str:
-        return reply_message_id(self.request_id)
-
-    def counts(self) -> dict[str, int]:
-        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        for item in self.items:
-            counts[item.status] += 1
-        return counts
-
-    def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "request_id": self.request_id,
-            "operation": self.operation,
-            "target": self.target,
-            "environment": self.environment,
-            "catalog_id": self.catalog_id,
-            "counts": self.counts(),
-            "items": [item.as_dict() for item in self.items],
-            "finished_at": self.finished_at,
-        }
-        if self.error is not None:
-            body["error"] = self.error.as_dict()
-        return body
-
-    def body(self) -> bytes:
-        return orjson.dumps(self.as_dict())
-
-
-REPLY_TYPE = "bulkops.reply"
+__all__ = [
+    "REPLY_TYPE",
+    "STATUSES",
+    "ErrorInfo",
+    "Invalid",
+    "Outcome",
+    "Reply",
+    "ReplyItem",
+    "Request",
+    "Status",
+    "outcome_message_id",
+    "parse_request",
+    "published",
+    "reply_message_id",
+    "routing_operation",
+    "utc_now",
+]

@@ -27,6 +27,8 @@ from tests.bench.amqp import AMQP_URL, Names, request_body
 
 DATO_OP = "datocms.items.publish"
 BLOOM_OP = "bloomreach.catalog_items.delete"
+UPSERT_OP = "bloomreach.catalog_items.upsert"
+STAGE_OP = "datocms.items.move_to_stage"
 
 
 # The emulator neither limits nor counts down a window (so its X-RateLimit-Remaining does
@@ -61,6 +63,11 @@ class Plan:
     mode_bloom_backlog_all: int = 60_000
     mode_dato_backlog: int = 20_000
     only_modes: bool = False  # (1) and (6) only
+    # (7) the sync operations under the same limits: catalog upserts on two catalogs (items
+    # with properties, in messages of ``bloom_ids_per_message``) and single-id stage moves.
+    sync_bloom_backlog: int = 60_000  # per catalog
+    sync_dato_backlog: int = 20_000
+    only_sync: bool = False  # (1) and (7) only
 
 
 SMALL = Plan(
@@ -78,6 +85,8 @@ SMALL = Plan(
     mode_bloom_backlog=4_000,
     mode_bloom_backlog_all=4_000,
     mode_dato_backlog=1_000,
+    sync_bloom_backlog=2_000,
+    sync_dato_backlog=1_000,
 )
 
 
@@ -221,7 +230,7 @@ def limited_stats(
     else:
         measured = entries[:n]
         span = entries[n]["t"] - entries[0]["t"]
-    bulk = [e for e in measured if e["method"] == "POST"]
+    bulk = [e for e in measured if e["method"] != "GET"]  # job polls and reads are GETs
     items = sum(e["items"] for e in bulk)
     full = sum(e["items"] >= max_batch for e in bulk)
     return {
@@ -236,7 +245,7 @@ def limited_stats(
 async def worker_limited(
     conn: Any, emu: procs.EmulatorProc, report: Report, *, api: str, bodies: list[bytes],
     items: int, limit: int, window: float, windows: int, max_batch: int, broker: float,
-    **settings: Any,
+    label: str = "", **settings: Any,
 ) -> None:  # fmt: skip
     await emu.reset()
     await emu.configure(
@@ -256,9 +265,10 @@ async def worker_limited(
     stats = limited_stats(entries, limit, window, windows, max_batch)
     throttled = sum(e["status"] == 429 for e in entries)
     ceiling = limit / window * max_batch
-    report.facts[f"limited_{api}"] = stats | {"breaches": log["breaches"], "429s": throttled,
-                                             "missing": items - len(seen.arrivals)}  # fmt: skip
-    name = f"(3) {api} {limit}/{window:g}s x {max_batch}"
+    fact = f"limited_{api}" + (f"_{label}" if label else "")
+    report.facts[fact] = stats | {"breaches": log["breaches"], "429s": throttled,
+                                  "missing": items - len(seen.arrivals)}  # fmt: skip
+    name = (f"(7) {label}" if label else f"(3) {api}") + f" {limit}/{window:g}s x {max_batch}"
     ratio = stats["request_ratio"]
     report.add(f"{name}: requests/s vs allowed", f"{stats['requests']} requests",
                f"{limit / window:g}/s", f"{ratio:.3f}", ">= 0.95", yes(ratio >= 0.95))  # fmt: skip
@@ -272,14 +282,61 @@ async def worker_limited(
                    f"{stats['items_per_s']:,.0f}", f"{effective:,.0f}",
                    f"{stats['items_per_s'] / effective:.3f}", ">= 0.95",
                    yes(stats["items_per_s"] / effective >= 0.95))  # fmt: skip
-    if api == "datocms":  # the API would take more than the broker confirms: (1) caps it
+    if api == "datocms" and not label:  # the API would take more than the broker confirms
         report.add(f"{name}: items/s vs broker ceiling (1)", f"{stats['items_per_s']:,.0f}",
                    f"{broker:,.0f} (1)", f"{stats['items_per_s'] / broker:.3f}", "", "")  # fmt: skip
     report.add(f"{name}: full bulk requests", f"{stats['full_share']:.0%} of {stats['bulk']}",
                "", "", "100%", yes(stats["full_share"] == 1.0))  # fmt: skip
     report.add(f"{name}: 429s / breaches", f"{throttled} / {log['breaches']}", "", "", "0",
                yes(throttled == 0 and log["breaches"] == 0))  # fmt: skip
-    report.facts[f"items_per_s_{api}"] = stats["items_per_s"]
+    report.facts[f"items_per_s_{api}" + (f"_{label}" if label else "")] = stats["items_per_s"]
+
+
+# -- (7) the sync operations under the limits ------------------------------------------------
+
+
+def upsert_bodies(catalog: str, n: int, per: int) -> list[bytes]:
+    """``n`` catalog items with two properties each, in messages of ``per`` items."""
+    items = [
+        {"id": f"u-{k:07d}", "properties": {"price": k, "title": f"item {k}"}} for k in range(n)
+    ]
+    return [
+        orjson.dumps(
+            {
+                "operation": UPSERT_OP,
+                "target": "shop",
+                "catalog_id": catalog,
+                "items": items[k : k + per],
+            }
+        )
+        for k in range(0, n, per)
+    ]
+
+
+async def sync_operations(
+    conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float
+) -> None:
+    """Catalog upserts on two catalogs (each its own 5/10s limit: 10 requests per 10 s in
+    all) and single-id DatoCMS stage moves, against the same limits as (3)."""
+    n = plan.sync_bloom_backlog
+    per = plan.bloom_ids_per_message
+    bodies = upsert_bodies("cat-1", n, per) + upsert_bodies("cat-2", n, per)
+    await worker_limited(
+        conn, emu, report, api="bloomreach", bodies=bodies, items=2 * n, limit=10,
+        window=10.0, windows=plan.bloom_windows, max_batch=10_000, broker=broker,
+        label="upsert, 2 catalogs",
+    )  # fmt: skip
+    stage = [
+        orjson.dumps(
+            {"operation": STAGE_OP, "target": "bench", "params": {"stage": "review"}, "ids": [i]}
+        )
+        for i in ids("s", plan.sync_dato_backlog)
+    ]
+    await worker_limited(
+        conn, emu, report, api="datocms", bodies=stage, items=plan.sync_dato_backlog,
+        limit=60, window=3.0, windows=plan.dato_windows, max_batch=200, broker=broker,
+        label="datocms stage move",
+    )  # fmt: skip
 
 
 # -- (4) naive consumer -------------------------------------------------------------------
@@ -519,6 +576,10 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     if plan.only_modes:
         await modes(connection, emu, plan, report, ceiling)
         return
+    if plan.only_sync:
+        note("(7) sync operations under the limits")
+        await sync_operations(connection, emu, plan, report, ceiling)
+        return
     note("(2) worker, API not limiting")
     base_kb = await worker_fast(connection, emu, plan, report, ceiling)
     if plan.only_throughput:
@@ -548,6 +609,8 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     note("(5) latency at light load")
     await latency(connection, emu, plan, report)
     await modes(connection, emu, plan, report, ceiling)
+    note("(7) sync operations under the limits")
+    await sync_operations(connection, emu, plan, report, ceiling)
     note("done")
 
 
@@ -557,6 +620,7 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the facts and rows to this file")
     parser.add_argument("--throughput", type=int, help="only (1) and (2), with this many items")
     parser.add_argument("--modes", help="only (1) and (6), for these modes (e.g. none,failures)")
+    parser.add_argument("--sync", action="store_true", help="only (1) and (7)")
     args = parser.parse_args(argv)
     plan = SMALL if args.small else Plan()
     if args.throughput:
@@ -566,6 +630,8 @@ def cli(argv: list[str] | None = None) -> int:
         )  # fmt: skip
     if args.modes:
         plan = dataclasses.replace(plan, modes=tuple(args.modes.split(",")), only_modes=True)
+    if args.sync:
+        plan = dataclasses.replace(plan, only_sync=True)
     report = asyncio.run(main(plan))
     print(report.table())
     print(f"\nmachine: {report.facts['machine']}; took {report.facts['seconds']:.0f} s")

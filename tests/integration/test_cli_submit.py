@@ -79,11 +79,6 @@ async def test_client_library_request_returns_the_workers_reply(r: Rig) -> None:
     assert reply.items[1].error is not None and reply.items[1].error.code == "ITEM_LOCKED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bloomreach.catalog_items.upsert/update are in the contract, not yet in the worker "
-    "(the operations issue): it refuses the message as a whole today",
-)
 async def test_submit_catalog_items_from_json_lines_exits_0(r: Rig, tmp_path: Path) -> None:
     """Catalog items from JSON lines are upserted: exit 0, every item succeeded."""
     items = [{"id": f"sku-{n}", "properties": {"price": n}} for n in range(5)]

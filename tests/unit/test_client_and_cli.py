@@ -32,7 +32,7 @@ def test_contract_table_has_every_worker_operation_with_the_same_api_and_scope()
         assert (spec.api, spec.scope_field, spec.scope_required) == (
             operation.api, operation.scope_field, operation.scope_required,
         ), name  # fmt: skip
-        assert spec.carries == "ids" and spec.params is None, name
+        assert (spec.carries, spec.params) == (operation.carries, operation.params), name
 
 
 def test_reason_header_is_the_one_the_worker_writes() -> None:

@@ -23,6 +23,7 @@ from worker.limiter import Hold, Rate
 Payload = Mapping[str, Any]  # an item's data (JSON-able), opaque to the pipeline
 ParamsCheck = Callable[[Mapping[str, Any]], str | None]  # why params are wrong, or None
 IdRule = Callable[[str], str | None]  # why an id cannot be sent to this API, or None
+ItemRule = Callable[[Mapping[str, Any]], str | None]  # why an item's data is wrong, or None
 RateScope = tuple[str, ...]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -148,6 +149,9 @@ class Operation:
     id_rule: IdRule | None = None
     carries: Literal["ids", "items"] = "ids"
     params: ParamsCheck | None = None  # None: the operation takes no params
+    # For operations that carry items: why an item's data (the item without its "id") is
+    # wrong, or None.
+    item_rule: ItemRule | None = None
     executed: bool = True
 
     def id_problem(self, value: object) -> str | None:
@@ -159,6 +163,20 @@ class Operation:
         if _CONTROL.search(value):
             return "id contains control characters"
         return self.id_rule(value) if self.id_rule is not None else None
+
+    def params_problem(self, given: bool, params: object) -> str | None:
+        """Why ``params`` (``given``: the message has the field) are wrong, or None."""
+        if self.params is None:
+            return f"{self.name} takes no params" if given else None
+        if not given or params is None:
+            return f"{self.name} requires params"
+        if not isinstance(params, dict):
+            return "params must be a JSON object"
+        return self.params(params)
+
+    def item_problem(self, data: Mapping[str, Any]) -> str | None:
+        """Why an item's data (the item without its "id") cannot be sent, or None."""
+        return self.item_rule(data) if self.item_rule is not None else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable
 
 import httpx
 
-from worker.apis.base import Adapter, Operation
+from worker.apis.base import Adapter, Operation, params_key
 from worker.batching import BatchKey, Coalescer
 from worker.limiter import Limiters
 from worker.messages import Request
@@ -73,7 +73,7 @@ class Engine:
         """Queue a valid request's ids (its rejected ids are answered by the caller)."""
         req = tracked.request
         adapter = self.adapters[req.target]
-        key = BatchKey(operation=req.operation.name, target=req.target, scope=req.scope)
+        key = BatchKey(req.operation.name, req.target, req.scope, params_key(req.params))
         scope = self.dispatcher.scope(key, tracked.partition)
         now = time.monotonic()
         self.ledger.add(tracked)

@@ -1,4 +1,5 @@
-"""Bloomreach Engagement adapter: catalog bulk delete, answers mapped back in order.
+"""Bloomreach Engagement adapter: catalog bulk delete, upsert and partial update, answers
+mapped back in order.
 
 The answer is a list with one element per request element. ``success`` (boolean, or the
 strings "True"/"False" in some examples) means queued by the API. A request refused as a
@@ -54,6 +55,16 @@ class _Batch:
     url: str
     client: ScopedClient
     results: dict[str, ItemResult]
+    payloads: dict[str, Payload | None]
+
+    def body(self, form: str, ids: list[str]) -> tuple[str, bytes]:
+        """(method, body) of a request for ``ids``: bulk-delete in ``form``, else the
+        operation's elements with their payloads."""
+        if self.action.method is None:
+            method, render = WIRE_FORMS[form]
+            return method, render(ids)
+        elements = [self.action.element(i, self.payloads[i]) for i in ids]
+        return self.action.method, orjson.dumps(elements)
 
 
 def halves(ids: list[str], below: int) -> list[list[str]]:
@@ -66,7 +77,7 @@ def halves(ids: list[str], below: int) -> list[list[str]]:
 
 
 class Bloomreach:
-    """Adapter for catalog item deletion in one Bloomreach project."""
+    """Adapter for the catalog item operations of one Bloomreach project."""
 
     def __init__(self, target: BloomreachTarget, retry: RetryPolicy) -> None:
         self.target = target
@@ -79,8 +90,11 @@ class Bloomreach:
         self.refused_size: int | None = None  # the smallest request refused with 413
 
     def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
-        # The larger of the two forms' elements, and its comma.
-        return len(orjson.dumps({"item_id": item_id})) + 1
+        action = ACTIONS[operation.name]
+        if action.method is None:  # bulk-delete: the larger of the two forms' elements
+            return len(orjson.dumps({"item_id": item_id})) + 1
+        # The element with its properties (and upsert flag), and its comma.
+        return len(orjson.dumps(action.element(item_id, payload))) + 1
 
     def url(self, catalog_id: str, action: Action) -> str:
         project = quote(self.target.project_id, safe="")
@@ -94,7 +108,8 @@ class Bloomreach:
         assert key.scope is not None, "catalog_id is validated before batching"
         ids = [item.id for item in items]
         action = ACTIONS[key.operation]
-        batch = _Batch(key, action, self.url(key.scope, action), client, {})
+        payloads = {item.id: item.payload for item in items}
+        batch = _Batch(key, action, self.url(key.scope, action), client, {}, payloads)
         parts = halves(ids, self.refused_size) if self.refused_size else [ids]
         holds = [hold] + [None] * (len(parts) - 1)  # the held slot goes to the first part
         await asyncio.gather(*(self._send(batch, p, h) for p, h in zip(parts, holds, strict=True)))
@@ -123,8 +138,7 @@ class Bloomreach:
     async def _send(self, batch: _Batch, ids: list[str], hold: Hold | None) -> None:
         headers = {"Authorization": self._auth, "Content-Type": "application/json"}
         form = self.form
-        method, render = WIRE_FORMS[form]
-        body = render(ids)
+        method, body = batch.body(form, ids)
         client, results = batch.client, batch.results
 
         async def call() -> dict[str, ItemResult]:
@@ -154,7 +168,7 @@ class Bloomreach:
         """A refusal the adapter can work around: the other wire form (405), or halves (too
         large). True when the ids were sent again, and so have their results."""
         status = exc.error.status
-        if status == 405 and self.other_form_after_405(form):
+        if status == 405 and batch.action.method is None and self.other_form_after_405(form):
             await self._send(batch, ids, None)
             return True
         if status in TOO_LARGE and len(ids) > 1:

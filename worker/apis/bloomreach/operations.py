@@ -1,15 +1,17 @@
-"""The Bloomreach operations: how each maps onto the catalog API (one ``Action`` row each),
-and the contract rows not carried out yet."""
+"""The Bloomreach operations: how each maps onto the catalog API (one ``Action`` row each)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.apis.base import Operation
+from worker.apis.base import ItemRule, Operation, Payload
 
 API = "bloomreach"
 DELETE = "bloomreach.catalog_items.delete"
+UPSERT = "bloomreach.catalog_items.upsert"
+UPDATE = "bloomreach.catalog_items.update"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,11 +21,46 @@ class Action:
     operation: str
     path: str  # under /data/v2/projects/{project_id}/catalogs/{catalog_id}/
     endpoint: str  # metrics label
+    # The HTTP method, for operations with items; None: bulk-delete (the target's form).
+    method: str | None = None
+    upsert_flag: bool = False  # whether each element carries "upsert" (partial update)
+
+    def element(self, item_id: str, payload: Payload | None) -> dict[str, Any]:
+        """One element of this operation's request body."""
+        data = payload or {}
+        element: dict[str, Any] = {"item_id": item_id, "properties": data.get("properties", {})}
+        if self.upsert_flag:
+            element["upsert"] = data.get("upsert", False)
+        return element
 
 
 ACTIONS: dict[str, Action] = {
     DELETE: Action(operation=DELETE, path="items/bulk-delete", endpoint="catalog_bulk_delete"),
+    UPSERT: Action(operation=UPSERT, path="items", endpoint="catalog_items_upsert", method="PUT"),
+    UPDATE: Action(
+        operation=UPDATE,
+        path="items/partial-update",
+        endpoint="catalog_items_partial_update",
+        method="POST",
+        upsert_flag=True,
+    ),
 }
+
+
+def _item_rule(allowed: frozenset[str]) -> ItemRule:
+    def problem(data: Mapping[str, Any]) -> str | None:
+        extra = sorted(set(data) - allowed)
+        if extra:
+            return f"unknown field(s) {', '.join(map(repr, extra))}"
+        if "properties" not in data:
+            return "'properties' is missing"
+        if not isinstance(data["properties"], dict):
+            return "'properties' must be a JSON object"
+        if "upsert" in data and not isinstance(data["upsert"], bool):
+            return "'upsert' must be true or false"
+        return None
+
+    return problem
 
 
 def id_problem(value: str) -> str | None:
@@ -46,10 +83,8 @@ def _operation(name: str, **fields: Any) -> Operation:
     )
 
 
-# Contract rows the worker does not carry out yet (answered ``unknown_operation``).
-_PLANNED = (
-    _operation("bloomreach.catalog_items.upsert", carries="items", executed=False),
-    _operation("bloomreach.catalog_items.update", carries="items", executed=False),
+OPERATIONS: tuple[Operation, ...] = (
+    _operation(DELETE),
+    _operation(UPSERT, carries="items", item_rule=_item_rule(frozenset({"properties"}))),
+    _operation(UPDATE, carries="items", item_rule=_item_rule(frozenset({"properties", "upsert"}))),
 )
-
-OPERATIONS: tuple[Operation, ...] = (*(_operation(name) for name in ACTIONS), *_PLANNED)

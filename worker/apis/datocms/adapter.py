@@ -123,6 +123,7 @@ class _Run:
         self.action = action
         self.key = key
         self.environment = key.scope
+        self.params: dict[str, Any] = orjson.loads(key.params) if key.params else {}
         self.client = client
         self.results = results
         self.metrics = client.metrics
@@ -181,7 +182,7 @@ class _Run:
                 self._fail_all(ids, failure(exc))
 
     async def _submit(self, ids: list[str], hold: Hold | None) -> str:
-        body = bulk_body(self.action, ids)
+        body = bulk_body(self.action, ids, self.params)
         response = await self._send(
             self.action.endpoint, "POST", self.action.bulk_path, content=body, hold=hold
         )
@@ -243,7 +244,7 @@ class _Run:
         async def call() -> dict[str, str]:
             response = await self._send(f"{self.action.resource}s_read", "GET", path, params=params)
             try:
-                return read_back_states(await self._settled(response))
+                return read_back_states(await self._settled(response), self.action.state_of)
             except JobTimeout as exc:
                 raise ApiError(ErrorCode.JOB_TIMEOUT, str(exc), True) from exc
 
@@ -261,7 +262,7 @@ class _Run:
             info = ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, message, True)
             self._fail_all(ids, ItemResult("failed", info, attempts, job_id))
             return
-        suspects = [i for i in ids if not is_done(self.action, states.get(i))]
+        suspects = [i for i in ids if not is_done(self.action, states.get(i), self.params)]
         for item_id in ids:
             self.results[item_id] = ItemResult("succeeded", None, attempts, job_id)
         if len(suspects) != job.failed:
@@ -271,15 +272,19 @@ class _Run:
                 job.failed,
                 len(suspects),
             )
-        await asyncio.gather(*(self._single(i, attempts, job_id) for i in suspects))
+        await asyncio.gather(*(self._single(i, attempts, job_id, states.get(i)) for i in suspects))
 
-    async def _single(self, item_id: str, attempts: int, job_id: str) -> None:
+    async def _single(self, item_id: str, attempts: int, job_id: str, state: str | None) -> None:
         """Ask the single-record endpoint: its answer is this item's true outcome."""
         path = self.action.single_path.format(id=quote(item_id, safe=""))
+        make_body = self.action.single_body
+        content = (
+            None if make_body is None else orjson.dumps(make_body(item_id, self.params, state))
+        )
 
         async def call() -> None:
             endpoint = self.action.endpoint.replace("bulk_", "single_")
-            response = await self._send(endpoint, self.action.single_method, path)
+            response = await self._send(endpoint, self.action.single_method, path, content=content)
             # DELETE /items/<id> answers 202 + a job: success is the job's, not the 202's.
             await self._settled(response)
 
@@ -311,6 +316,11 @@ class _Run:
             states = None
         if states is not None:
             missing = [i for i in ids if i not in states]
+            if not missing and self.action.bulk_extra is not None:
+                # Every id exists: the refusal is of the params (an unknown collection),
+                # which no split would change.
+                self._fail_all(ids, ItemResult("failed", refusal.info(), 1))
+                return
             if missing:
                 info = ErrorInfo(refusal.code, f"not found: {refusal.message}", False)
                 self._fail_all(missing, ItemResult("failed", info, 1))

@@ -1,5 +1,4 @@
-"""The DatoCMS operations: how each maps onto the API, and the contract rows not carried out
-yet.
+"""The DatoCMS operations: how each maps onto the API.
 
 Adding an ids-only bulk operation is one ``Action`` row (plus its tests): the adapter reads
 the row for the bulk request, the job, the read-back and the single-record fallback.
@@ -8,11 +7,12 @@ the row for the bulk request, the job, the read-back and the single-record fallb
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from worker.apis.base import Operation
+from worker.apis.datocms import changes
 
 API = "datocms"
 MAX_ITEMS = 200
@@ -40,6 +40,12 @@ class Action:
     single_path: str  # with {id}
     done_when: str | None  # read-back status meaning done; None: done when absent
     endpoint: str  # metrics label
+    # Operations with params (see ``changes``): what the bulk body adds, the read-back state
+    # of a record, whether that state shows the change, and the single-record update's body.
+    bulk_extra: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    state_of: Callable[[dict[str, Any]], str] | None = None
+    done: Callable[[str | None, Mapping[str, Any]], bool] | None = None
+    single_body: Callable[[str, Mapping[str, Any], str | None], dict[str, Any]] | None = None
 
     @property
     def relationship(self) -> str:
@@ -88,6 +94,49 @@ ACTIONS: dict[str, Action] = {
             single_path="/uploads/{id}",
             done_when=None,
             endpoint="uploads_bulk_destroy",
+        ),
+        Action(
+            operation="datocms.items.move_to_stage",
+            bulk_path="/items/bulk/move-to-stage",
+            op_type="item_bulk_move_to_stage_operation",
+            resource="item",
+            # No single-record move: the record update's ``meta.stage`` is it.
+            single_method="PUT",
+            single_path="/items/{id}",
+            done_when=None,
+            endpoint="items_bulk_move_to_stage",
+            bulk_extra=changes.stage_extra,
+            state_of=changes.stage_state,
+            done=changes.stage_done,
+            single_body=changes.stage_single,
+        ),
+        Action(
+            operation="datocms.uploads.tag",
+            bulk_path="/uploads/bulk/tag",
+            op_type="upload_bulk_tag_operation",
+            resource="upload",
+            single_method="PUT",
+            single_path="/uploads/{id}",
+            done_when=None,
+            endpoint="uploads_bulk_tag",
+            bulk_extra=changes.tags_extra,
+            state_of=changes.tags_state,
+            done=changes.tags_done,
+            single_body=changes.tags_single,
+        ),
+        Action(
+            operation="datocms.uploads.set_collection",
+            bulk_path="/uploads/bulk/set-upload-collection",
+            op_type="upload_bulk_set_upload_collection_operation",
+            resource="upload",
+            single_method="PUT",
+            single_path="/uploads/{id}",
+            done_when=None,
+            endpoint="uploads_bulk_set_upload_collection",
+            bulk_extra=changes.collection_extra,
+            state_of=changes.collection_state,
+            done=changes.collection_done,
+            single_body=changes.collection_single,
         ),
     )
 }
@@ -140,11 +189,12 @@ def _operation(name: str, **fields: Any) -> Operation:
     )
 
 
-# Contract rows the worker does not carry out yet (answered ``unknown_operation``).
-_PLANNED = (
-    _operation("datocms.items.move_to_stage", params=_stage, executed=False),
-    _operation("datocms.uploads.tag", params=_tags, executed=False),
-    _operation("datocms.uploads.set_collection", params=_collection, executed=False),
-)
+_PARAMS = {
+    "datocms.items.move_to_stage": _stage,
+    "datocms.uploads.tag": _tags,
+    "datocms.uploads.set_collection": _collection,
+}
 
-OPERATIONS: tuple[Operation, ...] = (*(_operation(name) for name in ACTIONS), *_PLANNED)
+OPERATIONS: tuple[Operation, ...] = tuple(
+    _operation(name, params=_PARAMS.get(name)) for name in ACTIONS
+)

@@ -5,6 +5,7 @@ Pure: no I/O here (the adapter sends and awaits).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,32 +32,41 @@ def parse_error(body: Any) -> ParsedError | None:
 REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
 
 
-def bulk_body(action: Action, ids: list[str]) -> bytes:
+def bulk_body(action: Action, ids: list[str], params: Mapping[str, Any] | None = None) -> bytes:
     members = [{"type": action.resource, "id": item_id} for item_id in ids]
-    return orjson.dumps(
-        {
-            "data": {
-                "type": action.op_type,
-                "relationships": {action.relationship: {"data": members}},
-            }
-        }
-    )
+    relationships: dict[str, Any] = {action.relationship: {"data": members}}
+    data: dict[str, Any] = {"type": action.op_type}
+    if action.bulk_extra is not None:
+        extra = action.bulk_extra(params or {})
+        if "attributes" in extra:
+            data["attributes"] = extra["attributes"]
+        relationships.update(extra.get("relationships", {}))
+    data["relationships"] = relationships
+    return orjson.dumps({"data": data})
 
 
-def is_done(action: Action, state: str | None) -> bool:
+def is_done(action: Action, state: str | None, params: Mapping[str, Any] | None = None) -> bool:
     """Whether a record in read-back ``state`` (None: absent) shows the operation applied."""
+    if action.done is not None:
+        return action.done(state, params or {})
     if action.done_when is None:
         return state is None
     return state == action.done_when
 
 
-def read_back_states(body: Any) -> dict[str, str]:
+def read_back_states(
+    body: Any, state_of: Callable[[dict[str, Any]], str] | None = None
+) -> dict[str, str]:
     """id -> meta.status from a list answer. Records of models without drafts have
-    ``meta.status: null``: published is their only state. Uploads have no status: "present"."""
+    ``meta.status: null``: published is their only state. Uploads have no status: "present".
+    ``state_of``: the state as an operation with params reads it (see ``changes``)."""
     states: dict[str, str] = {}
     for record in body.get("data", []) if isinstance(body, dict) else []:
         if isinstance(record, dict) and isinstance(record.get("id"), str):
             meta = record.get("meta")
+            if state_of is not None:
+                states[record["id"]] = state_of(record)
+                continue
             if record.get("type") == "item" and isinstance(meta, dict):
                 states[record["id"]] = str(meta.get("status") or "published")
             else:

@@ -1,0 +1,152 @@
+"""Outcome and reply messages out: their bodies, routing keys and message ids. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from worker.errors import ErrorInfo
+from worker.registry import OPERATIONS
+
+Status = Literal["succeeded", "failed", "rejected"]
+
+
+def routing_operation(operation: str | None) -> str:
+    """The operation part of an outcome routing key; untrusted names never reach the key."""
+    if operation is not None and operation in OPERATIONS:
+        return operation
+    return "invalid"
+
+
+def published(mode: str, status: Status) -> bool:
+    """Whether an outcome of this status goes to the results exchange in this outcome mode
+    (``BULKOPS_ITEM_OUTCOMES``): ``all``, ``failures`` (failed and rejected) or ``none``."""
+    return mode == "all" or (mode == "failures" and status != "succeeded")
+
+
+def outcome_message_id(request_id: str, operation: str, item_id: str) -> str:
+    return f"{request_id}:{operation}:{item_id}"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One item's answer, as published to the results exchange."""
+
+    request_id: str
+    operation: str
+    target: str | None
+    environment: str | None
+    catalog_id: str | None
+    id: str
+    status: Status
+    error: ErrorInfo | None
+    attempts: int
+    batch_id: str | None
+    job_id: str | None
+    finished_at: str
+
+    @property
+    def routing_key(self) -> str:
+        return f"{routing_operation(self.operation)}.{self.status}"
+
+    @property
+    def message_id(self) -> str:
+        return outcome_message_id(self.request_id, self.operation, self.id)
+
+    def body(self) -> bytes:
+        return orjson.dumps(
+            {
+                "request_id": self.request_id,
+                "operation": self.operation,
+                "target": self.target,
+                "environment": self.environment,
+                "catalog_id": self.catalog_id,
+                "id": self.id,
+                "status": self.status,
+                "error": self.error.as_dict() if self.error else None,
+                "attempts": self.attempts,
+                "batch_id": self.batch_id,
+                "job_id": self.job_id,
+                "finished_at": self.finished_at,
+            }
+        )
+
+
+def reply_message_id(request_id: str) -> str:
+    return f"{request_id}:reply"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyItem:
+    """One id's answer inside a reply."""
+
+    id: str
+    status: Status
+    error: ErrorInfo | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "status": self.status,
+            "error": self.error.as_dict() if self.error else None,
+        }
+
+
+STATUSES: tuple[Status, ...] = ("succeeded", "failed", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The one answer to a request message that carries ``reply_to`` (CONTRACT "Replies"):
+    every distinct id of the message in message order, with its status and error.
+
+    ``error`` is set only for a message refused as a whole (dead-lettered); the body has a
+    top-level ``"error"`` key only then. AMQP: ``message_id`` below, ``type`` REPLY_TYPE.
+    """
+
+    request_id: str
+    operation: str | None
+    target: str | None
+    environment: str | None
+    catalog_id: str | None
+    items: tuple[ReplyItem, ...]
+    finished_at: str
+    error: ErrorInfo | None = None
+
+    @property
+    def message_id(self) -> str:
+        return reply_message_id(self.request_id)
+
+    def counts(self) -> dict[str, int]:
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for item in self.items:
+            counts[item.status] += 1
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "request_id": self.request_id,
+            "operation": self.operation,
+            "target": self.target,
+            "environment": self.environment,
+            "catalog_id": self.catalog_id,
+            "counts": self.counts(),
+            "items": [item.as_dict() for item in self.items],
+            "finished_at": self.finished_at,
+        }
+        if self.error is not None:
+            body["error"] = self.error.as_dict()
+        return body
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+
+REPLY_TYPE = "bulkops.reply"
