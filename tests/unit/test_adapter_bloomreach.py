@@ -6,13 +6,13 @@ the bulk-delete wire form when the API answers 405."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.apis.base import BatchKey, ItemResult, Payload
+from tests.unit.adapter_support import Sent, Sleeps, statuses
+from worker.apis.base import BatchKey, ItemResult
 from worker.apis.bloomreach.adapter import Bloomreach
 from worker.apis.bloomreach.target import BloomreachTarget
 from worker.emulator import Emulator, EmulatorConfig
@@ -22,22 +22,6 @@ from worker.metrics import Metrics
 
 DELETE = "bloomreach.catalog_items.delete"
 CATALOG = "products"
-
-
-@dataclass(frozen=True)
-class Sent:
-    id: str
-    payload: Payload | None = None
-
-
-class Sleeps:
-    """Retry pauses, recorded and not waited for."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.pauses.append(seconds)
 
 
 @pytest.fixture
@@ -63,10 +47,6 @@ async def execute(adapter: Bloomreach, ids: list[str]) -> dict[str, ItemResult]:
         client = ScopedClient(http, Limiter(Rate(1000, 1.0)), Metrics(CollectorRegistry()), "shop")
         key = BatchKey(operation=DELETE, target="shop", scope=CATALOG)
         return await adapter.execute(key, [Sent(i) for i in ids], client, None)
-
-
-def statuses(results: dict[str, ItemResult]) -> dict[str, tuple[str, str | None]]:
-    return {i: (r.status, r.error.code if r.error else None) for i, r in results.items()}
 
 
 def deletes(emu: Emulator) -> list[tuple[str, int, int]]:

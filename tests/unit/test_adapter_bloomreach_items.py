@@ -12,7 +12,8 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_adapter_bloomreach import CATALOG, Sent, make_adapter, statuses
+from tests.unit.adapter_support import Sent, statuses
+from tests.unit.test_adapter_bloomreach import CATALOG, make_adapter
 from worker.apis.base import BatchKey, ItemResult, Payload
 from worker.apis.bloomreach.adapter import Bloomreach
 from worker.emulator import Emulator, EmulatorConfig

@@ -6,13 +6,13 @@ right items (read-back, then the single-record endpoint's own error)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from worker.apis.base import BatchKey, ItemResult, Payload
+from tests.unit.adapter_support import Sent, Sleeps, statuses
+from worker.apis.base import BatchKey, ItemResult
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
 from worker.apis.datocms.target import DatoCMSTarget
 from worker.emulator import Emulator, EmulatorConfig, Fault
@@ -22,22 +22,6 @@ from worker.metrics import Metrics
 
 PUBLISH = "datocms.items.publish"
 DESTROY = "datocms.items.destroy"
-
-
-@dataclass(frozen=True)
-class Sent:
-    id: str
-    payload: Payload | None = None
-
-
-class Sleeps:
-    """Retry pauses, recorded and not waited for."""
-
-    def __init__(self) -> None:
-        self.pauses: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.pauses.append(seconds)
 
 
 @pytest.fixture
@@ -57,10 +41,6 @@ async def execute(
         client = ScopedClient(http, Limiter(Rate(60, 3.0)), Metrics(CollectorRegistry()), "main")
         key = BatchKey(operation=operation, target="main", scope=environment)
         return await adapter.execute(key, [Sent(i) for i in ids], client, None)
-
-
-def statuses(results: dict[str, ItemResult]) -> dict[str, tuple[str, str | None]]:
-    return {i: (r.status, r.error.code if r.error else None) for i, r in results.items()}
 
 
 def bulk_requests(emu: Emulator) -> int:

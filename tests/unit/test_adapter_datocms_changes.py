@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.unit.test_adapter_datocms import Sent, Sleeps, statuses
+from tests.unit.adapter_support import Sent, Sleeps, statuses
 from worker.apis.base import BatchKey, ItemResult, params_key
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
 from worker.apis.datocms.target import DatoCMSTarget
