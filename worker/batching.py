@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from worker.apis.base import BatchKey, Operation, Payload
 
 __all__ = ["BatchKey", "Coalescer", "Item", "OrderKey"]
@@ -93,7 +95,7 @@ class Coalescer:
         chain = self._chains.get(order_key)
         if chain is not None:
             tail = chain if isinstance(chain, Item) else chain[-1]
-            if tail.key == key and not tail.sent and tail.payload == payload:
+            if tail.key == key and not tail.sent and same_payload(tail.payload, payload):
                 tail.waiters.append(waiter)
                 return tail
         item = Item(key, operation, item_id, cost, now, [waiter], payload=payload)
@@ -257,3 +259,13 @@ class Coalescer:
 
 def _items(chain: Chain) -> list[Item]:
     return [chain] if isinstance(chain, Item) else list(chain)
+
+
+def same_payload(a: Payload | None, b: Payload | None) -> bool:
+    """Equal as the API would see them: the same JSON (Python's ``==`` takes ``true`` for
+    ``1`` and ``1.0``, which the API does not)."""
+    if a is None or b is None:
+        return a is b
+    return bool(
+        orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
+    )

@@ -17,6 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from worker.apis.base import Operation, Payload
+from worker.batching import same_payload
 from worker.errors import ErrorCode, ErrorInfo
 from worker.outcomes import (
     REPLY_TYPE,
@@ -307,19 +308,27 @@ def _item_entry(operation: Operation, element: object) -> _Entry:
 
 
 def _item_entries(operation: Operation, raw: list[Any]) -> list[_Entry]:
+    """The items, each id once in effect: an id given twice with different data (as JSON),
+    or once invalid, is rejected in every copy (no copy is sent, none goes unanswered)."""
     entries = [_item_entry(operation, element) for element in raw]
+    invalid = {e.key: e for e in reversed(entries) if e.problem is not None}
     payloads: dict[str, Payload | None] = {}
     conflicting: set[str] = set()
     for entry in entries:
-        if entry.problem is None and payloads.setdefault(entry.key, entry.payload) != entry.payload:
+        if entry.problem is None and not same_payload(
+            payloads.setdefault(entry.key, entry.payload), entry.payload
+        ):
             conflicting.add(entry.key)
-    if not conflicting:
+    if not conflicting and not invalid.keys() & payloads.keys():
         return entries
     reason = "the message has this id more than once, with different data"
     return [
-        _Entry(e.key, f"invalid item {e.key!r}: {reason}", ErrorCode.INVALID_ITEM)
-        if e.key in conflicting
-        else e
+        invalid.get(e.key)
+        or (
+            _Entry(e.key, f"invalid item {e.key!r}: {reason}", ErrorCode.INVALID_ITEM)
+            if e.key in conflicting
+            else e
+        )
         for e in entries
     ]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from worker.batching import BatchKey, Coalescer
-from worker.limiter import Limiter, Rate
+from worker.limiter import Limiter, Limiters, Rate
 from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, Step, decide
@@ -182,7 +182,7 @@ async def test_a_drain_or_a_hand_over_stops_lingering_where_it_applies() -> None
         b'"catalog_id": "c", "ids": ["x"]}'
     )
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings, Metrics(CollectorRegistry()), http, _no_publish, tasks)
+        engine = Engine(settings, Metrics(CollectorRegistry()), http, _no_publish, tasks, Limiters(0.0))
         for partition, body in enumerate((dato, bloom)):
             request = parse_request(body, None, kinds)
             assert isinstance(request, Request)

@@ -68,7 +68,7 @@ def bloom(*ids: str) -> bytes:
 async def test_hand_over_gives_back_only_that_partition_and_keeps_order_closures() -> None:
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks)
+        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks, Limiters(0.0))
         first = tracked(dato("publish", "a", "b"), 0)
         later = tracked(dato("unpublish", "a"), 0)
         alone = tracked(dato("publish", "c"), 0)
@@ -96,7 +96,7 @@ async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -
     touches is kept: giving it back would let the later one overtake it."""
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks)
+        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks, Limiters(0.0))
         earlier = tracked(dato("publish", "a"), 0)
         started = tracked(dato("unpublish", "a", "b"), 0)
         engine.accept(earlier)

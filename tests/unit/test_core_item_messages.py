@@ -153,3 +153,58 @@ def test_an_upsert_then_a_delete_of_one_id_wait_in_order() -> None:
     assert c.done(first, 1.0) is other
     assert c.take(up_key) == [other] and c.size(del_key) == 0
     assert c.done(other, 2.0) is removal and c.size(del_key) == 1
+
+
+# -- items the API could never take, and ids given twice (found in review) -------------------
+
+
+def test_properties_nested_deeper_than_json_can_be_written_are_rejected_not_held() -> None:
+    """orjson reads 1,024 levels but writes 254: such an item passed the check and then
+    failed while being queued, leaving its message unanswered for good."""
+    deep = b'{"p":' * 300 + b"1" + b"}" * 300
+    raw = (
+        b'{"operation": "%s", "target": "shop", "catalog_id": "c", "items": '
+        b'[{"id": "deep", "properties": %s}, {"id": "ok", "properties": {}}]}'
+    ) % (UPSERT.encode(), deep)
+    req = parse_request(raw, "m-1", TARGETS)
+    assert isinstance(req, Request)
+    assert req.ids == ("ok",)
+    code, reason = rejections(req)["deep"]
+    assert code == ErrorCode.INVALID_ITEM and "nested too deep" in reason
+
+
+def test_an_item_larger_than_one_request_may_be_is_rejected_not_sent() -> None:
+    big = {"id": "big", "properties": {"blob": "x" * 10_000_000}}
+    req = request(operation=UPSERT, target="shop", catalog_id="c", items=[big])
+    assert req.ids == ()
+    code, reason = rejections(req)["big"]
+    assert code == ErrorCode.INVALID_ITEM and "10,000,000-byte request" in reason
+
+
+@pytest.mark.parametrize(
+    "copies",
+    [
+        [{"id": "a", "properties": 5}, {"id": "a", "properties": {"x": 1}}],
+        [{"id": "a", "properties": {"x": 1}}, {"id": "a", "properties": 5}],
+        ["a", {"id": "a", "properties": {"x": 1}}],
+    ],
+)
+def test_an_id_with_an_invalid_copy_is_rejected_in_every_copy(copies: list[Any]) -> None:
+    """No copy is sent and none goes unanswered: the message's data for that id is in doubt."""
+    req = request(operation=UPSERT, target="shop", catalog_id="c", items=copies)
+    assert req.ids == ()
+    assert rejections(req)["a"][0] == ErrorCode.INVALID_ITEM
+
+
+def test_data_equal_for_python_but_not_as_json_is_different_data() -> None:
+    """``true == 1`` in Python, not for the API: the two copies are not one item."""
+    items = [{"id": "a", "properties": {"x": True}}, {"id": "a", "properties": {"x": 1}}]
+    req = request(operation=UPSERT, target="shop", catalog_id="c", items=items)
+    assert req.ids == () and "different data" in rejections(req)["a"][1]
+    coalescer = Coalescer()
+    op = OPERATIONS[UPSERT]
+    key = BatchKey(UPSERT, "shop", "c")
+    first = coalescer.add(op, key, "a", "r1", 0.0, 10, {"properties": {"x": True}})
+    second = coalescer.add(op, key, "a", "r2", 0.0, 10, {"properties": {"x": 1}})
+    same = coalescer.add(op, key, "a", "r3", 0.0, 10, {"properties": {"x": 1}})
+    assert first is not second and same is second

@@ -64,7 +64,7 @@ async def run_session(
     http: httpx.AsyncClient,
     stopping: asyncio.Event,
     health: Health,
-    limiters: Limiters | None = None,
+    limiters: Limiters,
 ) -> bool:
     """One broker session. Returns False after a clean drain, True when the session ended on
     purpose to be renewed (see ``_idle``); raises ConnectionLost otherwise.
@@ -142,7 +142,8 @@ async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
     limit = settings.consumer_idle_renew_seconds
     while True:
         await asyncio.sleep(min(limit / 4, 5.0))
-        if engine.idle and time.monotonic() - session.last_delivery >= limit:
+        quiet = time.monotonic() - session.last_delivery >= limit
+        if quiet and engine.idle and not session.answering:
             return
 
 

@@ -46,7 +46,7 @@ class Session:
         publisher: Publisher,
         http: httpx.AsyncClient,
         tasks: asyncio.TaskGroup,
-        limiters: Limiters | None = None,
+        limiters: Limiters,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -55,6 +55,9 @@ class Session:
         self.ackers = Ackers(tasks)
         self.engine = Engine(settings, metrics, http, self.publish_outcomes, tasks, limiters)
         self.last_delivery = time.monotonic()
+        # Invalid messages being dead-lettered and answered: work in flight the engine does
+        # not see (100,000 rejections take minutes on a slow broker), so not idle.
+        self.answering = 0
 
     async def publish_outcomes(self, answers: list[Answer]) -> None:
         """Publish the outcomes this mode publishes (``item_outcomes``) and wait for their
@@ -103,7 +106,11 @@ class Session:
         self.last_delivery = time.monotonic()
         parsed = parse_request(message.body, message.message_id, self.kinds)
         if isinstance(parsed, Invalid):
-            await self._invalid(message, AmqpDelivery(message, acker), parsed)
+            self.answering += 1
+            try:
+                await self._invalid(message, AmqpDelivery(message, acker), parsed)
+            finally:
+                self.answering -= 1
             return None
         return parsed
 

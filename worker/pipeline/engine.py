@@ -40,7 +40,7 @@ class Engine:
         http: httpx.AsyncClient,
         publish: Publish,
         tasks: asyncio.TaskGroup,
-        limiters: Limiters | None = None,
+        limiters: Limiters,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -48,8 +48,7 @@ class Engine:
             name: make_adapter(target, settings) for name, target in settings.targets.items()
         }
         # The process's limiters (see Limiters): a new session keeps what earlier ones sent.
-        margin = settings.rate_limit_margin_seconds
-        self.limiters = limiters if limiters is not None else Limiters(margin)
+        self.limiters = limiters
         for name, target in settings.targets.items():
             metrics.rate_limit_allowed.labels(name).set(self.limiters.allowed(name, target))
         self.coalescer = Coalescer()

@@ -6,12 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from worker.apis.base import ItemRule, Operation, Payload
 
 API = "bloomreach"
 DELETE = "bloomreach.catalog_items.delete"
 UPSERT = "bloomreach.catalog_items.upsert"
 UPDATE = "bloomreach.catalog_items.update"
+# An item's properties at most: a request of one item must stay under the 10,000,000-byte body
+# cap with its id (at most 1,024 characters, escaped), "upsert" and the JSON around them.
+MAX_PROPERTIES_BYTES = 10_000_000 - 8_192
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,12 @@ def _item_rule(allowed: frozenset[str]) -> ItemRule:
             return "'properties' is missing"
         if not isinstance(data["properties"], dict):
             return "'properties' must be a JSON object"
+        try:  # as the request body will carry them
+            size = len(orjson.dumps(data["properties"]))
+        except (orjson.JSONEncodeError, TypeError):
+            return "'properties' cannot be sent as JSON (nested too deep)"
+        if size > MAX_PROPERTIES_BYTES:
+            return f"'properties' are {size:,} bytes: one item must fit a 10,000,000-byte request"
         if "upsert" in data and not isinstance(data["upsert"], bool):
             return "'upsert' must be true or false"
         return None
