@@ -74,10 +74,14 @@ async def test_kill_after_the_outcome_before_the_ack(r: Rig) -> None:
     r.emulator.inject(Fault("slow", count=1, path_contains="/items/bulk/publish", delay=8))
     ledger = Ledger("1c kill -9: after outcome, before ack", r.results)
     await r.publish(ledger.expect("big", OP, ids("b", 400), target="main"))
-    for n in range(3):  # requests answered and acked before the kill: never repeated
-        await r.publish(ledger.expect(f"done-{n}", OP, [f"d{n}"], target="main"))
     env = r.env(**{**FAST, "http_timeout_seconds": 20})
     proc = await start_worker(env)
+    # The small requests only once a batch of the big one is stuck: a worker that starts
+    # waits one window, and then every ready batch goes at once, so the slow fault could
+    # otherwise hit the small requests' batch instead.
+    await wait_until(lambda: bool(r.emulator.requests(path_contains="/items/bulk/publish")))
+    for n in range(3):  # requests answered and acked before the kill: never repeated
+        await r.publish(ledger.expect(f"done-{n}", OP, [f"d{n}"], target="main"))
     await r.results.wait_for(203, timeout=30)
     await asyncio.sleep(0.5)  # the acks of the small requests reach the broker
     assert ledger.snapshot_inflight() == 400
