@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
-from pathlib import Path
 
+from tests.conformance.node import HERE, installed_node
 from worker.emulator import Emulator, EmulatorConfig
 
-HERE = Path(__file__).resolve().parent / "datocms"
 SCRIPT = HERE / "conformance.test.mjs"
-CLIENT = HERE / "node_modules" / "@datocms" / "cma-client-node" / "package.json"
 NODE_TIMEOUT = 90.0
 
 
@@ -28,19 +25,9 @@ def _tap_count(output: str, name: str) -> int:
     return int(match.group(1))
 
 
-def _installed() -> str:
-    node = shutil.which("node")
-    assert node is not None, "Node.js is not installed: the conformance tier needs it"
-    assert CLIENT.is_file(), (
-        f"the official client is not installed in {HERE}: run scripts/bootstrap.sh "
-        "(or `npm ci` there)"
-    )
-    return node
-
-
 async def test_the_official_client_succeeds_against_the_emulator_for_every_worker_call() -> None:
     """Every ``test(...)`` of the Node script passes; none is skipped or left out."""
-    node = _installed()
+    node = installed_node()
     expected = len(re.findall(r"^test\(", SCRIPT.read_text(), re.MULTILINE))
     async with Emulator(EmulatorConfig()) as emulator:
         env = {**os.environ, "EMULATOR_URL": emulator.base_url, "NODE_NO_WARNINGS": "1"}

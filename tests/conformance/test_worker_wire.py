@@ -29,7 +29,7 @@ import httpx
 import orjson
 from prometheus_client import CollectorRegistry
 
-from tests.conformance.test_datocms_client import HERE, _installed
+from tests.conformance.node import HERE, installed_node
 from tests.unit.adapter_support import Sent, Sleeps
 from worker.apis.base import BatchKey
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
@@ -90,7 +90,7 @@ async def run_worker(emu: Emulator) -> None:
 async def run_client(emu: Emulator) -> None:
     env = {**os.environ, "EMULATOR_URL": emu.base_url, "DATOCMS_ENVIRONMENT": ENVIRONMENT}
     process = await asyncio.create_subprocess_exec(
-        _installed(),
+        installed_node(),
         "record_calls.mjs",
         cwd=HERE,
         env=env,
@@ -140,7 +140,7 @@ async def test_the_worker_sends_what_the_official_client_sends_but_the_decided_d
     None
 ):
     """Same calls, paths, queries and bodies; same headers but the Content-Type decision."""
-    _installed()
+    installed_node()
     config = EmulatorConfig(
         datocms_job_seconds=0.01, datocms_implicit_records=False, log_request_bodies=True
     )
