@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,6 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--host", default="127.0.0.1")
     demo = commands.add_parser("demo", help="emulator + worker + sample traffic on local RabbitMQ")
     demo.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    demo.add_argument(
+        "--http-port",
+        type=int,
+        default=_env_port(),
+        help="the worker's metrics port (default: BULKOPS_HTTP_PORT, else 9464 when free, "
+        "else any free port)",
+    )
     cli.add_commands(commands)
     args = parser.parse_args(argv)
 
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return runner.run(run(settings))
     if args.command == "emulator":
         return _emulator(args.host, args.port)
-    return _demo(args.amqp_url)
+    return _demo(args.amqp_url, args.http_port)
 
 
 # The emulator and the demo are development tools: the production image's wheel leaves them
@@ -61,13 +69,19 @@ def _emulator(host: str, port: int) -> int:
     return 0
 
 
-def _demo(amqp_url: str) -> int:
+def _env_port() -> int | None:
+    """``BULKOPS_HTTP_PORT`` for the demo (which builds its own settings), when set."""
+    value = os.environ.get("BULKOPS_HTTP_PORT", "").strip()
+    return int(value) if value.isdigit() else None
+
+
+def _demo(amqp_url: str, http_port: int | None) -> int:
     try:
         from worker.demo import demo as run_demo
     except ModuleNotFoundError as exc:
         return _not_installed("demo", exc)
     logs.configure("ERROR")
-    code: int = asyncio.run(run_demo(amqp_url))
+    code: int = asyncio.run(run_demo(amqp_url, http_port))
     return code
 
 
