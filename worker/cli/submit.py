@@ -154,6 +154,8 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             return await _submit(client, job, source, args, total)
         except BrokerError as exc:
             raise CliError(str(exc)) from None
+        except JobError as exc:  # a chunk the worker would not send in full: none of it sent
+            raise CliError(f"{exc} (nothing of that request published; see --dry-run)") from None
         except BROKER_ERRORS as exc:
             raise CliError(f"lost the broker: {describe(exc)}") from None
 
