@@ -38,15 +38,19 @@ class Job:
             raise JobError(f"unknown operation {self.operation!r} (known: {known})")
         return spec
 
-    def check(self, targets: Mapping[str, str | None] | None = None) -> OperationSpec:
+    def check(
+        self, targets: Mapping[str, str | None] | None = None, *, with_params: bool = True
+    ) -> OperationSpec:
         """Raise JobError unless the job fits the contract. ``targets`` (name -> API kind, or
         None when the kind is not known) are checked when given and not empty; without
-        them the target is left to the worker, which answers an unknown one ``rejected``."""
+        them the target is left to the worker, which answers an unknown one ``rejected``.
+        ``with_params`` False leaves the params to the worker's reading (a dry run)."""
         spec = self.spec
         if targets:
             _check_target(self.target, spec, targets)
         _check_scope(self, spec)
-        _check_params(self.params, spec)
+        if with_params:
+            _check_params(self.params, spec)
         return spec
 
     def request(
