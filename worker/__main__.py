@@ -59,8 +59,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings()
         logs.configure(settings.log_level)
         _warn_unknown_variables()
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(run(settings))
+        from worker import tracing
+
+        tracing.configure(os.environ)
+        try:
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                return runner.run(run(settings))
+        finally:
+            tracing.shutdown()
     if args.command == "emulator":
         return _emulator(args.host, args.port)
     return _demo(args.amqp_url, args.http_port)

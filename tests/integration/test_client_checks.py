@@ -70,9 +70,7 @@ BAD: list[tuple[str, Job, Chunk, str]] = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("job", "chunk", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
-)
+@pytest.mark.parametrize(("job", "chunk", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 async def test_publish_raises_JobError_and_publishes_nothing(
     queue: tuple[AbstractConnection, str], job: Job, chunk: Chunk, problem: str
 ) -> None:
@@ -84,9 +82,7 @@ async def test_publish_raises_JobError_and_publishes_nothing(
     assert await depth(connection, name) == 0
 
 
-@pytest.mark.parametrize(
-    ("job", "chunk", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD]
-)
+@pytest.mark.parametrize(("job", "chunk", "problem"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 async def test_submit_raises_JobError_and_publishes_nothing(
     queue: tuple[AbstractConnection, str], job: Job, chunk: Chunk, problem: str
 ) -> None:

@@ -43,7 +43,10 @@ def test_all_sendable_exits_0_and_shows_requests_batches_and_time(
     assert "3 request messages to bulkops.requests with 2500 ids" in out
     assert "request 3: 500 ids, 500 would be sent" in out
     assert "2500 ids in 13 API requests of at most 200 ids" in out
-    assert "13 bulk + at least 13 job polls = 26 API requests at DatoCMS's default 60/3s: about 3 s" in out
+    assert (
+        "13 bulk + at least 13 job polls = 26 API requests at DatoCMS's default 60/3s: about 3 s"
+        in out
+    )
     assert "cannot know the worker's targets" in out
     assert "would be rejected" not in out
 

@@ -134,8 +134,7 @@ def _batching(found: Plan) -> Iterator[str]:
     polls = total - bulk
     counted = f"{bulk} bulk + at least {polls} job polls = {total}" if polls else f"{total}"
     yield (
-        f"rate limits: {counted} API requests at {api.title}'s default {rate}: "
-        f"about {seconds:g} s"
+        f"rate limits: {counted} API requests at {api.title}'s default {rate}: about {seconds:g} s"
     )
 
 
