@@ -209,6 +209,16 @@ class Coalescer:
         self._make_ready(nxt, now)
         return nxt
 
+    def done_unresolved(self, item: Item) -> list[Item]:
+        """``item`` has its outcome but its fate at the API is unknown (a job that may still
+        apply): the items waiting behind it on its id are taken out with it, never to be
+        sent (whatever they did could be undone by the stale job); returns them."""
+        order_key = item.order_key
+        items = _items(self._chains.pop(order_key))
+        assert items[0] is item, "items of one id must finish in order"
+        self.pending -= len(items)
+        return items[1:]
+
     def chains(self) -> Iterator[list[Item]]:
         """Each id's items, oldest first (a copy)."""
         return iter([_items(chain) for chain in self._chains.values()])

@@ -22,6 +22,9 @@ class EmulatorConfig(BaseModel):
     datocms_rate: tuple[int, float] = (60, 3.0)
     datocms_job_seconds: float = 0.2
     datocms_job_never_finishes: bool = False
+    # Jobs of these actions ("publish", "move_to_stage", ...) take this long instead of
+    # datocms_job_seconds: a job slower than the worker's deadline, others as usual.
+    datocms_job_seconds_by_action: dict[str, float] = Field(default_factory=dict)
     datocms_unknown_ids: UnknownIds = "count_failed"
     datocms_implicit_records: bool = True
     datocms_max_items: int = 200

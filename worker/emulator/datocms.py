@@ -223,7 +223,10 @@ class DatoState:
     ) -> Job:
         now = self._clock()
         never = self.config.datocms_job_never_finishes
-        due = math.inf if never else now + self.config.datocms_job_seconds
+        seconds = self.config.datocms_job_seconds_by_action.get(
+            action, self.config.datocms_job_seconds
+        )
+        due = math.inf if never else now + seconds
         job_id = str(next(self._job_ids))
         job = Job(
             job_id,

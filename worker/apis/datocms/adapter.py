@@ -52,16 +52,33 @@ log = logging.getLogger("bulkops.datocms")
 
 
 class JobTimeout(Exception):
-    pass
+    """A job had no result by the deadline and the follow bound: it may still apply."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+# Past the deadline a job is polled this many poll maxima apart (20 s by default).
+FOLLOW_PACE = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class JobPolling:
-    """How long to wait for a job's result, and how often to ask (growing by half each time)."""
+    """How long to wait for a job's result, and how often to ask (growing by half each time).
+
+    A job past ``deadline_seconds`` may still apply: it is followed ``follow_seconds`` more,
+    polled ``FOLLOW_PACE`` poll maxima apart, before its items are given up (``job_timeout``).
+    """
 
     deadline_seconds: float
     initial_seconds: float
     max_seconds: float
+    follow_seconds: float = 0.0
+
+    @property
+    def follow_interval(self) -> float:
+        return self.max_seconds * FOLLOW_PACE
 
 
 def make_adapter(target: DatoCMSTarget, tuning: Tuning) -> DatoCMS:
@@ -69,6 +86,7 @@ def make_adapter(target: DatoCMSTarget, tuning: Tuning) -> DatoCMS:
         deadline_seconds=tuning.job_deadline_seconds,
         initial_seconds=tuning.job_poll_initial_seconds,
         max_seconds=tuning.job_poll_max_seconds,
+        follow_seconds=tuning.job_follow_seconds,
     )
     return DatoCMS(target, retry_policy(tuning), jobs)
 
@@ -173,7 +191,7 @@ class _Run:
             await self.a.retry.run(call, self._on_retry)
         except JobTimeout as exc:
             info = ErrorInfo(ErrorCode.JOB_TIMEOUT, str(exc), True)
-            self._fail_all(ids, ItemResult("failed", info, attempts))
+            self._fail_all(ids, ItemResult("failed", info, attempts, exc.job_id))
         except RetriesExhausted as exc:
             refusal = exc.error
             if not refusal.retryable and refusal.code in REFUSAL_CODES and len(ids) > 1:
@@ -203,12 +221,18 @@ class _Run:
         await self._attribute(ids, job, job_id, attempts)
 
     async def _poll(self, job_id: str) -> JobResult:
+        """The job's result. Past the deadline the job is followed more slowly (every poll
+        counts against the limit) up to the follow bound: until then its fate is unknown and
+        nothing behind its ids may go (``JobTimeout`` at the bound)."""
         s = self.a.jobs
         deadline = time.monotonic() + s.deadline_seconds
+        give_up = deadline + s.follow_seconds
         interval = s.initial_seconds
         path = f"/job-results/{quote(job_id, safe='')}"
         while True:
-            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            now = time.monotonic()
+            until = deadline if now < deadline else give_up
+            await asyncio.sleep(min(interval, max(0.0, until - now)))
             try:
                 response = await self._send("job_result", "GET", path)
                 return parse_job_result(orjson.loads(response.content))
@@ -218,10 +242,20 @@ class _Run:
             except (KeyError, TypeError, ValueError) as exc:
                 message = f"job result: {exc!r}"
                 raise ApiError(ErrorCode.UNEXPECTED_RESPONSE, message, True) from exc
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= give_up:
                 self.metrics.job_timeouts.labels(*self.key.labels).inc()
-                raise JobTimeout(f"job {job_id} had no result after {s.deadline_seconds:g}s")
-            interval = min(interval * 1.5, s.max_seconds)
+                raise JobTimeout(
+                    f"job {job_id} had no result after {s.deadline_seconds:g}s and "
+                    f"{s.follow_seconds:g}s more of following it; it may still apply",
+                    job_id,
+                )
+            if now >= deadline:
+                if interval < s.follow_interval:
+                    log.warning("job %s is past its deadline: following it slower", job_id)
+                interval = s.follow_interval
+            else:
+                interval = min(interval * 1.5, s.max_seconds)
 
     async def _settled(self, response: httpx.Response) -> Any:
         """The answer's body, or, when the answer is a job, its result's payload: the job's

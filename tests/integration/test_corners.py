@@ -1,0 +1,84 @@
+"""Per-item truth and per-id order in the corners (issue 26), against the real RabbitMQ and
+the emulator over HTTP: jobs that outlive the deadline, bulk requests refused whole for some
+of their items. Each test names what it proves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Rig
+
+pytestmark = pytest.mark.integration
+
+PUBLISH = "datocms.items.publish"
+UNPUBLISH = "datocms.items.unpublish"
+
+
+def dato(operation: str, ids: list[str], params: Any = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"operation": operation, "target": "main", "ids": ids}
+    if params is not None:
+        body["params"] = params
+    return body
+
+
+def by_operation(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["operation"]: o for o in outcomes}
+
+
+async def test_a_job_past_the_deadline_is_followed_and_the_unpublish_behind_it_wins(
+    r: Rig,
+) -> None:
+    """A publish whose job runs 2.5 s against a 1 s deadline, then an unpublish of the same
+    record: the publish is followed past its deadline and answered `succeeded` (nothing at
+    the first deadline), the unpublish goes only after the publish job's result, and the
+    record ends `draft` (the order the worker consumed them in)."""
+    r.emulator.config.datocms_job_seconds_by_action = {"publish": 2.5}
+    r.emulator.datocms.seed_records(["late1"])
+    await r.publish(dato(PUBLISH, ["late1"]))
+    await r.publish(dato(UNPUBLISH, ["late1"]))
+    settings = r.settings(job_deadline_seconds=1.0, job_follow_seconds=10.0)
+    async with r.worker(settings):
+        outcomes = by_operation(await r.results.wait_for(2, timeout=30))
+    assert outcomes[PUBLISH]["status"] == "succeeded", outcomes[PUBLISH]["error"]
+    assert outcomes[UNPUBLISH]["status"] == "succeeded", outcomes[UNPUBLISH]["error"]
+    publish_job = outcomes[PUBLISH]["job_id"]
+    done = [
+        e.t
+        for e in r.emulator.requests(path_contains=f"/job-results/{publish_job}")
+        if e.status == 200
+    ]
+    (unpublish,) = r.emulator.requests(path_contains="/items/bulk/unpublish")
+    assert done and unpublish.t > done[0], "the unpublish went before the publish job ended"
+    assert r.emulator.datocms.record_status("late1") == "draft"
+    assert r.emulator.breaches() == []
+
+
+async def test_a_job_never_resolved_strands_the_operations_behind_it_unsent(r: Rig) -> None:
+    """A publish job that outlives the deadline and the follow bound: its item is answered
+    `job_timeout` once (at the bound), the unpublish waiting behind it `failed` with
+    `job_unresolved` (retryable) and is never sent; another record's unpublish is not held."""
+    r.emulator.config.datocms_job_seconds_by_action = {"publish": 600.0}
+    r.emulator.datocms.seed_records(["stuck1", "free1"])
+    await r.publish(dato(PUBLISH, ["stuck1"]))
+    await r.publish(dato(UNPUBLISH, ["stuck1", "free1"]))
+    settings = r.settings(job_deadline_seconds=0.5, job_follow_seconds=1.0)
+    async with r.worker(settings):
+        outcomes = await r.results.wait_for(3, timeout=30)
+    got = {
+        (o["operation"], o["id"]): (o["status"], (o["error"] or {}).get("code")) for o in outcomes
+    }
+    assert got == {
+        (PUBLISH, "stuck1"): ("failed", "job_timeout"),
+        (UNPUBLISH, "stuck1"): ("failed", "job_unresolved"),
+        (UNPUBLISH, "free1"): ("succeeded", None),
+    }
+    stranded = next(o for o in outcomes if o["error"] and o["error"]["code"] == "job_unresolved")
+    assert stranded["error"]["retryable"] is True
+    polls = r.emulator.requests(path_contains="/job-results/")
+    assert len(outcomes) == 3 and len(polls) >= 2
+    (unpublish,) = r.emulator.requests(path_contains="/items/bulk/unpublish")
+    assert unpublish.items == 1, "only free1 was sent"
+    assert r.emulator.datocms.record_status("stuck1") == "draft"
+    assert r.emulator.breaches() == []

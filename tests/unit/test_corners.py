@@ -1,0 +1,105 @@
+"""Issue 26's pure parts: the coalescer strands what waits behind an unresolved job, the job
+follow arithmetic fits under RabbitMQ's consumer timeout, and the DatoCMS adapter follows a
+job past its deadline (adapter and emulator in-process, over real HTTP, no broker)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from tests.unit.adapter_support import Sent, Sleeps, statuses
+from worker.apis.base import BatchKey, ItemResult
+from worker.apis.datocms.adapter import DatoCMS, JobPolling
+from worker.apis.datocms.target import DatoCMSTarget
+from worker.batching import Coalescer
+from worker.emulator import Emulator, EmulatorConfig
+from worker.errors import ErrorCode, ErrorInfo
+from worker.http import RetryPolicy, ScopedClient
+from worker.limiter import Limiter, Rate
+from worker.metrics import Metrics
+from worker.pipeline.dispatch import unresolved
+from worker.registry import OPERATIONS
+from worker.settings import Settings
+
+PUBLISH = OPERATIONS["datocms.items.publish"]
+UNPUBLISH = OPERATIONS["datocms.items.unpublish"]
+PUB_KEY = BatchKey(operation=PUBLISH.name, target="main", scope=None)
+UNPUB_KEY = BatchKey(operation=UNPUBLISH.name, target="main", scope=None)
+
+
+def test_an_unresolved_item_takes_the_operations_behind_it_out_unsent() -> None:
+    """The head of an id's chain ends unresolved: every item queued behind it on that id is
+    returned (to be answered job_unresolved), none becomes ready, other ids are untouched."""
+    c = Coalescer()
+    head = c.add(PUBLISH, PUB_KEY, "a", object(), 1.0)
+    c.add(PUBLISH, PUB_KEY, "b", object(), 1.0)
+    later = c.add(UNPUBLISH, UNPUB_KEY, "a", object(), 2.0)
+    again = c.add(PUBLISH, PUB_KEY, "a", object(), 3.0)
+    assert [i.id for i in c.take(PUB_KEY)] == ["a", "b"]
+    assert c.done_unresolved(head) == [later, again]
+    assert c.size(UNPUB_KEY) == 0 and c.size(PUB_KEY) == 0
+    assert c.pending == 1  # "b" is still in flight
+    fresh = c.add(UNPUBLISH, UNPUB_KEY, "a", object(), 4.0)
+    assert c.take(UNPUB_KEY) == [fresh], "a later operation on the id is a new chain"
+
+
+def test_only_a_job_timeout_is_unresolved() -> None:
+    """A job given up unfinished may still apply; any other failure is the API's last word."""
+    timeout = ItemResult("failed", ErrorInfo(ErrorCode.JOB_TIMEOUT, "job 1", True))
+    exhausted = ItemResult("failed", ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, "5xx", True))
+    assert unresolved(timeout)
+    assert not unresolved(exhausted) and not unresolved(ItemResult("succeeded"))
+
+
+def test_the_follow_bound_must_fit_under_the_consumer_timeout() -> None:
+    """Defaults: 300 s retry budget + 300 s deadline + 600 s follow = 20 min, under the 25 min
+    the worker keeps below RabbitMQ's 30-minute consumer timeout; more is refused."""
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.job_follow_seconds == 600
+    with pytest.raises(ValidationError, match="job_follow_seconds"):
+        Settings(_env_file=None, job_follow_seconds=1000)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+async def emu() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorConfig(datocms_job_seconds=0.01)) as emulator:
+        yield emulator
+
+
+async def publish(emu: Emulator, ids: list[str], jobs: JobPolling) -> dict[str, ItemResult]:
+    target = DatoCMSTarget(kind="datocms", base_url=emu.base_url, api_token="dato-token")  # type: ignore[arg-type]
+    adapter = DatoCMS(target, RetryPolicy(4, 60.0, 0.01, 0.05, sleep=Sleeps()), jobs)
+    async with httpx.AsyncClient() as http:
+        client = ScopedClient(http, Limiter(Rate(60, 3.0)), Metrics(CollectorRegistry()), "main")
+        return await adapter.execute(PUB_KEY, [Sent(i) for i in ids], client, None)
+
+
+async def test_a_job_past_its_deadline_is_followed_to_its_result(emu: Emulator) -> None:
+    """A 0.6 s job against a 0.2 s deadline and 5 s of following: succeeded, with its job id,
+    and polled slower past the deadline (each poll counted as a request)."""
+    emu.config.datocms_job_seconds_by_action = {"publish": 0.6}
+    jobs = JobPolling(0.2, 0.01, 0.05, follow_seconds=5.0)
+    results = await publish(emu, ["a", "b"], jobs)
+    assert statuses(results) == {"a": ("succeeded", None), "b": ("succeeded", None)}
+    assert results["a"].job_id is not None
+    polls = [e.t for e in emu.requests("datocms", "/job-results/")]
+    late = [b - a for a, b in itertools.pairwise(polls) if a - polls[0] > 0.25]
+    assert late and min(late) >= jobs.follow_interval * 0.9
+
+
+async def test_a_job_past_the_follow_bound_is_answered_job_timeout_with_its_id(
+    emu: Emulator,
+) -> None:
+    """No result by deadline + follow: job_timeout (retryable), carrying the job's id."""
+    emu.config.datocms_job_seconds_by_action = {"publish": 60.0}
+    results = await publish(emu, ["a"], JobPolling(0.1, 0.01, 0.05, follow_seconds=0.3))
+    (result,) = results.values()
+    assert result.error is not None and result.error.code == "job_timeout"
+    assert result.error.retryable and result.job_id is not None
+    polls = emu.requests("datocms", "/job-results/")
+    assert polls[-1].t - polls[0].t >= 0.3
