@@ -82,3 +82,77 @@ async def test_a_job_never_resolved_strands_the_operations_behind_it_unsent(r: R
     assert unpublish.items == 1, "only free1 was sent"
     assert r.emulator.datocms.record_status("stuck1") == "draft"
     assert r.emulator.breaches() == []
+
+
+def spread(good: list[str], bad: list[str]) -> list[str]:
+    """``bad`` placed among ``good`` at even distances (not at the batch's ends)."""
+    out, step = list(good), len(good) // (len(bad) + 1)
+    for n, item in enumerate(bad, start=1):
+        out.insert(n * step + n - 1, item)
+    return out
+
+
+def summary(outcomes: list[dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
+    return {o["id"]: (o["status"], (o["error"] or {}).get("code")) for o in outcomes}
+
+
+async def test_a_stage_move_of_153_refused_whole_for_3_moves_the_150(r: Rig) -> None:
+    """153 records moved to `review` in one batch; 3 belong to a model whose workflow has no
+    such stage and the API refuses the whole bulk request (422 INVALID_FIELD): the 150 are
+    moved and `succeeded`, the 3 `failed` with the API's own error for them."""
+    good = [f"rec{n:03d}" for n in range(150)]
+    bad = ["odd1", "odd2", "odd3"]
+    r.emulator.config.datocms_item_refusal = "reject_422"
+    r.emulator.datocms.seed_records(good, stage="draft")
+    r.emulator.datocms.seed_records(bad, stage="draft", workflow="legacy")
+    r.emulator.datocms.meta.set_stages(None, "legacy", ["draft", "done"])
+    await r.publish(dato("datocms.items.move_to_stage", spread(good, bad), {"stage": "review"}))
+    async with r.worker():
+        outcomes = await r.results.wait_for(153, timeout=60)
+    got = summary(outcomes)
+    assert {i: s for i, s in got.items() if s != ("succeeded", None)} == {
+        b: ("failed", "INVALID_FIELD") for b in bad
+    }
+    assert {r.emulator.datocms.meta.stage(None, i) for i in good} == {"review"}
+    assert {r.emulator.datocms.meta.stage(None, i) for i in bad} == {"draft"}
+    assert r.emulator.breaches() == []
+
+
+@pytest.mark.parametrize(
+    ("operation", "params", "action", "read"),
+    [
+        ("datocms.uploads.tag", {"tags": ["sale"]}, "upload_tag", "tags"),
+        (
+            "datocms.uploads.set_collection",
+            {"upload_collection": "c-1"},
+            "upload_set_collection",
+            "collection",
+        ),
+    ],
+)
+async def test_uploads_tagged_or_moved_153_refused_whole_for_3_apply_the_150(
+    r: Rig, operation: str, params: dict[str, Any], action: Any, read: str
+) -> None:
+    """The same shape for uploads: the API refuses the whole bulk tag or set-collection
+    request (422 INVALID_FIELD) for 3 of 153 uploads; the 150 are changed and `succeeded`,
+    the 3 `failed` with the single-record update's own error, and keep what they had."""
+    good = [f"up{n:03d}" for n in range(150)]
+    bad = ["odd1", "odd2", "odd3"]
+    r.emulator.config.datocms_item_refusal = "reject_422"
+    r.emulator.datocms.seed_uploads([*good, *bad], tags=["old"], collection="c-0")
+    r.emulator.datocms.set_failure(bad, action, "INVALID_FIELD")
+    await r.publish(dato(operation, spread(good, bad), params))
+    async with r.worker():
+        outcomes = await r.results.wait_for(153, timeout=60)
+    got = summary(outcomes)
+    assert {i: s for i, s in got.items() if s != ("succeeded", None)} == {
+        b: ("failed", "INVALID_FIELD") for b in bad
+    }
+    meta = r.emulator.datocms.meta
+    if read == "tags":
+        assert {tuple(meta.tags(None, u)) for u in good} == {("old", "sale")}
+        assert {tuple(meta.tags(None, u)) for u in bad} == {("old",)}
+    else:
+        assert {meta.collection(None, u) for u in good} == {"c-1"}
+        assert {meta.collection(None, u) for u in bad} == {"c-0"}
+    assert r.emulator.breaches() == []

@@ -103,3 +103,61 @@ async def test_a_job_past_the_follow_bound_is_answered_job_timeout_with_its_id(
     assert result.error.retryable and result.job_id is not None
     polls = emu.requests("datocms", "/job-results/")
     assert polls[-1].t - polls[0].t >= 0.3
+
+
+STAGE = "datocms.items.move_to_stage"
+
+
+async def move(emu: Emulator, ids: list[str], budget: int | None = None) -> dict[str, ItemResult]:
+    target = DatoCMSTarget(kind="datocms", base_url=emu.base_url, api_token="dato-token")  # type: ignore[arg-type]
+    jobs = JobPolling(5.0, 0.01, 0.05)
+    adapter = DatoCMS(target, RetryPolicy(4, 60.0, 0.01, 0.05, sleep=Sleeps()), jobs)
+    if budget is not None:
+        adapter.isolation_requests = budget
+    key = BatchKey(operation=STAGE, target="main", scope=None, params='{"stage":"review"}')
+    async with httpx.AsyncClient() as http:
+        client = ScopedClient(http, Limiter(Rate(600, 3.0)), Metrics(CollectorRegistry()), "main")
+        return await adapter.execute(key, [Sent(i) for i in ids], client, None)
+
+
+def refusing_emulator(emu: Emulator, good: list[str], bad: list[str]) -> None:
+    emu.config.datocms_item_refusal = "reject_422"
+    emu.datocms.seed_records(good, stage="draft")
+    emu.datocms.seed_records(bad, stage="draft", workflow="legacy")
+    emu.datocms.meta.set_stages(None, "legacy", ["draft", "done"])
+
+
+async def test_a_stage_move_refused_whole_for_3_records_moves_the_other_40(emu: Emulator) -> None:
+    """A whole-request 422 because 3 of 43 records' workflow lacks the stage: the 40 others
+    move and succeed, the 3 fail with the single-record update's own INVALID_FIELD; the
+    extra requests stay within the documented bound."""
+    good = [f"g{n:02d}" for n in range(40)]
+    bad = ["b1", "b2", "b3"]
+    ids = [*good[:10], "b1", *good[10:25], "b2", "b3", *good[25:]]
+    refusing_emulator(emu, good, bad)
+    results = await move(emu, ids)
+    assert {i: s for i, s in statuses(results).items() if s != ("succeeded", None)} == {
+        b: ("failed", "INVALID_FIELD") for b in bad
+    }
+    assert all("meta.stage" in (results[b].error.message if results[b].error else "") for b in bad)
+    assert {emu.datocms.meta.stage(None, i) for i in good} == {"review"}
+    bulk = emu.requests("datocms", "/items/bulk/move-to-stage")
+    assert len(bulk) <= 2 + 2 * 3 * 6  # 2 + 2·k·log2(n)
+    singles = [e for e in emu.requests("datocms", "/items/") if e.method == "PUT"]
+    assert len(singles) <= 2 + 4 * len(bad)
+
+
+async def test_isolation_stops_at_its_budget_and_fails_the_rest_with_the_refusal(
+    emu: Emulator,
+) -> None:
+    """With the budget spent, the parts still refused fail with the API's refusal, saying
+    they were not isolated; nothing is sent beyond the bound."""
+    good = [f"g{n:02d}" for n in range(30)]
+    bad = [f"b{n}" for n in range(8)]
+    ids = [good[0], *[x for pair in zip(bad, good[1:9], strict=True) for x in pair], *good[9:]]
+    refusing_emulator(emu, good, bad)
+    results = await move(emu, ids, budget=4)
+    failed = {i: r for i, r in results.items() if r.status == "failed"}
+    assert set(bad) <= set(failed)
+    assert any("not isolated" in (r.error.message if r.error else "") for r in failed.values())
+    assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) <= 1 + 4

@@ -38,6 +38,11 @@ class EmulatorConfig(BaseModel):
     # not say): "reject_422" refuses the whole request (INVALID_FIELD), "count_failed" lets
     # the job count every upload as failed.
     datocms_unknown_collection: Literal["reject_422", "count_failed"] = "reject_422"
+    # A bulk request holding an id the operation would fail for (a stage its model's workflow
+    # lacks, a failure scripted with set_failure): "count_failed" runs the job and counts it
+    # failed; "reject_422" refuses the whole request with 422 and that id's code (the docs
+    # do not say which the API does), naming the id in the error's details.
+    datocms_item_refusal: Literal["count_failed", "reject_422"] = "count_failed"
     # PUT /uploads/<id> answers 202 + a job (the docs say it "might"), whose result carries
     # the upload or the error. False: a synchronous answer.
     datocms_async_upload_update: bool = False

@@ -181,6 +181,18 @@ class DatoState:
     def uploads_present(self, environment: str | None) -> list[str]:
         return list(self._env(environment).uploads)
 
+    def refusal_of(
+        self, action: Action, environment: str | None, some_id: str, params: Any = None
+    ) -> str | None:
+        """The code ``action`` would fail an existing id with (scripted, or a stage its
+        model's workflow lacks), without applying it; None when it would apply."""
+        code = self._failures.get((action, some_id))
+        if code is None and action == "move_to_stage":
+            key = self.normalize_env(environment)
+            if not self.meta.stage_exists(key, some_id, params):
+                code = "INVALID_FIELD"
+        return code
+
     # -- effects ----------------------------------------------------------------------------
     def apply(
         self, action: Action, environment: str | None, some_id: str, params: Any = None
