@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from worker import exactjson
 from worker.apis.base import BatchKey, Operation, Payload
 
 __all__ = ["BatchKey", "Coalescer", "Item", "OrderKey"]
@@ -276,6 +275,4 @@ def same_payload(a: Payload | None, b: Payload | None) -> bool:
     ``1`` and ``1.0``, which the API does not)."""
     if a is None or b is None:
         return a is b
-    return bool(
-        orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
-    )
+    return exactjson.dumps(a, sort_keys=True) == exactjson.dumps(b, sort_keys=True)

@@ -156,3 +156,32 @@ async def test_uploads_tagged_or_moved_153_refused_whole_for_3_apply_the_150(
         assert {meta.collection(None, u) for u in good} == {"c-1"}
         assert {meta.collection(None, u) for u in bad} == {"c-0"}
     assert r.emulator.breaches() == []
+
+
+async def test_integers_beyond_64_bits_in_properties_reach_the_api_exactly(r: Rig) -> None:
+    """2^70 (and 2^70 + 1, which no float holds, and its negative) in catalog `properties`
+    arrive at the API as the same integers, written as sent, in an upsert and a partial
+    update; nothing is rejected or turned into a float."""
+    big, odd = 2**70, 2**70 + 1
+    properties = f'{{"n": {big}, "odd": {odd}, "neg": -{odd}, "small": 7, "f": 0.5}}'
+    for operation, item in (
+        ("bloomreach.catalog_items.upsert", f'{{"id": "big-1", "properties": {properties}}}'),
+        (
+            "bloomreach.catalog_items.update",
+            f'{{"id": "big-2", "properties": {properties}, "upsert": true}}',
+        ),
+    ):
+        raw = (
+            f'{{"operation": "{operation}", "target": "shop", "catalog_id": "products", '
+            f'"items": [{item}]}}'
+        )
+        await r.publish(raw.encode())  # written by hand: orjson cannot write 2^70
+    async with r.worker():
+        outcomes = await r.results.wait_for(2)
+    assert {o["status"] for o in outcomes} == {"succeeded"}, outcomes
+    items = r.emulator.bloomreach.catalog.items("products")
+    for item_id in ("big-1", "big-2"):
+        props = items[item_id]
+        assert props == {"n": big, "odd": odd, "neg": -odd, "small": 7, "f": 0.5}
+        assert all(type(props[k]) is int for k in ("n", "odd", "neg"))
+    assert r.emulator.breaches() == []

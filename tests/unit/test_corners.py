@@ -8,11 +8,13 @@ import itertools
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from tests.unit.adapter_support import Sent, Sleeps, statuses
+from worker import exactjson
 from worker.apis.base import BatchKey, ItemResult
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
 from worker.apis.datocms.target import DatoCMSTarget
@@ -21,6 +23,7 @@ from worker.emulator import Emulator, EmulatorConfig
 from worker.errors import ErrorCode, ErrorInfo
 from worker.http import RetryPolicy, ScopedClient
 from worker.limiter import Limiter, Rate
+from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.pipeline.dispatch import unresolved
 from worker.registry import OPERATIONS
@@ -161,3 +164,32 @@ async def test_isolation_stops_at_its_budget_and_fails_the_rest_with_the_refusal
     assert set(bad) <= set(failed)
     assert any("not isolated" in (r.error.message if r.error else "") for r in failed.values())
     assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) <= 1 + 4
+
+
+def test_exactjson_keeps_integers_of_any_size_and_matches_orjson_otherwise() -> None:
+    """Integers beyond 64 bits are read and written exactly; every other document reads and
+    writes as orjson does (same bytes out)."""
+    raw = b'{"a":1180591620717411303425,"b":-9223372036854775809,"c":[1.5,"x",true,null]}'
+    value = exactjson.loads(raw)
+    assert value["a"] == 2**70 + 1 and value["b"] == -(2**63) - 1
+    assert exactjson.dumps(value) == raw
+    plain = {"k": [1, 2.25, "é", {"z": None, "a": 18446744073709551615}]}
+    assert exactjson.dumps(plain, sort_keys=True) == orjson.dumps(
+        plain, option=orjson.OPT_SORT_KEYS
+    )
+    assert exactjson.loads(orjson.dumps(plain)) == plain
+    with pytest.raises(orjson.JSONDecodeError):
+        exactjson.loads(b'{"a": NaN, "b": 12345678901234567890123}')
+
+
+def test_a_request_message_keeps_a_2_to_the_70_property_exact() -> None:
+    """The worker's message parsing keeps 2^70 + 1 an integer (orjson alone reads a float),
+    and an item with it is valid, not rejected."""
+    body = (
+        b'{"operation": "bloomreach.catalog_items.upsert", "target": "shop", '
+        b'"catalog_id": "c", "items": [{"id": "a", "properties": {"n": 1180591620717411303425}}]}'
+    )
+    parsed = parse_request(body, "m1", {"shop": "bloomreach"})
+    assert isinstance(parsed, Request), parsed
+    assert parsed.payload("a") == {"properties": {"n": 2**70 + 1}}
+    assert not parsed.rejected

@@ -48,6 +48,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from worker import exactjson
 from worker.emulator.config import apply_updates
 from worker.emulator.datocms import Action, RecordStatus
 from worker.emulator.faults import Fault
@@ -112,12 +113,12 @@ class ItemErrorRequest(BaseModel):
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    return web.Response(status=status, body=exactjson.dumps(body), content_type="application/json")
 
 
 async def _body(request: web.Request) -> Any:
     try:
-        return orjson.loads(await request.read() or b"{}")
+        return exactjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError:
         raise web.HTTPBadRequest(text="body is not valid JSON") from None
 
