@@ -4,6 +4,8 @@ of their items. Each test names what it proves."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -14,6 +16,18 @@ pytestmark = pytest.mark.integration
 
 PUBLISH = "datocms.items.publish"
 UNPUBLISH = "datocms.items.unpublish"
+
+
+class Renewals(logging.Handler):
+    """Sets ``renewed`` when the worker renews its broker session (a reconnect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "renewing the broker session" in record.getMessage():
+            self.renewed.set()
 
 
 def dato(operation: str, ids: list[str], params: Any = None) -> dict[str, Any]:
@@ -184,4 +198,39 @@ async def test_integers_beyond_64_bits_in_properties_reach_the_api_exactly(r: Ri
         props = items[item_id]
         assert props == {"n": big, "odd": odd, "neg": -odd, "small": 7, "f": 0.5}
         assert all(type(props[k]) is int for k in ("n", "odd", "neg"))
+    assert r.emulator.breaches() == []
+
+
+async def test_a_reconnect_keeps_the_bulk_delete_form_a_405_taught(r: Rig) -> None:
+    """The target answers 405 to `DELETE` (it takes `POST` objects): the first delete pays
+    one 405 and switches; after the broker session is renewed (a reconnect: new session, new
+    pipeline), the next delete goes as `POST` at once: one `DELETE` in all. The same holds for
+    the size a 413 taught (kept with the adapter) and the limit DatoCMS states (kept with the
+    process's limiters)."""
+    r.emulator.config.bloomreach_delete_forms = "post-objects"
+    r.emulator.config.bloomreach_rate = (5, 1.0)
+    base = r.settings(consumer_idle_renew_seconds=0.5)
+    targets = dict(base.targets)
+    targets["shop"] = targets["shop"].model_copy(update={"rate_limit": "5/1s"})
+    settings = r.settings(consumer_idle_renew_seconds=0.5, targets=targets)
+    delete = {"operation": "bloomreach.catalog_items.delete", "target": "shop",
+              "catalog_id": "cat-1"}  # fmt: skip
+    handler, logger = Renewals(), logging.getLogger("bulkops.broker")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        await r.publish({**delete, "ids": ["first"]})
+        async with r.worker(settings):
+            await r.results.wait_for(1)
+            await asyncio.wait_for(handler.renewed.wait(), 20)
+            await r.publish({**delete, "ids": ["second"]})
+            outcomes = await r.results.wait_for(2)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert {o["id"]: o["status"] for o in outcomes} == {"first": "succeeded", "second": "succeeded"}
+    sent = r.emulator.requests(path_contains="/bulk-delete")
+    assert [e.method for e in sent] == ["DELETE", "POST", "POST"]
+    assert sorted(r.emulator.bloomreach.deleted("cat-1")) == ["first", "second"]
     assert r.emulator.breaches() == []
