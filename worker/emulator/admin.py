@@ -31,7 +31,11 @@ is a DatoCMS sandbox name (null or absent: the primary environment).
   these items exist with these properties.
 - ``GET /bloomreach/items/{catalog_id}`` -> ``{"catalog_id", "items": {id: properties}}``.
 - Config flags (``POST /config``) for these operations: ``datocms_unknown_collection``
-  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default);
+  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default),
+  ``datocms_item_refusal`` ("count_failed" default | "reject_422": a bulk request holding an
+  id the operation would fail, a stage its workflow lacks or a scripted failure, is refused
+  whole with 422 and that id's code), ``datocms_job_seconds_by_action`` (``{"publish": 400}``:
+  that action's jobs take that long, e.g. longer than the worker's job deadline);
   ``datocms_max_items`` caps move-to-stage, ``datocms_max_uploads`` bulk tag and
   set-upload-collection; the ``bloomreach_*`` caps and variants apply to bulk update and
   partial update as to bulk-delete, under one rate limit per project/catalog.
