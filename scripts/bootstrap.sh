@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes a fresh Debian machine ready to run the worker and its tests: uv and the locked
-# dependencies, a running local RabbitMQ, and the tools the chart tests use. Idempotent.
+# dependencies, a running local RabbitMQ, the tools the chart tests use, and the npm packages
+# of the conformance tier. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +25,16 @@ rabbitmq-plugins enable --quiet rabbitmq_prometheus >/dev/null
 
 bash .ci/ops-tools.sh
 uv sync --frozen --quiet
+
+# The conformance tier (tests/conformance/): the official DatoCMS client, at the exact version
+# of its committed package-lock.json. No Node.js or a failed install stops here, loudly.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: installing Node.js and npm from Debian's packages (tests/conformance)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >/dev/null && apt-get install -y --no-install-recommends nodejs npm >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: npm (Node.js >= 20) is needed by tests/conformance" >&2
+  exit 1
+fi
+(cd tests/conformance/datocms && npm ci --no-audit --no-fund --loglevel=error)

@@ -69,15 +69,57 @@ async def test_missing_or_wrong_token_is_401_invalid_authorization_header(
 async def test_missing_api_version_and_wrong_content_type_are_refused(
     client: httpx.AsyncClient,
 ) -> None:
+    """Both JSON content types are the API's (the reference pages send
+    application/vnd.api+json, the official client application/json); others are refused."""
     response = await client.get("/items", headers={"X-Api-Version": "2"})
     assert response.status_code == 400
     assert error_code(response) == "INVALID_API_VERSION"
     response = await client.post(
         "/items/bulk/publish",
         json=publish_body(["a"]),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "text/plain"},
     )
     assert response.status_code == 415
+    for content_type in ("application/json", "application/vnd.api+json"):
+        response = await client.post(
+            "/items/bulk/publish",
+            json=publish_body(["a"]),
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 202
+
+
+async def test_answers_carry_the_reference_content_type_request_id_and_rate_headers(
+    client: httpx.AsyncClient,
+) -> None:
+    """As the reference pages print them: Content-Type exactly application/json (which the
+    official client requires), X-Request-Id, X-RateLimit-Limit/-Remaining; on errors too."""
+    accepted = await client.post("/items/bulk/publish", json=publish_body(["a"]))
+    missing = await client.get("/job-results/999999")
+    listed = await client.get("/items", params={"filter[ids]": "a", "version": "current"})
+    for response in (accepted, missing, listed):
+        assert response.headers["Content-Type"] == "application/json"
+        assert len(response.headers["X-Request-Id"]) >= 16
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining"} <= set(response.headers.keys())
+    assert accepted.headers["X-Request-Id"] != listed.headers["X-Request-Id"]
+    error = missing.json()["data"][0]
+    assert error["type"] == "api_error" and error["attributes"]["doc_url"].endswith("#NOT_FOUND")
+
+
+async def test_list_by_ids_takes_version_current_or_published(
+    emu: Emulator, client: httpx.AsyncClient
+) -> None:
+    """version=published leaves out records that have no published version (drafts)."""
+    emu.datocms.seed_records(["d"], status="draft")
+    emu.datocms.seed_records(["p"], status="published")
+    emu.datocms.seed_records(["u"], status="updated")
+    params = {"filter[ids]": "d,p,u"}
+    current = await client.get("/items", params={**params, "version": "current"})
+    published = await client.get("/items", params={**params, "version": "published"})
+    assert [i["id"] for i in current.json()["data"]] == ["d", "p", "u"]
+    assert [i["id"] for i in published.json()["data"]] == ["p", "u"]
+    wrong = await client.get("/items", params={**params, "version": "latest"})
+    assert wrong.status_code == 422 and error_code(wrong) == "INVALID_FIELD"
 
 
 async def test_publish_job_is_404_while_running_then_200_with_counts_and_read_back_published(
@@ -160,6 +202,7 @@ async def test_single_record_endpoints_decode_percent_encoded_ids_and_404_when_a
     response = await client.put("/items/a%2Db%5Fc/publish")
     assert response.status_code == 200 and response.json()["data"]["id"] == "a-b_c"
     assert emu.datocms.record_status("a-b_c") == "published"
+    emu.config.datocms_async_single_destroy = False  # the synchronous variant
     assert (await client.delete("/items/a%2Db_c")).status_code == 200
     missing = await client.delete("/items/a-b_c")
     assert missing.status_code == 404 and error_code(missing) == "NOT_FOUND"
@@ -240,8 +283,8 @@ async def test_async_single_destroy_answers_202_and_the_job_carries_the_record_o
     emu: Emulator, client: httpx.AsyncClient
 ) -> None:
     """The real DELETE /items/<id>: 202 + a job; the result holds the record (status 200) or
-    the error the destroy met (status 422 with DELETE_RESTRICTION), applied only then."""
-    emu.config.datocms_async_single_destroy = True
+    the error the destroy met (status 422 with DELETE_RESTRICTION), applied only then.
+    The default, as the reference page and the official client show it."""
     emu.datocms.set_failure(["kept"], "destroy", "DELETE_RESTRICTION")
     gone = await client.delete("/items/gone")
     assert gone.status_code == 202 and gone.json()["data"]["type"] == "job"

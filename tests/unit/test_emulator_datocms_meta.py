@@ -297,7 +297,12 @@ async def test_destroyed_records_and_uploads_lose_their_stage_tags_and_collectio
 ) -> None:
     emu.datocms.seed_records(["r"], stage="review")
     emu.datocms.seed_uploads(["u"], tags=["t"], collection="c")
-    assert (await client.delete("/items/r")).status_code == 200
+    destroyed = await client.delete("/items/r")  # a job (the API's form): its result tells
+    assert destroyed.status_code == 202
+    for _ in range(100):
+        if (await client.get(f"/job-results/{destroyed.json()['data']['id']}")).status_code == 200:
+            break
+        await asyncio.sleep(0.01)
     assert (await client.delete("/uploads/u")).status_code == 200
     meta = emu.datocms.meta
     assert (meta.stage(None, "r"), meta.tags(None, "u"), meta.collection(None, "u")) == (

@@ -30,6 +30,10 @@ is a DatoCMS sandbox name (null or absent: the primary environment).
 - ``POST /bloomreach/items``: ``{"catalog_id", "items": [{"item_id", "properties"}]}``:
   these items exist with these properties.
 - ``GET /bloomreach/items/{catalog_id}`` -> ``{"catalog_id", "items": {id: properties}}``.
+- ``GET /log`` entries carry each request's ``headers`` (names lowercased, credentials cut to
+  their scheme), the ``request_id`` of the answer, and its ``body`` when the config flag
+  ``log_request_bodies`` is on. ``datocms_async_single_destroy`` (true default, as the API):
+  ``DELETE /items/<id>`` answers 202 + a job; false plays a synchronous 200.
 - Config flags (``POST /config``) for these operations: ``datocms_unknown_collection``
   ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default),
   ``datocms_item_refusal`` ("count_failed" default | "reject_422": a bulk request holding an

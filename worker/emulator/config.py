@@ -31,9 +31,10 @@ class EmulatorConfig(BaseModel):
     datocms_max_uploads: int | None = None
     datocms_primary_environment: str = "main"
     datocms_environments: set[str] | None = None  # None: any sandbox name exists
-    # DELETE /items/<id> answers 202 + a job (as the real API does), whose result carries the
-    # record or the error (DELETE_RESTRICTION, ...). False: a synchronous answer, as before.
-    datocms_async_single_destroy: bool = False
+    # DELETE /items/<id> answers 202 + a job (as the real API does: the reference page's
+    # "Returns a Job ID", ``ItemDestroyJobSchema`` in the official client), whose result carries
+    # the record or the error (DELETE_RESTRICTION, ...). False: a synchronous 200 (a variant).
+    datocms_async_single_destroy: bool = True
     # An upload collection id that does not exist in bulk set-upload-collection (the docs do
     # not say): "reject_422" refuses the whole request (INVALID_FIELD), "count_failed" lets
     # the job count every upload as failed.
@@ -61,6 +62,10 @@ class EmulatorConfig(BaseModel):
     # The status of a request over bloomreach_max_items or _max_body_bytes: 400 as the API
     # documents, or 413 as a proxy in front of it may answer.
     bloomreach_oversize_status: Literal[400, 413] = 400
+
+    # Keep each request's body in the log (``LogEntry.body``): for comparing clients' wire
+    # forms in tests; off by default (bulk bodies can be megabytes).
+    log_request_bodies: bool = False
 
     rate_limits_enabled: bool = True
     spurious_429_probability: float = Field(default=0.0, ge=0.0, le=1.0)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from worker.emulator.config import EmulatorConfig
 from worker.emulator.datocms_meta import META_ACTIONS, MetaState
-from worker.emulator.jsonapi import error_body
+from worker.emulator.jsonapi import error_body, item_json
 
 Action = Literal[
     "publish",
@@ -288,9 +288,12 @@ class DatoState:
         """A single-record job (``DELETE /items/<id>``): the result's own status and payload
         carry the record, or the error the operation met (e.g. DELETE_RESTRICTION)."""
         some_id = job.ids[0]
+        draftless = self.draftless(job.environment, some_id)
+        record = None if draftless else self.record(job.environment, some_id)
+        stage = self.meta.stage(self.normalize_env(job.environment), some_id)
         code = self.apply(job.action, job.environment, some_id)
-        if code is None:
-            return {"status": 200, "payload": {"data": {"type": "item", "id": some_id}}}
+        if code is None:  # the record as it was (ItemDestroyJobSchema: {"data": Item})
+            return {"status": 200, "payload": {"data": item_json(some_id, record, stage)}}
         status = 404 if code == NOT_FOUND else 422
         return {"status": status, "payload": error_body(code, {"id": some_id})}
 

@@ -12,10 +12,11 @@ from worker.emulator.datocms import Action, DatoState
 from worker.emulator.datocms_params import reader_for
 from worker.emulator.faults import FaultBook
 from worker.emulator.jsonapi import (
-    JSONAPI,
+    REQUEST_CONTENT_TYPES,
     BodyError,
     default_error_body,
     error_response,
+    item_json,
     json_response,
     not_found,
 )
@@ -24,6 +25,7 @@ from worker.emulator.log import entry_of
 
 MAX_PAGE_LIMIT = 500
 DEFAULT_PAGE_LIMIT = 30
+VERSIONS = ("current", "published")  # ``version`` of GET /items; "current" by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,16 +85,6 @@ def _linkage_id(element: object, op: BulkOp) -> str:
     return some_id
 
 
-def item_json(item_id: str, status: str | None, stage: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "item",
-        "id": item_id,
-        "attributes": {},
-        "relationships": {"item_type": {"data": {"type": "item_type", "id": "emulated"}}},
-        "meta": {"status": status, "is_valid": True, "stage": stage},
-    }
-
-
 def upload_json(
     upload_id: str, tags: list[str] | None = None, collection: str | None = None
 ) -> dict[str, Any]:
@@ -144,8 +136,9 @@ class DatoHttp:
             return error_response(401, "INVALID_AUTHORIZATION_HEADER")
         if request.headers.get("X-Api-Version") != "3":
             return error_response(400, "INVALID_API_VERSION", {"expected": "3"})
-        if post and request.content_type != JSONAPI:
-            return error_response(415, "INVALID_CONTENT_TYPE", {"expected": JSONAPI})
+        if post and request.content_type not in REQUEST_CONTENT_TYPES:
+            expected = " or ".join(REQUEST_CONTENT_TYPES)
+            return error_response(415, "INVALID_CONTENT_TYPE", {"expected": expected})
         environment = self.environment(request)
         known = config.datocms_environments
         if environment is not None and known is not None and environment not in known:
@@ -258,9 +251,16 @@ class DatoHttp:
         refused = self.gate(request)
         if refused is not None:
             return refused
+        version = request.query.get("version", "current")
+        if version not in VERSIONS:
+            return error_response(
+                422, "INVALID_FIELD", {"field": "version", "code": "VALIDATION_INCLUSION"}
+            )
         environment = self.environment(request)
         wanted = self._wanted_ids(request) or self.state.records_present(environment)
         found = [(i, self.state.record(environment, i)) for i in wanted]
+        if version == "published":  # a record never published (or unpublished) has no such
+            found = [(i, status) for i, status in found if status != "draft"]
         data = [
             item_json(
                 i,

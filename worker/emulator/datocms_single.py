@@ -19,9 +19,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from worker.emulator.datocms_http import DatoHttp, item_json, upload_json
+from worker.emulator.datocms_http import DatoHttp, upload_json
 from worker.emulator.datocms_params import MISSING, collection_param, tags_param
-from worker.emulator.jsonapi import BodyError, error_body, invalid, json_response, not_found
+from worker.emulator.jsonapi import (
+    BodyError,
+    error_body,
+    invalid,
+    item_json,
+    json_response,
+    not_found,
+)
 from worker.emulator.log import entry_of
 
 STAGE_FIELD = "meta.stage"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
@@ -25,12 +25,26 @@ class LogEntry:
     breach: bool = False
     job_id: str | None = None
     fault: str | None = None  # kind of the scripted fault applied, if any
+    request_id: str | None = None  # the X-Request-Id the answer carried (DatoCMS)
+    # The request's headers, names lowercased, credentials reduced to their scheme.
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str | None = None  # the request body, kept only with config.log_request_bodies
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 ENTRY_KEY = web.RequestKey("emulator_entry", LogEntry)
+SECRET_HEADERS = frozenset({"authorization", "cookie"})
+
+
+def logged_headers(request: web.Request) -> dict[str, str]:
+    """The request's headers for the log: a credential keeps only its scheme ("Bearer")."""
+    headers = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = value.partition(" ")[0] + " ***" if key in SECRET_HEADERS else value
+    return headers
 
 
 def entry_of(request: web.Request) -> LogEntry:

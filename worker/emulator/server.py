@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from urllib.parse import unquote
@@ -21,7 +22,7 @@ from worker.emulator.datocms import DatoState
 from worker.emulator.datocms_http import DatoHttp, header_environment
 from worker.emulator.datocms_single import DatoSingleHttp
 from worker.emulator.faults import Fault, FaultBook
-from worker.emulator.log import ENTRY_KEY, ApiName, LogEntry
+from worker.emulator.log import ENTRY_KEY, ApiName, LogEntry, logged_headers
 from worker.emulator.ratelimit import RateDecision, SlidingWindow
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -158,7 +159,10 @@ class Emulator:
     ) -> web.StreamResponse:
         if entry.api == "admin":
             return await _dispatch(request, handler, entry.api)
-        entry.body_bytes = len(await request.read())
+        raw = await request.read()
+        entry.body_bytes = len(raw)
+        if self._config.log_request_bodies:
+            entry.body = raw.decode(errors="replace")
         decision = self._rate(entry)
         response = await self._answer(request, handler, entry, decision)
         self._decorate(response, entry, decision)
@@ -174,6 +178,7 @@ class Emulator:
             path=request.path,
             query=request.query_string,
             environment=header_environment(request) if api == "datocms" else None,
+            headers=logged_headers(request),
         )
         self.log.append(entry)
         request[ENTRY_KEY] = entry
@@ -220,6 +225,8 @@ class Emulator:
     ) -> None:
         if entry.api != "datocms" or response.prepared:
             return
+        # Every CMA answer carries one; the vendor's support asks for it.
+        entry.request_id = response.headers.setdefault("X-Request-Id", uuid.uuid4().hex)
         response.headers["X-RateLimit-Limit"] = str(decision.limit)
         response.headers["X-RateLimit-Remaining"] = str(decision.remaining)
         if response.status == 429 and "X-RateLimit-Reset" not in response.headers:
