@@ -193,3 +193,29 @@ def test_a_request_message_keeps_a_2_to_the_70_property_exact() -> None:
     assert isinstance(parsed, Request), parsed
     assert parsed.payload("a") == {"properties": {"n": 2**70 + 1}}
     assert not parsed.rejected
+
+
+async def test_refused_ends_alone_do_not_condemn_the_middle(emu: Emulator) -> None:
+    """The first and last records are the refused ones: probed alone they fail with their
+    own error, the 10 between them go as one request and move."""
+    good = [f"g{n}" for n in range(10)]
+    refusing_emulator(emu, good, ["b1", "b2"])
+    results = await move(emu, ["b1", *good, "b2"])
+    assert {i for i, r in results.items() if r.status == "failed"} == {"b1", "b2"}
+    assert {emu.datocms.meta.stage(None, i) for i in good} == {"review"}
+    assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) == 2
+
+
+async def test_a_refusal_of_the_params_costs_two_bulk_requests_and_two_probes(
+    emu: Emulator,
+) -> None:
+    """A stage no record's workflow has: the ends fail alone, the others together are refused
+    alike, and that is taken as a refusal of the params: every record fails INVALID_FIELD
+    with no halving."""
+    records = [f"r{n}" for n in range(12)]
+    refusing_emulator(emu, [], records)
+    results = await move(emu, records)
+    assert {statuses(results)[i] for i in records} == {("failed", "INVALID_FIELD")}
+    assert "refusal of the request's params" in (results["r5"].error or ErrorInfo("", "")).message
+    assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) == 2
+    assert len([e for e in emu.requests("datocms", "/items/") if e.method == "PUT"]) == 2

@@ -6,10 +6,10 @@ Bounded, and every extra request passes the target's limiter like any other:
    sent again as one request; a read-back answered 404 means the scope itself is gone
    (every id fails alike, no split);
 2. every id exists: the first and the last id go alone through the single-record endpoint
-   (their answers are their outcomes: applied, or the API's precise error). When both are
-   refused with the bulk refusal's code, the refusal is taken as one of the params (an
-   unknown collection, a stage no workflow has) and the other ids fail with it; otherwise
-   the others are sent again as one request;
+   (their answers are their outcomes: applied, or the API's precise error), and the others
+   are sent again as one request (fewer than ``ALONE_BELOW``: id by id). When both ends and
+   then the others are refused with the bulk refusal's code, the refusal is taken as one of
+   the params (an unknown collection, a stage no workflow has) and the others fail with it;
 3. a request refused again is split in halves, and halves again, each sent as a bulk
    request, at most ``ISOLATION_REQUESTS`` of them for the batch; a refused part of fewer
    than ``ALONE_BELOW`` ids goes id by id through the single-record endpoint (cheaper than
@@ -66,6 +66,7 @@ class Isolation:
         self.states: dict[str, str] | None = None  # the read-back (None: not read, or failed)
         self.read = False
         self.left: int | None = None  # bulk requests left, once splitting
+        self.params_suspect = False  # both ends refused alike: the rest's refusal is final
 
     async def refused(self, ids: list[str], refusal: ApiError) -> None:
         """``ids`` were refused as one request with ``refusal``: give each its outcome."""
@@ -105,15 +106,10 @@ class Isolation:
         await asyncio.gather(*(self._alone(i, refusal) for i in ends))
         rest = ids[1:-1]
         self.left = self.budget
-        if not rest:
+        if len(rest) < ALONE_BELOW:
+            await asyncio.gather(*(self._alone(i, refusal) for i in rest))
             return
-        if len(ends) == 2 and all(self._refused_like(i, refusal) for i in ends):
-            message = (
-                f"{refusal.message} (the first and last ids, sent alone, were refused alike: "
-                "taken as a refusal of the request's params)"
-            )
-            self.run.fail_all(rest, ItemResult("failed", ErrorInfo(refusal.code, message), 1))
-            return
+        self.params_suspect = len(ends) == 2 and all(self._refused_like(i, refusal) for i in ends)
         self.left -= 1
         await self.run.process(rest)
 
@@ -122,6 +118,13 @@ class Isolation:
             await asyncio.gather(*(self._alone(i, refusal) for i in ids))
             return
         assert self.left is not None
+        if self.params_suspect:
+            message = (
+                f"{refusal.message} (the first and last ids alone and the others together were "
+                "refused alike: taken as a refusal of the request's params)"
+            )
+            self.run.fail_all(ids, ItemResult("failed", ErrorInfo(refusal.code, message), 1))
+            return
         if self.left < 2:
             message = (
                 f"{refusal.message} (not isolated: the batch's {self.budget} isolation "
