@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from worker import exactjson
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec, scope_problem
 
 MAX_PER_MESSAGE = 10_000  # ids or items in one request message (the worker's limit)
@@ -64,7 +63,7 @@ class Job:
                 body[key] = value
         body["ids" if ids is not None else "items"] = list(ids if ids is not None else items or ())
         body["request_id"] = request_id
-        return orjson.dumps(body)
+        return exactjson.dumps(body)
 
 
 def _check_target(name: str, spec: OperationSpec, targets: Mapping[str, str | None]) -> None:
