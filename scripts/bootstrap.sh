@@ -29,6 +29,11 @@ uv sync --frozen --quiet
 # The conformance tier (tests/conformance/): the official DatoCMS client, at the exact version
 # of its committed package-lock.json. No Node.js or a failed install stops here, loudly.
 if ! command -v npm >/dev/null 2>&1; then
+  echo "bootstrap: installing Node.js and npm from Debian's packages (tests/conformance)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update >/dev/null && apt-get install -y --no-install-recommends nodejs npm >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
   echo "bootstrap: npm (Node.js >= 20) is needed by tests/conformance" >&2
   exit 1
 fi

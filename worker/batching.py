@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from worker import exactjson
 from worker.apis.base import BatchKey, Operation, Payload
 
 __all__ = ["BatchKey", "Coalescer", "Item", "OrderKey"]
@@ -209,6 +208,16 @@ class Coalescer:
         self._make_ready(nxt, now)
         return nxt
 
+    def done_unresolved(self, item: Item) -> list[Item]:
+        """``item`` has its outcome but its fate at the API is unknown (a job that may still
+        apply): the items waiting behind it on its id are taken out with it, never to be
+        sent (whatever they did could be undone by the stale job); returns them."""
+        order_key = item.order_key
+        items = _items(self._chains.pop(order_key))
+        assert items[0] is item, "items of one id must finish in order"
+        self.pending -= len(items)
+        return items[1:]
+
     def chains(self) -> Iterator[list[Item]]:
         """Each id's items, oldest first (a copy)."""
         return iter([_items(chain) for chain in self._chains.values()])
@@ -266,6 +275,4 @@ def same_payload(a: Payload | None, b: Payload | None) -> bool:
     ``1`` and ``1.0``, which the API does not)."""
     if a is None or b is None:
         return a is b
-    return bool(
-        orjson.dumps(a, option=orjson.OPT_SORT_KEYS) == orjson.dumps(b, option=orjson.OPT_SORT_KEYS)
-    )
+    return exactjson.dumps(a, sort_keys=True) == exactjson.dumps(b, sort_keys=True)

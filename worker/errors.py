@@ -51,6 +51,9 @@ class ErrorCode(StrEnum):
     # How an item's story ended without the API's word on it.
     RETRIES_EXHAUSTED = "retries_exhausted"
     JOB_TIMEOUT = "job_timeout"
+    # An operation that waited behind a job whose fate stayed unknown: never sent, since the
+    # stale job could still land after it.
+    JOB_UNRESOLVED = "job_unresolved"
     INTERNAL_ERROR = "internal_error"
 
 

@@ -35,7 +35,9 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar, cast
+
+T = TypeVar("T")
 
 HELD_POLL = 0.05
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
@@ -242,6 +244,7 @@ class Limiters:
         self.started = clock()
         self._by_scope: dict[Hashable, Limiter] = {}
         self._by_target: dict[str, Limiter] = {}  # the latest made for each target name
+        self._kept: dict[str, Any] = {}  # per target name: its adapter (see ``kept``)
 
     def get(
         self,
@@ -254,6 +257,15 @@ class Limiters:
         if limiter is None:
             limiter = self._by_scope[scope] = self._by_target[name] = self._new(target, on_wait)
         return limiter
+
+    def kept(self, name: str, make: Callable[[], T]) -> T:
+        """The process's object for target ``name`` (its adapter), made on first use and kept
+        across broker sessions like the limiters: what a target taught (the bulk-delete form
+        after a 405, the size that passed after a 413) is not paid for again on a reconnect.
+        (The limit a target states lives in its limiters.)"""
+        if name not in self._kept:
+            self._kept[name] = make()
+        return cast(T, self._kept[name])
 
     def allowed(self, name: str, target: RatedTarget) -> int:
         """The limit in force for a target: its limiters' (they agree), else the first."""

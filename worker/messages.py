@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from worker import exactjson
 from worker.apis.base import Operation, Payload
 from worker.batching import same_payload
 from worker.errors import ErrorCode, ErrorInfo
@@ -207,7 +208,7 @@ def parse_request(
             f"body is {len(body)} bytes, over {MAX_BODY_BYTES}", ErrorCode.TOO_LARGE, fallback_id
         )
     try:
-        data = orjson.loads(body)
+        data = exactjson.loads(body)
     except orjson.JSONDecodeError as exc:
         return Invalid(not_json_reason(body, exc), ErrorCode.NOT_JSON, fallback_id)
     if not isinstance(data, dict):
@@ -297,7 +298,7 @@ class _Entry:
 
 
 def _key_of(value: object) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value).decode()[:256]
+    return value if isinstance(value, str) else exactjson.dumps(value).decode()[:256]
 
 
 def _id_entries(operation: Operation, raw: list[Any]) -> list[_Entry]:

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     job_deadline_seconds: float = Field(default=300, gt=0, le=1200)
     job_poll_initial_seconds: float = Field(default=0.5, gt=0, le=60)
     job_poll_max_seconds: float = Field(default=5, gt=0, le=120)
+    # A job past its deadline is followed this much longer (polls every 4 poll maxima) while
+    # the operations behind its ids wait; then its items are answered job_timeout.
+    job_follow_seconds: float = Field(default=600, ge=0, le=1200)
     rate_limit_margin_seconds: float = Field(default=0.05, ge=0, le=10)
     drain_timeout_seconds: float = Field(default=60, gt=0, le=3600)
     # With nothing delivered and nothing in flight for this long, the broker session is
@@ -90,11 +93,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _budgets_fit_consumer_timeout(self) -> Settings:
         # RabbitMQ takes back deliveries unacked for 30 minutes (consumer_timeout).
-        worst = self.retry_budget_seconds + self.job_deadline_seconds + self.linger_seconds
+        worst = (
+            self.retry_budget_seconds
+            + self.job_deadline_seconds
+            + self.job_follow_seconds
+            + self.linger_seconds
+        )
         if worst >= 25 * 60:
             raise ValueError(
-                "retry_budget_seconds + job_deadline_seconds must stay well under "
-                "RabbitMQ's 30-minute consumer timeout"
+                "retry_budget_seconds + job_deadline_seconds + job_follow_seconds must stay "
+                "well under RabbitMQ's 30-minute consumer timeout"
             )
         return self
 

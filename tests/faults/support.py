@@ -33,6 +33,7 @@ FAST: dict[str, Any] = {
     "retry_budget_seconds": 6,
     "max_attempts": 5,
     "job_deadline_seconds": 5,
+    "job_follow_seconds": 3,
     "drain_timeout_seconds": 5,
     "linger_seconds": 0.05,
 }

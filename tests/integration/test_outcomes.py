@@ -195,10 +195,11 @@ async def test_retries_exhausted_after_the_budget(r: Rig) -> None:
 
 
 async def test_job_that_never_finishes_fails_with_job_timeout(r: Rig) -> None:
-    """A job whose result never appears is given up at the deadline: `job_timeout`."""
+    """A job whose result never appears is given up at the deadline and the follow bound:
+    `job_timeout`."""
     r.emulator.config.datocms_job_never_finishes = True
     await r.publish({"operation": "datocms.items.publish", "target": "main", "ids": ["slow1"]})
-    async with r.worker(r.settings(job_deadline_seconds=1.0)):
+    async with r.worker(r.settings(job_deadline_seconds=1.0, job_follow_seconds=0.5)):
         (outcome,) = await r.results.wait_for(1, timeout=20)
     assert (outcome["status"], outcome["error"]["code"]) == ("failed", "job_timeout")
     assert r.emulator.breaches() == []

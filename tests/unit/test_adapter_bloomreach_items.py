@@ -15,8 +15,8 @@ from prometheus_client import CollectorRegistry
 from tests.unit.adapter_support import Sent, statuses
 from tests.unit.test_adapter_bloomreach import CATALOG, make_adapter
 from worker.apis.base import BatchKey, ItemResult, Payload
-from worker.apis.bloomreach.adapter import Bloomreach
-from worker.emulator import Emulator, EmulatorConfig
+from worker.apis.bloomreach.adapter import SPLIT_REQUESTS, Bloomreach
+from worker.emulator import Emulator, EmulatorConfig, Fault
 from worker.http import ScopedClient
 from worker.limiter import Limiter, Rate
 from worker.metrics import Metrics
@@ -120,3 +120,20 @@ async def test_string_booleans_and_a_too_large_upsert_are_handled(emu: Emulator)
         "bad": ("failed", "Item cannot be written"),
     }
     assert set(emu.bloomreach.catalog.items(CATALOG)) == {f"i{n}" for n in range(5)}
+
+
+async def test_a_422_refusing_the_whole_upsert_is_split_within_the_budget(emu: Emulator) -> None:
+    """The whole upsert is refused (422, not documented) twice: the batch is halved and its
+    halves go through; 20 refusals in a row spend the batch's split budget and the parts
+    still refused fail with the API's refusal instead of costing more requests."""
+    emu.inject(Fault(kind="status", api="bloomreach", path_contains="/items", status=422))
+    items: dict[str, Payload] = {f"s{n}": {"properties": {"n": n}} for n in range(8)}
+    results = await run(make_adapter(emu), UPSERT, items)
+    assert {s for s, _ in statuses(results).values()} == {"succeeded"}
+    assert len(emu.requests("bloomreach", "/items")) == 3  # refused, then two halves
+    emu.reset()
+    emu.inject(Fault(kind="status", api="bloomreach", path_contains="/items", status=422, count=99))
+    many: dict[str, Payload] = {f"t{n}": {"properties": {}} for n in range(4000)}
+    results = await run(make_adapter(emu), UPSERT, many)
+    assert {s for s, _ in statuses(results).values()} == {"failed"}
+    assert len(emu.requests("bloomreach", "/items")) == 1 + SPLIT_REQUESTS

@@ -71,10 +71,14 @@ async def test_a_request_refused_for_missing_ids_fails_those_and_sends_the_rest(
     assert bulk_requests(emu) == 2  # the refused one, then the good ids alone
 
 
-async def test_a_refusal_the_read_back_cannot_explain_is_split_in_halves(emu: Emulator) -> None:
+async def test_a_refusal_the_read_back_cannot_explain_probes_the_ends_and_resends_the_rest(
+    emu: Emulator,
+) -> None:
     """Every id exists, yet the request is refused (a scripted 422 on the first bulk call
-    only): with no missing id to blame, the batch is halved and each half goes through."""
-    emu.datocms.seed_records(["a", "b", "c", "d"])
+    only): with no missing id to blame, the first and last id go alone through the
+    single-record endpoint and the others are sent again as one request."""
+    records = list("abcdefgh")
+    emu.datocms.seed_records(records)
     emu.inject(
         Fault(
             kind="status",
@@ -84,9 +88,10 @@ async def test_a_refusal_the_read_back_cannot_explain_is_split_in_halves(emu: Em
             body={"data": [{"attributes": {"code": "INVALID_FIELD", "details": {}}}]},
         )
     )
-    results = await execute(emu, PUBLISH, ["a", "b", "c", "d"])
+    results = await execute(emu, PUBLISH, records)
     assert {s for s, _ in statuses(results).values()} == {"succeeded"}
-    assert bulk_requests(emu) == 3  # refused whole, then two halves
+    assert bulk_requests(emu) == 2  # refused whole, then the middle ids
+    assert len(emu.requests("datocms", "/publish")) - bulk_requests(emu) == 2  # a and h alone
 
 
 async def test_a_job_that_counts_failures_is_attributed_by_read_back_and_single_record(

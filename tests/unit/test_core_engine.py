@@ -129,3 +129,24 @@ async def test_sessions_of_one_process_share_its_limiters() -> None:
         assert again.limiter is scope.limiter
         assert again.limiter.used() == 1
         after.cancel()
+
+
+async def test_sessions_of_one_process_share_its_adapters_and_the_stated_limit() -> None:
+    """A new session's Engine gets the adapters the last one used (what a target taught them:
+    the bulk-delete form after a 405, the size after a 413) and the limit DatoCMS stated."""
+    limiters = Limiters(0.05)
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        before = Engine(
+            settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters
+        )
+        before.accept(tracked(dato("publish", "a"), 0))
+        (scope,) = before.scopes.values()
+        assert scope.limiter.observe_limit(120)  # as if an answer had stated 120 per 3 s
+        shop = before.adapters["shop"]
+        before.cancel()
+        after = Engine(settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters)
+        assert after.adapters == before.adapters and after.adapters["shop"] is shop
+        after.accept(tracked(dato("publish", "b"), 0))
+        (again,) = after.scopes.values()
+        assert again.limiter.rate.requests == 120
+        after.cancel()

@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from worker import exactjson
 from worker.errors import ErrorCode, ErrorInfo
 from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold, Rate
@@ -129,7 +129,7 @@ def params_key(params: Mapping[str, Any] | None) -> str | None:
     equal params make equal keys whatever order they were written in."""
     if params is None:
         return None
-    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+    return exactjson.dumps(params, sort_keys=True).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +243,8 @@ class Tuning(Protocol):
     def job_poll_initial_seconds(self) -> float: ...
     @property
     def job_poll_max_seconds(self) -> float: ...
+    @property
+    def job_follow_seconds(self) -> float: ...
 
 
 def retry_policy(tuning: Tuning) -> RetryPolicy:

@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 
+from worker import exactjson
 from worker.client import Chunk
 
 MAX_CHUNK_BYTES = 8 * 1024 * 1024  # items: well under the worker's 16 MiB per message
@@ -79,7 +80,7 @@ class Source:
             except UnicodeDecodeError:
                 raise InputError(f"{self.name}, line {number}: not UTF-8 text") from None
         try:
-            item = orjson.loads(line)
+            item = exactjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise InputError(f"{self.name}, line {number}: not JSON ({exc})") from None
         if not isinstance(item, dict):

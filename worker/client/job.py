@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
+from worker import exactjson
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec, scope_problem
 from worker.messages import Invalid, Request, parse_request
 
@@ -95,7 +94,7 @@ class Job:
                 body[key] = value
         body["ids" if ids is not None else "items"] = list(ids if ids is not None else items or ())
         body["request_id"] = request_id
-        return orjson.dumps(body)
+        return exactjson.dumps(body)
 
 
 def _check_target(name: str, spec: OperationSpec, targets: Mapping[str, str | None]) -> None:

@@ -35,7 +35,11 @@ is a DatoCMS sandbox name (null or absent: the primary environment).
   ``log_request_bodies`` is on. ``datocms_async_single_destroy`` (true default, as the API):
   ``DELETE /items/<id>`` answers 202 + a job; false plays a synchronous 200.
 - Config flags (``POST /config``) for these operations: ``datocms_unknown_collection``
-  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default);
+  ("reject_422" default | "count_failed"), ``datocms_async_upload_update`` (false default),
+  ``datocms_item_refusal`` ("count_failed" default | "reject_422": a bulk request holding an
+  id the operation would fail, a stage its workflow lacks or a scripted failure, is refused
+  whole with 422 and that id's code), ``datocms_job_seconds_by_action`` (``{"publish": 400}``:
+  that action's jobs take that long, e.g. longer than the worker's job deadline);
   ``datocms_max_items`` caps move-to-stage, ``datocms_max_uploads`` bulk tag and
   set-upload-collection; the ``bloomreach_*`` caps and variants apply to bulk update and
   partial update as to bulk-delete, under one rate limit per project/catalog.
@@ -52,6 +56,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from worker import exactjson
 from worker.emulator.config import apply_updates
 from worker.emulator.datocms import Action, RecordStatus
 from worker.emulator.faults import Fault
@@ -126,12 +131,12 @@ class ItemErrorRequest(BaseModel):
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
+    return web.Response(status=status, body=exactjson.dumps(body), content_type="application/json")
 
 
 async def _body(request: web.Request) -> Any:
     try:
-        return orjson.loads(await request.read() or b"{}")
+        return exactjson.loads(await request.read() or b"{}")
     except orjson.JSONDecodeError:
         raise web.HTTPBadRequest(text="body is not valid JSON") from None
 

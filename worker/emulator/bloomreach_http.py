@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from worker import exactjson
 from worker.emulator.bloomreach import BloomState, ItemAnswer
 from worker.emulator.config import EmulatorConfig
 from worker.emulator.log import entry_of
@@ -55,7 +56,7 @@ def parse_items(raw: bytes, config: EmulatorConfig) -> list[object] | tuple[int,
     if len(raw) > config.bloomreach_max_body_bytes:
         return too_large, f"Payload too large: at most {config.bloomreach_max_body_bytes} bytes"
     try:
-        body = orjson.loads(raw)
+        body = exactjson.loads(raw)  # properties as sent: integers of any size
     except orjson.JSONDecodeError:
         return 400, "Invalid JSON payload"
     if not isinstance(body, list):

@@ -22,6 +22,9 @@ class EmulatorConfig(BaseModel):
     datocms_rate: tuple[int, float] = (60, 3.0)
     datocms_job_seconds: float = 0.2
     datocms_job_never_finishes: bool = False
+    # Jobs of these actions ("publish", "move_to_stage", ...) take this long instead of
+    # datocms_job_seconds: a job slower than the worker's deadline, others as usual.
+    datocms_job_seconds_by_action: dict[str, float] = Field(default_factory=dict)
     datocms_unknown_ids: UnknownIds = "count_failed"
     datocms_implicit_records: bool = True
     datocms_max_items: int = 200
@@ -36,6 +39,11 @@ class EmulatorConfig(BaseModel):
     # not say): "reject_422" refuses the whole request (INVALID_FIELD), "count_failed" lets
     # the job count every upload as failed.
     datocms_unknown_collection: Literal["reject_422", "count_failed"] = "reject_422"
+    # A bulk request holding an id the operation would fail for (a stage its model's workflow
+    # lacks, a failure scripted with set_failure): "count_failed" runs the job and counts it
+    # failed; "reject_422" refuses the whole request with 422 and that id's code (the docs
+    # do not say which the API does), naming the id in the error's details.
+    datocms_item_refusal: Literal["count_failed", "reject_422"] = "count_failed"
     # PUT /uploads/<id> answers 202 + a job (the docs say it "might"), whose result carries
     # the upload or the error. False: a synchronous answer.
     datocms_async_upload_update: bool = False

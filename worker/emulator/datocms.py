@@ -181,6 +181,18 @@ class DatoState:
     def uploads_present(self, environment: str | None) -> list[str]:
         return list(self._env(environment).uploads)
 
+    def refusal_of(
+        self, action: Action, environment: str | None, some_id: str, params: Any = None
+    ) -> str | None:
+        """The code ``action`` would fail an existing id with (scripted, or a stage its
+        model's workflow lacks), without applying it; None when it would apply."""
+        code = self._failures.get((action, some_id))
+        if code is None and action == "move_to_stage":
+            key = self.normalize_env(environment)
+            if not self.meta.stage_exists(key, some_id, params):
+                code = "INVALID_FIELD"
+        return code
+
     # -- effects ----------------------------------------------------------------------------
     def apply(
         self, action: Action, environment: str | None, some_id: str, params: Any = None
@@ -223,7 +235,10 @@ class DatoState:
     ) -> Job:
         now = self._clock()
         never = self.config.datocms_job_never_finishes
-        due = math.inf if never else now + self.config.datocms_job_seconds
+        seconds = self.config.datocms_job_seconds_by_action.get(
+            action, self.config.datocms_job_seconds
+        )
+        due = math.inf if never else now + seconds
         job_id = str(next(self._job_ids))
         job = Job(
             job_id,

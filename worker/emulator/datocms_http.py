@@ -172,8 +172,10 @@ class DatoHttp:
             details = {"field": field, "code": "VALIDATION_LENGTH", "max": limit}
             return error_response(422, "INVALID_FIELD", details)
         environment = self.environment(request)
-        refused = self._refuse_unknown(op, environment, ids) or self._refuse_collection(
-            op, environment, params
+        refused = (
+            self._refuse_unknown(op, environment, ids)
+            or self._refuse_collection(op, environment, params)
+            or self._refuse_items(op, environment, ids, params)
         )
         if refused is not None:
             return refused
@@ -194,6 +196,20 @@ class DatoHttp:
             return not_found()
         field = f"relationships.{op.relationship}.data"
         return error_response(422, "INVALID_FIELD", {"field": field, "code": "VALIDATION_INVALID"})
+
+    def _refuse_items(
+        self, op: BulkOp, environment: str | None, ids: list[str], params: Any
+    ) -> web.Response | None:
+        """``datocms_item_refusal`` "reject_422": the whole request is refused for the first
+        id the operation would fail (its code, the id in the details)."""
+        if self.state.config.datocms_item_refusal == "count_failed":
+            return None
+        for some_id in ids:
+            code = self.state.refusal_of(op.action, environment, some_id, params)
+            if code is not None:
+                field = f"relationships.{op.relationship}.data"
+                return error_response(422, code, {"field": field, "id": some_id})
+        return None
 
     def _refuse_collection(
         self, op: BulkOp, environment: str | None, collection: Any

@@ -21,6 +21,7 @@ import httpx
 
 from worker.apis.base import ItemResult
 from worker.batching import BatchKey, Coalescer, Item
+from worker.errors import ErrorCode, ErrorInfo
 from worker.http import ScopedClient
 from worker.limiter import Hold, Limiter, Limiters
 from worker.metrics import Metrics
@@ -31,6 +32,13 @@ from worker.registry import rate_scope
 from worker.settings import Settings
 
 log = logging.getLogger("bulkops.engine")
+
+_UNRESOLVED = ErrorInfo(
+    ErrorCode.JOB_UNRESOLVED,
+    "not sent: an earlier operation's job on this id had no result when followed to its "
+    "bound (BULKOPS_JOB_FOLLOW_SECONDS) and may still apply; send again once it has",
+    True,
+)
 
 
 @dataclass(eq=False)
@@ -211,17 +219,41 @@ class Dispatcher:
     ) -> None:
         now = time.monotonic()
         answers: list[Answer] = []
+        stranded: list[Item] = []
         for item in items:
             result = results[item.id]
             for waiter in item.waiters:
                 if not waiter.settled:
                     answers.append(Answer(waiter, item.id, result, batch_id))
-            self._release(item, now)
+            if unresolved(result):
+                stranded += self.coalescer.done_unresolved(item)
+            else:
+                self._release(item, now)
         if items:
             self.metrics.pending_items.labels(*items[0].key.labels).dec(len(items))
+        answers += self._strand(stranded)
         await self.publish(answers)
+
+    def _strand(self, items: list[Item]) -> list[Answer]:
+        """Operations that waited behind a job whose fate stayed unknown: answered
+        ``job_unresolved`` (retryable), never sent."""
+        if not items:
+            return []
+        batch_id = uuid.uuid4().hex
+        answers: list[Answer] = []
+        for item in items:
+            result = ItemResult("failed", _UNRESOLVED, 0)
+            answers += [Answer(w, item.id, result, batch_id) for w in item.waiters if not w.settled]
+            self.metrics.pending_items.labels(*item.key.labels).dec()
+        log.warning("%d operations behind unresolved jobs answered job_unresolved", len(items))
+        return answers
 
     def _release(self, item: Item, now: float) -> None:
         nxt = self.coalescer.done(item, now)
         if nxt is not None:
             self.ready(self.scopes[rate_scope(nxt.key)], nxt.key)
+
+
+def unresolved(result: ItemResult) -> bool:
+    """Whether the item's operation may still apply at the API (a job given up unfinished)."""
+    return result.error is not None and result.error.code == ErrorCode.JOB_TIMEOUT

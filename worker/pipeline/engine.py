@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Hashable, Iterable
 
@@ -44,10 +45,12 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
+        # The process's limiters and adapters (see Limiters): a new session keeps what earlier
+        # ones sent and what the targets taught them.
         self.adapters: dict[str, Adapter] = {
-            name: make_adapter(target, settings) for name, target in settings.targets.items()
+            name: limiters.kept(name, functools.partial(make_adapter, target, settings))
+            for name, target in settings.targets.items()
         }
-        # The process's limiters (see Limiters): a new session keeps what earlier ones sent.
         self.limiters = limiters
         for name, target in settings.targets.items():
             metrics.rate_limit_allowed.labels(name).set(self.limiters.allowed(name, target))

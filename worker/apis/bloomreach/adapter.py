@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import orjson
 
+from worker import exactjson
 from worker.apis.base import (
     BatchKey,
     ItemResult,
@@ -42,6 +43,12 @@ from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
 from worker.limiter import Hold
 
 TOO_LARGE = frozenset({400, 413})  # 400 as documented, 413 as a proxy in front may answer
+# A whole request refused for what some of its elements hold (400: the docs' "invalid" reads
+# either way; 409/422: not documented, plausible): split in halves to isolate them.
+SPLIT = TOO_LARGE | {409, 422}
+# Extra requests one batch may cost in halves (the catalog allows 5 per 10 s): enough to cut
+# a batch into 16 parts; parts still refused then fail with the refusal.
+SPLIT_REQUESTS = 30
 
 log = logging.getLogger("bulkops.bloomreach")
 
@@ -56,6 +63,7 @@ class _Batch:
     client: ScopedClient
     results: dict[str, ItemResult]
     payloads: dict[str, Payload | None]
+    split_left: list[int]  # extra requests left for halves (one counter, shared)
 
     def body(self, form: str, ids: list[str]) -> tuple[str, bytes]:
         """(method, body) of a request for ``ids``: bulk-delete in ``form``, else the
@@ -64,7 +72,7 @@ class _Batch:
             method, render = WIRE_FORMS[form]
             return method, render(ids)
         elements = [self.action.element(i, self.payloads[i]) for i in ids]
-        return self.action.method, orjson.dumps(elements)
+        return self.action.method, exactjson.dumps(elements)
 
 
 def halves(ids: list[str], below: int) -> list[list[str]]:
@@ -94,7 +102,7 @@ class Bloomreach:
         if action.method is None:  # bulk-delete: the larger of the two forms' elements
             return len(orjson.dumps({"item_id": item_id})) + 1
         # The element with its properties (and upsert flag), and its comma.
-        return len(orjson.dumps(action.element(item_id, payload))) + 1
+        return len(exactjson.dumps(action.element(item_id, payload))) + 1
 
     def url(self, catalog_id: str, action: Action) -> str:
         project = quote(self.target.project_id, safe="")
@@ -109,7 +117,8 @@ class Bloomreach:
         ids = [item.id for item in items]
         action = ACTIONS[key.operation]
         payloads = {item.id: item.payload for item in items}
-        batch = _Batch(key, action, self.url(key.scope, action), client, {}, payloads)
+        url = self.url(key.scope, action)
+        batch = _Batch(key, action, url, client, {}, payloads, [SPLIT_REQUESTS])
         parts = halves(ids, self.refused_size) if self.refused_size else [ids]
         holds = [hold] + [None] * (len(parts) - 1)  # the held slot goes to the first part
         await asyncio.gather(*(self._send(batch, p, h) for p, h in zip(parts, holds, strict=True)))
@@ -166,14 +175,16 @@ class Bloomreach:
         self, exc: RetriesExhausted, form: str, batch: _Batch, ids: list[str]
     ) -> bool:
         """A refusal the adapter can work around: the other wire form (405), or halves (too
-        large). True when the ids were sent again, and so have their results."""
+        large, or refused for some elements; within the batch's ``SPLIT_REQUESTS``). True
+        when the ids were sent again, and so have their results."""
         status = exc.error.status
         if status == 405 and batch.action.method is None and self.other_form_after_405(form):
             await self._send(batch, ids, None)
             return True
-        if status in TOO_LARGE and len(ids) > 1:
+        if status in SPLIT and len(ids) > 1 and batch.split_left[0] >= 2:
             if status == 413:
                 self.refused_size = min(self.refused_size or len(ids), len(ids))
+            batch.split_left[0] -= 2
             half = len(ids) // 2
             await asyncio.gather(
                 self._send(batch, ids[:half], None), self._send(batch, ids[half:], None)

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from worker import exactjson
 from worker.apis.base import ItemRule, Operation, Payload
 
 API = "bloomreach"
@@ -62,7 +63,7 @@ def _item_rule(allowed: frozenset[str]) -> ItemRule:
         if not isinstance(data["properties"], dict):
             return "'properties' must be a JSON object"
         try:  # as the request body will carry them
-            size = len(orjson.dumps(data["properties"]))
+            size = len(exactjson.dumps(data["properties"]))
         except (orjson.JSONEncodeError, TypeError):
             return "'properties' cannot be sent as JSON (nested too deep)"
         if size > MAX_PROPERTIES_BYTES:

@@ -4,8 +4,8 @@ The job result only counts failures. When some failed, the records are read back
 (``GET /items?filter[ids]=...``): an item whose state is what the operation asked for
 succeeded; for the others the single-record endpoint gives the precise error (or, if it now
 succeeds, the item succeeded after all). When the bulk request is refused as a whole because
-of some ids (404/422), the missing ids are found by a read-back and failed alone, or the batch
-is split in halves, so the good ids still go through.
+of some ids (404/422), ``isolation`` finds them (read-back, single-record probes, halves), so
+the good ids still go through, for operations with params too.
 """
 
 from __future__ import annotations
@@ -31,13 +31,14 @@ from worker.apis.base import (
     failure,
     retry_policy,
 )
+from worker.apis.datocms.isolation import ISOLATION_REQUESTS, Isolation
 from worker.apis.datocms.operations import ACTIONS, Action
 from worker.apis.datocms.target import DatoCMSTarget
 from worker.apis.datocms.wire import (
-    REFUSAL_CODES,
     JobResult,
     bulk_body,
     is_done,
+    item_refusal,
     job_of,
     json_or_none,
     parse_error,
@@ -52,16 +53,33 @@ log = logging.getLogger("bulkops.datocms")
 
 
 class JobTimeout(Exception):
-    pass
+    """A job had no result by the deadline and the follow bound: it may still apply."""
+
+    def __init__(self, message: str, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+
+# Past the deadline a job is polled this many poll maxima apart (20 s by default).
+FOLLOW_PACE = 4.0
 
 
 @dataclass(frozen=True, slots=True)
 class JobPolling:
-    """How long to wait for a job's result, and how often to ask (growing by half each time)."""
+    """How long to wait for a job's result, and how often to ask (growing by half each time).
+
+    A job past ``deadline_seconds`` may still apply: it is followed ``follow_seconds`` more,
+    polled ``FOLLOW_PACE`` poll maxima apart, before its items are given up (``job_timeout``).
+    """
 
     deadline_seconds: float
     initial_seconds: float
     max_seconds: float
+    follow_seconds: float = 0.0
+
+    @property
+    def follow_interval(self) -> float:
+        return self.max_seconds * FOLLOW_PACE
 
 
 def make_adapter(target: DatoCMSTarget, tuning: Tuning) -> DatoCMS:
@@ -69,12 +87,15 @@ def make_adapter(target: DatoCMSTarget, tuning: Tuning) -> DatoCMS:
         deadline_seconds=tuning.job_deadline_seconds,
         initial_seconds=tuning.job_poll_initial_seconds,
         max_seconds=tuning.job_poll_max_seconds,
+        follow_seconds=tuning.job_follow_seconds,
     )
     return DatoCMS(target, retry_policy(tuning), jobs)
 
 
 class DatoCMS:
     """Adapter for the DatoCMS bulk operations of one target."""
+
+    isolation_requests = ISOLATION_REQUESTS  # per refused batch (see ``isolation``)
 
     def __init__(self, target: DatoCMSTarget, retry: RetryPolicy, jobs: JobPolling) -> None:
         self.target = target
@@ -127,11 +148,12 @@ class _Run:
         self.client = client
         self.results = results
         self.metrics = client.metrics
+        self.isolation = Isolation(self, adapter.isolation_requests)
 
     def _on_retry(self, error: ApiError) -> None:
         self.client.count_retry(self.key.operation, error)
 
-    def _fail_all(self, ids: list[str], result: ItemResult) -> None:
+    def fail_all(self, ids: list[str], result: ItemResult) -> None:
         for item_id in ids:
             self.results[item_id] = result
 
@@ -159,7 +181,7 @@ class _Run:
 
     async def process(self, ids: list[str], hold: Hold | None = None) -> None:
         """Submit ``ids`` as one job and follow it, retried within the budget. A refusal of
-        the whole request because of some ids is worked around (``_isolate``)."""
+        the whole request because of some ids is worked around (``Isolation``)."""
         attempts = 0
 
         async def call() -> None:
@@ -173,13 +195,13 @@ class _Run:
             await self.a.retry.run(call, self._on_retry)
         except JobTimeout as exc:
             info = ErrorInfo(ErrorCode.JOB_TIMEOUT, str(exc), True)
-            self._fail_all(ids, ItemResult("failed", info, attempts))
+            self.fail_all(ids, ItemResult("failed", info, attempts, exc.job_id))
         except RetriesExhausted as exc:
             refusal = exc.error
-            if not refusal.retryable and refusal.code in REFUSAL_CODES and len(ids) > 1:
-                await self._isolate(ids, refusal)
+            if item_refusal(refusal):
+                await self.isolation.refused(ids, refusal)
             else:
-                self._fail_all(ids, failure(exc))
+                self.fail_all(ids, failure(exc))
 
     async def _submit(self, ids: list[str], hold: Hold | None) -> str:
         body = bulk_body(self.action, ids, self.params)
@@ -198,17 +220,23 @@ class _Run:
         if job.error is not None:
             raise job.error
         if job.failed == 0:
-            self._fail_all(ids, ItemResult("succeeded", None, attempts, job_id))
+            self.fail_all(ids, ItemResult("succeeded", None, attempts, job_id))
             return
         await self._attribute(ids, job, job_id, attempts)
 
     async def _poll(self, job_id: str) -> JobResult:
+        """The job's result. Past the deadline the job is followed more slowly (every poll
+        counts against the limit) up to the follow bound: until then its fate is unknown and
+        nothing behind its ids may go (``JobTimeout`` at the bound)."""
         s = self.a.jobs
         deadline = time.monotonic() + s.deadline_seconds
+        give_up = deadline + s.follow_seconds
         interval = s.initial_seconds
         path = f"/job-results/{quote(job_id, safe='')}"
         while True:
-            await asyncio.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+            now = time.monotonic()
+            until = deadline if now < deadline else give_up
+            await asyncio.sleep(min(interval, max(0.0, until - now)))
             try:
                 response = await self._send("job_result", "GET", path)
                 return parse_job_result(orjson.loads(response.content))
@@ -218,10 +246,20 @@ class _Run:
             except (KeyError, TypeError, ValueError) as exc:
                 message = f"job result: {exc!r}"
                 raise ApiError(ErrorCode.UNEXPECTED_RESPONSE, message, True) from exc
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= give_up:
                 self.metrics.job_timeouts.labels(*self.key.labels).inc()
-                raise JobTimeout(f"job {job_id} had no result after {s.deadline_seconds:g}s")
-            interval = min(interval * 1.5, s.max_seconds)
+                raise JobTimeout(
+                    f"job {job_id} had no result after {s.deadline_seconds:g}s and "
+                    f"{s.follow_seconds:g}s more of following it; it may still apply",
+                    job_id,
+                )
+            if now >= deadline:
+                if interval < s.follow_interval:
+                    log.warning("job %s is past its deadline: following it slower", job_id)
+                interval = s.follow_interval
+            else:
+                interval = min(interval * 1.5, s.max_seconds)
 
     async def _settled(self, response: httpx.Response) -> Any:
         """The answer's body, or, when the answer is a job, its result's payload: the job's
@@ -260,7 +298,7 @@ class _Run:
                 f"items back failed: {exc.error}"
             )
             info = ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, message, True)
-            self._fail_all(ids, ItemResult("failed", info, attempts, job_id))
+            self.fail_all(ids, ItemResult("failed", info, attempts, job_id))
             return
         suspects = [i for i in ids if not is_done(self.action, states.get(i), self.params)]
         for item_id in ids:
@@ -272,9 +310,11 @@ class _Run:
                 job.failed,
                 len(suspects),
             )
-        await asyncio.gather(*(self._single(i, attempts, job_id, states.get(i)) for i in suspects))
+        await asyncio.gather(*(self.single(i, attempts, job_id, states.get(i)) for i in suspects))
 
-    async def _single(self, item_id: str, attempts: int, job_id: str, state: str | None) -> None:
+    async def single(
+        self, item_id: str, attempts: int, job_id: str | None, state: str | None
+    ) -> None:
         """Ask the single-record endpoint: its answer is this item's true outcome."""
         path = self.action.single_path.format(id=quote(item_id, safe=""))
         make_body = self.action.single_body
@@ -301,32 +341,3 @@ class _Run:
             )
             return
         self.results[item_id] = ItemResult("succeeded", None, attempts + extra, job_id)
-
-    async def _isolate(self, ids: list[str], refusal: ApiError) -> None:
-        """The whole request was refused for some of its ids: answer those, resend the rest."""
-        try:
-            states = await self.read_back(ids)
-        except RetriesExhausted as exc:
-            if exc.error.status == 404:
-                # A list endpoint answers 404 only when the scope itself is gone (a deleted
-                # sandbox environment): no split would help, every id fails alike.
-                info = ErrorInfo(refusal.code, f"{refusal.message}; read-back: {exc.error}", False)
-                self._fail_all(ids, ItemResult("failed", info, 1))
-                return
-            states = None
-        if states is not None:
-            missing = [i for i in ids if i not in states]
-            if not missing and self.action.bulk_extra is not None:
-                # Every id exists: the refusal is of the params (an unknown collection),
-                # which no split would change.
-                self._fail_all(ids, ItemResult("failed", refusal.info(), 1))
-                return
-            if missing:
-                info = ErrorInfo(refusal.code, f"not found: {refusal.message}", False)
-                self._fail_all(missing, ItemResult("failed", info, 1))
-                rest = [i for i in ids if i in states]
-                if rest:
-                    await self.process(rest)
-                return
-        half = len(ids) // 2
-        await asyncio.gather(self.process(ids[:half]), self.process(ids[half:]))

@@ -27,9 +27,23 @@ def parse_error(body: Any) -> ParsedError | None:
     return ParsedError(code, bool(first.get("transient")), details)
 
 
-# A bulk request refused as a whole because of some of its ids (absent, or not of the
-# resource): the adapter isolates them and sends the rest.
-REFUSAL_CODES = frozenset({"NOT_FOUND", "INVALID_FIELD"})
+# Statuses of a refusal that is about the request itself, never about some of its items:
+# its shape (400), credentials (401, 403), method (405), size or pace (413, 429).
+_WHOLE_REQUEST = frozenset({400, 401, 403, 405, 413, 429})
+
+
+def item_refusal(error: ApiError) -> bool:
+    """Whether a bulk request (or its job) refused as a whole may have been refused because
+    of some of its items (absent ids, a stage one model's workflow lacks, a locked record):
+    a permanent 4xx that is not about the request's shape, credentials or limits. The
+    adapter isolates those items and sends the rest (``isolation``)."""
+    status = error.status
+    return (
+        not error.retryable
+        and status is not None
+        and 400 <= status < 500
+        and status not in _WHOLE_REQUEST
+    )
 
 
 def bulk_body(action: Action, ids: list[str], params: Mapping[str, Any] | None = None) -> bytes:
