@@ -15,8 +15,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import orjson
-
+from worker import exactjson
 from worker.apis.base import Operation
 from worker.cli.common import EXIT_FAILED, EXIT_OK
 from worker.cli.inputs import Source
@@ -77,7 +76,7 @@ def _add(found: Plan, number: int, part: Chunk) -> None:
     found.requests.append((len(part), len(parsed.ids)))
     found.rejected += [(number, rejection) for rejection in parsed.rejected]
     if parsed.payloads is not None:
-        found.send_bytes += sum(len(orjson.dumps(p)) for p in parsed.payloads.values())
+        found.send_bytes += sum(len(exactjson.dumps(p)) for p in parsed.payloads.values())
     else:
         found.send_bytes += sum(len(i) + 4 for i in parsed.ids)
 
@@ -152,7 +151,7 @@ def _scope(job: Job, spec: Operation) -> str:
 def _params(job: Job) -> str:
     if job.params is None:
         return ""
-    return f", params {orjson.dumps(job.params).decode()}"
+    return f", params {exactjson.dumps(job.params).decode()}"
 
 
 __all__ = ["Plan", "plan", "report"]
