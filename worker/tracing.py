@@ -23,13 +23,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Link, SpanContext, SpanKind
+
+if TYPE_CHECKING:  # the SDK is imported only when tracing is turned on
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 log = logging.getLogger("bulkops.tracing")
 
@@ -61,6 +61,7 @@ def configure(environ: Mapping[str, str]) -> bool:
             protocol,
         )
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     enable(BatchSpanProcessor(OTLPSpanExporter()), environ)
     return True
@@ -72,6 +73,8 @@ def enable(processor: SpanProcessor, environ: Mapping[str, str] | None = None) -
     global _tracer, _provider
     from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
 
     environ = environ or {}
     name = environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME
