@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractQueue
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
-from worker.broker.topology import declare_topology, results_alternate, sample_unrouted
+from worker.broker.topology import declare_topology, sample_unrouted
 from worker.health import Health
 from worker.limiter import Limiters
 from worker.metrics import Metrics
@@ -82,8 +82,7 @@ async def run_session(
         underlay = await channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=settings.prefetch)
-        alternate = await results_alternate(consuming, settings)
-        queue = await declare_topology(channel, settings, alternate)
+        queue = await declare_topology(channel, settings)
         out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
         out.close_callbacks.add(lambda *_: lost.set())
         publisher = await Publisher.open(out, settings, metrics)
