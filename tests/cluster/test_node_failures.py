@@ -11,11 +11,12 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from tests.cluster.support import cluster_rig, kill9, leader, queue_depths, restart, urls
 from tests.faults.ledger import Ledger
-from tests.faults.support import FAST, PrivateRig, wait_until, worker
+from tests.faults.support import FAST, PrivateRig, metric, wait_until, worker
 from tests.integration.harness import Proc
 from worker.emulator import Emulator
 
@@ -47,14 +48,8 @@ def check_end_state(r: PrivateRig, ledger: Ledger, flipped: list[tuple[str, str]
     assert r.emulator.breaches() == []
     for env, item in flipped:
         assert r.emulator.datocms.record_status(item, env) == "draft", item
-    for body in (orjson_body(m) for m in r.results.messages):
+    for body in (orjson.loads(m.body) for m in r.results.messages):
         assert body["status"] == "succeeded", body
-
-
-def orjson_body(message: object) -> dict[str, object]:
-    import orjson
-
-    return dict(orjson.loads(message.body))  # type: ignore[attr-defined]
 
 
 async def nothing_left(r: PrivateRig) -> None:
@@ -142,6 +137,4 @@ async def test_worker_node_killed_for_good_with_a_second_address(emulator: Emula
 
 
 async def _failovers(proc: Proc) -> float:
-    from tests.faults.support import metric
-
     return await metric(proc, "bulkops_broker_failovers_total")
