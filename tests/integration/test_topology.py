@@ -16,7 +16,7 @@ from tests.faults.support import wait_until
 from tests.integration.cli import bulkops, cli_env
 from tests.integration.harness import AMQP_URL, Rig, ids
 from worker.broker.publishing import ROUTING_KEY_HEADER
-from worker.broker.topology import declare_topology, unrouted_name
+from worker.broker.topology import broker_major, declare_topology, unrouted_name
 
 pytestmark = pytest.mark.integration
 OP = "datocms.items.publish"
@@ -80,6 +80,9 @@ async def test_every_durable_queue_is_a_quorum_queue_with_its_delivery_limit(r: 
     """Request queue: quorum with x-delivery-limit = BULKOPS_DELIVERY_LIMIT and dead-lettering
     to the DLQ; DLQ and parking queue: quorum, no delivery limit (3.x), the parking queue
     bounded with drop-head."""
+    assert await broker_major(r.channel) == 3  # this machine's RabbitMQ 3.10
+    underlay = await r.channel.get_underlay_channel()
+    assert str(underlay.connection.server_properties["version"]).startswith("3.")
     await r.channel.queue_delete(r.request_queue)
     await declare_topology(r.channel, r.settings(delivery_limit=7))
     request = queue_type(r, r.request_queue)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
@@ -32,11 +33,14 @@ def unrouted_name(settings: Settings) -> str:
 
 
 async def broker_major(channel: AbstractChannel) -> int:
-    """The broker's major version, from the server properties of the channel's connection
-    (3 when they do not say)."""
+    """The broker's major version, from the server properties of the channel's connection."""
     underlay = await channel.get_underlay_channel()
-    properties = underlay.connection.server_properties or {}
-    version = properties.get("version", b"3")
+    return version_major(underlay.connection.server_properties or {})
+
+
+def version_major(server_properties: Mapping[str, Any]) -> int:
+    """The major version in a connection's server properties (3 when they do not say)."""
+    version = server_properties.get("version", b"3")
     text = version.decode() if isinstance(version, bytes) else str(version)
     head = text.split(".", 1)[0]
     return int(head) if head.isdigit() else 3
