@@ -51,8 +51,8 @@ def up(node: int) -> bool:
 
 def ctl(*args: str) -> str:
     """rabbitmqctl against the first node that is up (every node sees the whole cluster)."""
-    env = {**os.environ, "HOME": os.environ.get("BULKOPS_CLUSTER_DIR", "/tmp/bulkops-cluster")}
-    env["HOME"] += "/home"
+    base = os.environ.get("BULKOPS_CLUSTER_DIR", "/tmp/bulkops-cluster")
+    env = {**os.environ, "HOME": f"{base}/home"}  # the cluster's Erlang cookie is there
     for node in NODES:
         done = subprocess.run(
             ["/usr/lib/rabbitmq/bin/rabbitmqctl", "-q", "-n", f"bulkops-c{node}@localhost",

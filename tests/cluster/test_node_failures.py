@@ -133,6 +133,9 @@ async def test_worker_node_killed_for_good_with_a_second_address(emulator: Emula
             await nothing_left(r)
             assert await _failovers(procs[0]) == 1
             assert time.monotonic() - started < 60
+            log = "\n".join(procs[0].stderr)
+            assert "failed over from broker 127.0.0.1:5682 to 127.0.0.1:5683" in log
+            assert "guest:guest" not in log
         check_end_state(r, ledger, flipped)
 
 
