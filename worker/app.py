@@ -12,6 +12,7 @@ import aiormq.exceptions
 import httpx
 from prometheus_client import CollectorRegistry
 
+from worker.addresses import Addresses
 from worker.broker import ConnectionLost, run_session
 from worker.health import Health
 from worker.limiter import Limiters
@@ -47,12 +48,13 @@ async def run(
     # Made as the process starts: the limiters outlive sessions, and a scope's first request
     # waits for one window after this moment (an earlier process may still count in it).
     limiters = Limiters(settings.rate_limit_margin_seconds)
+    addresses = Addresses.parse(settings.amqp_url.get_secret_value(), metrics.broker_failovers.inc)
     await health.start(settings.http_host, settings.http_port)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=10.0)
     try:
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            await _sessions(settings, metrics, http, stopping, health, limiters)
+            await _sessions(settings, metrics, http, stopping, health, limiters, addresses)
     finally:
         await health.stop()
     log.info("stopped cleanly")
@@ -66,16 +68,20 @@ async def _sessions(
     stopping: asyncio.Event,
     health: Health,
     limiters: Limiters,
+    addresses: Addresses,
 ) -> None:
     delay = 0.5
     while not stopping.is_set():
         ready_before = health.times_ready
         try:
-            if not await run_session(settings, metrics, http, stopping, health, limiters):
+            if not await run_session(
+                settings, metrics, http, stopping, health, limiters, addresses
+            ):
                 return
             delay = 0.5
             continue  # renewed on purpose: reconnect at once
         except* BROKER_ERRORS as group:
+            addresses.failed()  # the next session starts from the address after this one
             if health.times_ready > ready_before:
                 delay = 0.5  # that session was up: back off from the start again
             log.error(

@@ -65,7 +65,8 @@ def _channels() -> dict[str, Any]:
             "address": requests,
             "title": "Request queue",
             "description": "Quorum queue the worker consumes (BULKOPS_REQUEST_QUEUE); publish "
-            "to the default exchange with this routing key. Dead-letters to the DLQ.",
+            "to the default exchange with this routing key. Dead-letters to the DLQ, with "
+            "the reason, past x-delivery-limit (BULKOPS_DELIVERY_LIMIT) deliveries.",
             "messages": {"request": _ref("components/messages/request")},
             "bindings": _amqp_channel("queue", queue={"name": requests, **queue}),
         },
@@ -95,9 +96,12 @@ def _channels() -> dict[str, Any]:
         "unroutedOutcomes": {
             "address": unrouted_name(Settings.model_construct()),
             "title": "Outcomes no binding matched",
-            "description": "The results exchange's alternate exchange (a fanout) and the "
-            f"queue bound to it, bounded to {UNROUTED_MAX_LENGTH:,} outcomes (the oldest "
-            "dropped beyond): an outcome that matches no binding is parked here, not lost.",
+            "description": "A quorum queue bounded to "
+            f"{UNROUTED_MAX_LENGTH:,} outcomes (the oldest dropped beyond): an outcome that "
+            "matches no binding comes back to the worker's mandatory publish and is parked "
+            "here (header x-bulkops-routing-key: its routing key), not lost, and its request "
+            "is not held. The fanout exchange of the same name is bound to it, for a policy "
+            "giving the results exchange an alternate exchange.",
             "messages": {"outcome": _ref("components/messages/outcome")},
             "bindings": _amqp_channel(
                 "queue",

@@ -164,10 +164,22 @@ class Metrics:
             "gone; their requests were acked all the same.",
             registry=registry,
         )
+        self.outcomes_parked = Counter(
+            "bulkops_outcomes_parked",
+            "Outcome messages that matched no binding of the results exchange (returned to "
+            "the mandatory publish) and were parked in <results exchange>.unrouted.",
+            registry=registry,
+        )
+        self.broker_failovers = Counter(
+            "bulkops_broker_failovers",
+            "Connections made to another address of BULKOPS_AMQP_URL than the last one "
+            "connected to, after it failed.",
+            registry=registry,
+        )
         self.unrouted_outcomes = Gauge(
             "bulkops_unrouted_outcomes",
-            "Outcomes that matched no binding, parked on the results exchange's alternate "
-            "exchange queue (<results exchange>.unrouted), as last sampled.",
+            "Outcomes that matched no binding, parked in <results exchange>.unrouted, as "
+            "last sampled.",
             registry=registry,
         )
         self.ready = Gauge(

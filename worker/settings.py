@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     request_queue: str = "bulkops.requests"
     dead_letter_queue: str = "bulkops.requests.dlq"
     results_exchange: str = "bulkops.results"
+    # x-delivery-limit of every request queue: a message delivered this many times (session
+    # renewals, hand-overs, drains and `bulkops dlq list` count too) is dead-lettered to the
+    # DLQ with its reason. RabbitMQ 4.x would otherwise apply its default of 20.
+    delivery_limit: int = Field(default=100, ge=1, le=100_000)
     http_port: int = Field(default=9464, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - a pod's metrics port listens on all interfaces
     targets: dict[str, Target] = Field(default_factory=dict)

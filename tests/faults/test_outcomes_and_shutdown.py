@@ -3,7 +3,6 @@ deleted so the broker closes the channel), and SIGTERM during a long job with a 
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aio_pika
@@ -11,33 +10,33 @@ import pytest
 
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, wait_until, worker
-from tests.integration.harness import Rig, ids, start_worker
-from worker.broker import declare_topology
+from tests.integration.harness import Proc, Rig, ids, start_worker
+from worker.broker import declare_topology, unrouted_name
 
 pytestmark = pytest.mark.integration
 OP = "datocms.items.publish"
 
 
-async def legacy_results_exchange(r: Rig) -> aio_pika.abc.AbstractQueue:
-    """The results exchange as declared before alternate exchanges (an upgrade), with no
-    binding: outcomes are returned as unroutable. Returns the rig's outcome queue, unbound."""
+async def nowhere_to_go(r: Rig, proc: Proc) -> aio_pika.abc.AbstractQueue:
+    """Once the worker consumes: nothing bound to the results exchange and the parking queue
+    deleted by hand, so an outcome can be neither routed nor parked. Returns the rig's
+    outcome queue, unbound."""
+    await wait_until(lambda: any("consuming" in line for line in proc.stderr), 30)
     queue_name = f"t.{r.request_queue.split('.')[1]}.outcomes"  # the rig's only binding
-    await r.channel.exchange_delete(r.exchange)
-    await r.channel.declare_exchange(r.exchange, aio_pika.ExchangeType.TOPIC, durable=True)
-    return await r.channel.declare_queue(queue_name, passive=True)
+    await r.channel.queue_delete(unrouted_name(r.settings()))
+    queue = await r.channel.declare_queue(queue_name, passive=True)
+    await queue.unbind(r.exchange, "#")
+    return queue
 
 
-async def test_unroutable_outcomes_hold_the_ack_until_confirmed(r: Rig) -> None:
-    """A results exchange declared before alternate exchanges (kept as it is, with a
-    warning), nothing bound to it: every outcome is returned, the worker retries, does not
-    ack, and answers once a binding is back."""
-    queue = await legacy_results_exchange(r)
-    ledger = Ledger("6 outcomes unroutable (returned)", r.results)
-    await r.publish(ledger.expect("u", OP, ids("u", 10), target="main"))
+async def test_outcomes_with_nowhere_to_go_hold_the_ack_until_confirmed(r: Rig) -> None:
+    """No binding and no parking queue: every outcome is returned and cannot be parked, the
+    worker retries, does not ack, and answers once a binding is back."""
+    ledger = Ledger("6 outcomes unroutable, parking queue gone", r.results)
     async with worker(r.env(**FAST)) as proc:
-        assert any("without alternate-exchange" in line for line in proc.stderr)
-        await wait_until(lambda: bool(r.emulator.requests(path_contains="/job-results/")))
-        await asyncio.sleep(1.5)
+        queue = await nowhere_to_go(r, proc)
+        await r.publish(ledger.expect("u", OP, ids("u", 10), target="main"))
+        await wait_until(lambda: any("parking queue" in line for line in proc.stderr), 30)
         assert r.results.messages == []
         assert await r.queue_depth(r.request_queue) == 0  # delivered, held unacked
         await queue.bind(r.exchange, "#")
@@ -67,16 +66,15 @@ async def test_results_exchange_deleted(r: Rig) -> None:
 
 
 async def test_sigterm_while_outcomes_are_returned_exits_within_the_drain_bound(r: Rig) -> None:
-    """Returned outcomes (a results exchange without alternate exchange, nothing bound) are
+    """Returned outcomes that cannot be parked either (no binding, parking queue deleted) are
     retried for ever, but SIGTERM still exits 0 within the drain timeout; the request goes
     back to the queue and a later worker answers it."""
-    queue = await legacy_results_exchange(r)
     ledger = Ledger("6 SIGTERM while outcomes returned", r.results)
-    await r.publish(ledger.expect("t", OP, ids("t", 10), target="main"))
     env = r.env(**{**FAST, "drain_timeout_seconds": 3})
     proc = await start_worker(env)
-    await wait_until(lambda: bool(r.emulator.requests(path_contains="/job-results/")))
-    await asyncio.sleep(1)
+    queue = await nowhere_to_go(r, proc)
+    await r.publish(ledger.expect("t", OP, ids("t", 10), target="main"))
+    await wait_until(lambda: any("parking queue" in line for line in proc.stderr), 30)
     started = time.monotonic()
     assert await proc.terminate(timeout=15) == 0
     assert time.monotonic() - started < 3 + 3

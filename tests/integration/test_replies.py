@@ -1,5 +1,5 @@
 """Replies (CONTRACT "Replies"), outcome modes (BULKOPS_ITEM_OUTCOMES) and unrouted
-outcomes parked on the results exchange's alternate exchange, against the real RabbitMQ."""
+outcomes parked in the parking queue, against the real RabbitMQ."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ async def test_outcome_modes_publish_only_what_they_say_and_count_every_item(
 
 async def test_outcomes_matching_no_binding_are_parked_and_do_not_hold_requests(r: Rig) -> None:
     """With only a `*.*.*.failed` binding, the failed outcome goes there and the succeeded
-    ones, matching nothing, go through the alternate exchange to the bounded parking queue
+    ones, matching nothing, come back to the mandatory publish and go to the bounded parking queue
     (gauge bulkops_unrouted_outcomes): the request is answered and acked, nothing lost."""
     rig_queue = f"t.{r.request_queue.split('.')[1]}.outcomes"
     await (await r.channel.declare_queue(rig_queue, passive=True)).unbind(r.exchange, "#")

@@ -18,6 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
+from worker.addresses import split_urls
 from worker.settings import Settings
 
 from .conftest import CHART, CI_VALUES, NAMESPACE, Manifests, Renderer, container, kinds, one, run
@@ -293,6 +294,24 @@ def test_rendered_environment_is_accepted_by_the_worker_settings(
     assert settings.max_inflight_batches == 32
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "{amqp://u:p@rabbit-0:5672/,amqp://u:p@rabbit-1:5672/}",  # a list
+        "amqp://u:p@rabbit-0:5672/\\,amqp://u:p@rabbit-1:5672/",  # one comma-separated string
+    ],
+)
+def test_a_list_of_broker_addresses_reaches_the_worker_comma_separated(
+    render: Renderer, given: str
+) -> None:
+    """secrets.amqpUrl as a list (or a comma-separated string) becomes one comma-separated
+    BULKOPS_AMQP_URL, which the worker splits into the cluster's addresses in order."""
+    env = pod_env(render.values("defaults-values.yaml", "--set", f"secrets.amqpUrl={given}"))
+    assert split_urls(env["BULKOPS_AMQP_URL"]) == [
+        "amqp://u:p@rabbit-0:5672/", "amqp://u:p@rabbit-1:5672/",
+    ]  # fmt: skip
+
+
 def test_config_change_rolls_the_pods(render: Renderer) -> None:
     """The pod template carries checksums of the ConfigMap and Secret, so changes restart pods."""
 
@@ -388,6 +407,7 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Rendere
         ("config.logLevel=TRACE", "logLevel"),
         ("config.httpPort=70000", "httpPort"),
         ("secrets.amqpUrl=http://rabbit:5672/", "amqpUrl"),
+        ("secrets.amqpUrl={amqp://rabbit:5672/,http://other:5672/}", "amqpUrl"),
         ("drainTimeoutSeconds=0", "drainTimeoutSeconds"),
         ("surprise=1", "surprise"),
         ("keda.protocol=kafka", "protocol"),

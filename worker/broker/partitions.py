@@ -49,6 +49,7 @@ from aio_pika.abc import (
 from worker.batching import BatchKey
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import confirmed, copy_of
+from worker.broker.topology import RECREATE, declare_queue, request_arguments
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
 from worker.registry import rate_scope
@@ -88,15 +89,8 @@ async def declare_partitions(channel: AbstractChannel, settings: Settings) -> li
     )
     queues = []
     for index in range(settings.partitions):
-        queue = await channel.declare_queue(
-            queue_name(settings, index),
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-single-active-consumer": True,
-                "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": settings.dead_letter_queue,
-            },
+        queue = await declare_queue(
+            channel, queue_name(settings, index), request_arguments(settings, True), RECREATE
         )
         await queue.bind(exchange, routing_key(index))
         queues.append(queue)
@@ -215,10 +209,11 @@ class Owner:
         settings = self.settings
         self.metrics.partitions_owned.set(0)
         presence = self._presence = await self._channel(None)
-        queue = await presence.declare_queue(
+        queue = await declare_queue(
+            presence,
             presence_queue(settings),
-            durable=True,
-            arguments={"x-queue-type": "classic", "x-expires": 24 * 3600 * 1000},
+            {"x-queue-type": "quorum", "x-expires": 24 * 3600 * 1000},
+            "delete it: it only counts the replicas' consumers, the worker declares it anew",
         )
         await queue.consume(_ignore, no_ack=True)  # counted, never fed
         await self._subscribe(self._router)

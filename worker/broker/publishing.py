@@ -12,6 +12,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import tracing
+from worker.broker.topology import unrouted_name
 from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
 from worker.settings import Settings
@@ -20,12 +21,14 @@ log = logging.getLogger("bulkops.broker")
 
 T = TypeVar("T")
 REASON_HEADER = "x-bulkops-reason"
+ROUTING_KEY_HEADER = "x-bulkops-routing-key"  # a parked outcome's original routing key
 PUBLISH_CHUNK = 64
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
 class Publisher:
-    """Publishes outcomes with confirms and ``mandatory``; a return or nack is retried."""
+    """Publishes outcomes with confirms and ``mandatory``; a nack is retried, a returned
+    outcome (no binding matched) is parked."""
 
     def __init__(
         self,
@@ -37,6 +40,7 @@ class Publisher:
         self._raw = raw  # the confirming channel's aiormq channel: outcomes and replies
         self.default = channel.default_exchange
         self.results = settings.results_exchange
+        self.parking = unrouted_name(settings)
         self.settings = settings
         self.metrics = metrics
 
@@ -65,16 +69,62 @@ class Publisher:
             headers=tracing.headers(trace),
         )
         routing_key = outcome.routing_key
-        await confirmed(
-            lambda: channel.basic_publish(
-                body,
-                exchange=self.results,
-                routing_key=routing_key,
-                properties=properties,
-                mandatory=True,
-            ),
-            f"outcome {routing_key}",
+        delay = 0.2
+        while True:  # until it is routed, or parked
+            try:
+                await confirmed(
+                    lambda: channel.basic_publish(
+                        body,
+                        exchange=self.results,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=True,
+                    ),
+                    f"outcome {routing_key}",
+                    returned_is_final=True,
+                )
+                return
+            except aiormq.exceptions.PublishError:
+                if await self.park(body, properties, routing_key):
+                    return
+            log.warning(
+                "outcome %s matched no binding and the parking queue %s is gone; "
+                "retrying in %.1fs", routing_key, self.parking, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    async def park(
+        self, body: bytes, properties: aiormq.spec.Basic.Properties, routing_key: str
+    ) -> bool:
+        """An outcome that matched no binding (returned): into the parking queue
+        ``<results exchange>.unrouted``, with the routing key it was published with, so it
+        neither holds its request nor is lost silently. False when the parking queue is gone
+        (deleted by hand): the outcome is then retried from the start."""
+        headers = dict(properties.headers or {})
+        headers[ROUTING_KEY_HEADER] = routing_key
+        headers[REASON_HEADER] = f"no binding of {self.results} matched {routing_key}"
+        parked = aiormq.spec.Basic.Properties(
+            content_type=properties.content_type,
+            delivery_mode=2,
+            message_id=properties.message_id,
+            correlation_id=properties.correlation_id,
+            message_type=properties.message_type,
+            headers=headers,
         )
+        channel, queue = self._raw, self.parking
+        try:
+            await confirmed(
+                lambda: channel.basic_publish(
+                    body, exchange="", routing_key=queue, properties=parked, mandatory=True
+                ),
+                f"parked outcome {routing_key}",
+                returned_is_final=True,
+            )
+        except aiormq.exceptions.PublishError:
+            return False
+        self.metrics.outcomes_parked.inc()
+        return True
 
     async def reply(
         self, reply: Reply, reply_to: str, correlation_id: str | None, trace: Any = None

@@ -13,14 +13,14 @@ import time
 from collections.abc import Awaitable
 from typing import Any
 
-import aio_pika
 import httpx
 from aio_pika.abc import AbstractQueue
 
+from worker.addresses import Addresses
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
-from worker.broker.topology import declare_topology, results_alternate, sample_unrouted
+from worker.broker.topology import declare_topology, sample_unrouted
 from worker.health import Health
 from worker.limiter import Limiters
 from worker.metrics import Metrics
@@ -49,11 +49,8 @@ async def _first(*aws: Awaitable[Any]) -> None:
             raise task.exception()  # type: ignore[misc]
 
 
-async def _connect(settings: Settings, role: str, lost: asyncio.Event) -> Any:
-    connection = await aio_pika.connect(
-        settings.amqp_url.get_secret_value(),
-        client_properties={"connection_name": f"bulkops-{role}"},
-    )
+async def _connect(addresses: Addresses, role: str, lost: asyncio.Event) -> Any:
+    connection = await addresses.connect(client_properties={"connection_name": f"bulkops-{role}"})
     connection.close_callbacks.add(lambda *_: lost.set())
     return connection
 
@@ -65,16 +62,18 @@ async def run_session(
     stopping: asyncio.Event,
     health: Health,
     limiters: Limiters,
+    addresses: Addresses,
 ) -> bool:
-    """One broker session. Returns False after a clean drain, True when the session ended on
-    purpose to be renewed (see ``_idle``); raises ConnectionLost otherwise.
+    """One broker session (on the first of ``addresses`` that answers). Returns False after
+    a clean drain, True when the session ended on purpose to be renewed (see ``_idle``);
+    raises ConnectionLost otherwise.
 
     Outcomes go out on a connection of their own, as RabbitMQ advises: a busy publisher
     then never holds up deliveries to the consumer (nor is held up by flow control on it).
     """
     lost = asyncio.Event()
-    consuming = await _connect(settings, "consume", lost)
-    async with consuming, await _connect(settings, "publish", lost) as publishing:
+    consuming = await _connect(addresses, "consume", lost)
+    async with consuming, await _connect(addresses, "publish", lost) as publishing:
         channel = await consuming.channel()
         channel.close_callbacks.add(lambda *_: lost.set())
         # The broker cancels a consumer (queue deleted) without closing the channel: end the
@@ -82,8 +81,7 @@ async def run_session(
         underlay = await channel.get_underlay_channel()
         underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
         await channel.set_qos(prefetch_count=settings.prefetch)
-        alternate = await results_alternate(consuming, settings)
-        queue = await declare_topology(channel, settings, alternate)
+        queue = await declare_topology(channel, settings)
         out = await publishing.channel(publisher_confirms=True, on_return_raises=True)
         out.close_callbacks.add(lambda *_: lost.set())
         publisher = await Publisher.open(out, settings, metrics)

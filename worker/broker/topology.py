@@ -1,10 +1,16 @@
-"""The broker's topology: the request queue, its dead-letter queue, the results exchange with
-its alternate exchange and parking queue, and the gauge of what is parked there."""
+"""The broker's topology: the request queue, its dead-letter queue, the results exchange and
+the parking queue of unroutable outcomes, and the gauge of what is parked there.
+
+Every durable queue is a quorum queue (replicated: no queue lives on one node). A queue or
+exchange that already exists with other arguments is used as it is (declared passively), and
+the log says what the operator should change; the worker keeps consuming meanwhile.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
@@ -20,79 +26,123 @@ UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped
 
 
 def unrouted_name(settings: Settings) -> str:
-    """The results exchange's alternate exchange, and the parking queue bound to it."""
+    """The parking queue of outcomes that matched no binding (and the fanout exchange of the
+    same name bound to it, for operators who give the results exchange an alternate
+    exchange by policy)."""
     return f"{settings.results_exchange}.unrouted"
 
 
-async def declare_topology(
-    channel: AbstractChannel, settings: Settings, alternate: bool = True
-) -> AbstractQueue:
-    """The request queue (quorum, dead-lettering to the DLQ), the DLQ, the results exchange
-    with its alternate exchange and parking queue.
+async def broker_major(channel: AbstractChannel) -> int:
+    """The broker's major version, from the server properties of the channel's connection."""
+    underlay = await channel.get_underlay_channel()
+    return version_major(underlay.connection.server_properties or {})
 
-    An outcome that matches no binding of the results exchange goes to its alternate
-    exchange (a fanout) and from there to ``<results exchange>.unrouted``, a queue bounded
-    to UNROUTED_MAX_LENGTH (the oldest dropped beyond): every outcome is routable by
-    construction, so none holds its request, and none is silently lost either. With
-    ``alternate`` False (an exchange declared earlier without the argument: RabbitMQ
-    refuses to redeclare it with another one) the exchange is declared as it was.
-    """
-    await channel.declare_queue(
-        settings.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await _declare_results(channel, settings, alternate)
+
+def version_major(server_properties: Mapping[str, Any]) -> int:
+    """The major version in a connection's server properties (3 when they do not say)."""
+    version = server_properties.get("version", b"3")
+    text = version.decode() if isinstance(version, bytes) else str(version)
+    head = text.split(".", 1)[0]
+    return int(head) if head.isdigit() else 3
+
+
+def request_arguments(settings: Settings, single_active: bool) -> dict[str, Any]:
+    """A request queue's: quorum, dead-lettering to the DLQ past BULKOPS_DELIVERY_LIMIT."""
     arguments: dict[str, Any] = {
         "x-queue-type": "quorum",
+        "x-delivery-limit": settings.delivery_limit,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": settings.dead_letter_queue,
     }
-    if settings.partitions:  # one router at a time keeps the consumption order
+    if single_active:
         arguments["x-single-active-consumer"] = True
-    return await channel.declare_queue(settings.request_queue, durable=True, arguments=arguments)
+    return arguments
 
 
-async def _declare_results(channel: AbstractChannel, settings: Settings, alternate: bool) -> None:
+def holding_arguments(major: int, **extra: Any) -> dict[str, Any]:
+    """A queue with nowhere to dead-letter to (DLQ, parking queue): it must never drop a
+    message for its redeliveries. 3.x: no limit (there ``-1`` drops at the first return);
+    4.x: ``-1``, unlimited (without it 4.x applies its default of 20)."""
+    arguments: dict[str, Any] = {"x-queue-type": "quorum", **extra}
+    if major >= 4:
+        arguments["x-delivery-limit"] = -1
+    return arguments
+
+
+async def declare_queue(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any], advice: str
+) -> AbstractQueue:
+    """Declare ``name`` with ``arguments`` on ``channel``; when it exists with others
+    (PRECONDITION_FAILED, which closes the channel it is tried on: a fresh one is used for
+    the attempt) use it as it is and log ``advice``."""
+    probe = await _probe(channel)
+    try:
+        await probe.queue_declare(name, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        log.warning(
+            "queue %s exists with other arguments (%s): using it as it is. Wanted %s: %s",
+            name, exc.args[0] if exc.args else exc, _shown(arguments), advice,
+        )  # fmt: skip
+        return await channel.declare_queue(name, passive=True)
+    await probe.close()
+    return await channel.declare_queue(name, durable=True, arguments=arguments)
+
+
+async def _probe(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
+    """A fresh channel on ``channel``'s connection, to try a declaration that may fail."""
+    underlay = await channel.get_underlay_channel()
+    return await underlay.connection.channel()
+
+
+def _shown(arguments: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in arguments.items())
+
+
+RECREATE = (
+    "delete it (once empty) so the worker declares it anew, or set a policy for "
+    "what a policy can set (x-delivery-limit, x-max-length, x-overflow, dead-lettering)"
+)
+
+
+async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
+    """The DLQ, the results exchange and its parking queue, and the request queue (returned).
+
+    The results exchange is a plain durable topic exchange, as any consumer would declare
+    it. Outcomes are published ``mandatory``: one that matches no binding comes back and is
+    parked in ``<results exchange>.unrouted`` (see worker/broker/publishing.py), a quorum
+    queue bounded to UNROUTED_MAX_LENGTH (the oldest dropped beyond).
+    """
+    major = await broker_major(channel)
+    await declare_queue(channel, settings.dead_letter_queue, holding_arguments(major), RECREATE)
+    await _declare_results(channel, settings, major)
+    return await declare_queue(
+        channel,
+        settings.request_queue,
+        request_arguments(settings, single_active=bool(settings.partitions)),
+        RECREATE,
+    )
+
+
+async def _declare_results(channel: AbstractChannel, settings: Settings, major: int) -> None:
     unrouted = unrouted_name(settings)
     parking = await channel.declare_exchange(unrouted, aio_pika.ExchangeType.FANOUT, durable=True)
-    queue = await channel.declare_queue(
-        unrouted,
-        durable=True,
-        arguments={"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"},
-    )
+    bounded = {"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
+    queue = await declare_queue(channel, unrouted, holding_arguments(major, **bounded), RECREATE)
     await queue.bind(parking, "")
-    arguments: dict[str, Any] | None = {"alternate-exchange": unrouted} if alternate else None
-    await channel.declare_exchange(
-        settings.results_exchange, aio_pika.ExchangeType.TOPIC, durable=True, arguments=arguments
-    )
-
-
-async def results_alternate(
-    connection: aio_pika.abc.AbstractConnection, settings: Settings
-) -> bool:
-    """Whether the results exchange has (or can be given) its alternate exchange.
-
-    Tried on a channel of its own: RabbitMQ answers a redeclaration with other arguments
-    with PRECONDITION_FAILED and closes the channel. That is an exchange declared before
-    alternate exchanges (an upgrade): it keeps working as before (outcomes are published
-    ``mandatory``, an unroutable one is retried and holds its request), and the log says
-    how to give it the alternate exchange.
-    """
-    channel = await connection.channel()
+    probe = await _probe(channel)
     try:
-        await _declare_results(channel, settings, alternate=True)
-    except aiormq.exceptions.ChannelPreconditionFailed:
+        await probe.exchange_declare(settings.results_exchange, exchange_type="topic", durable=True)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
         log.warning(
-            "results exchange %s exists without alternate-exchange %s: outcomes that match "
-            "no binding will be retried and hold their requests. Give it one with a policy "
-            '(rabbitmqctl set_policy ... \'{"alternate-exchange": "%s"}\' --apply-to '
-            "exchanges) or delete the exchange so the worker declares it anew",
-            settings.results_exchange,
-            unrouted_name(settings),
-            unrouted_name(settings),
-        )
-        return False
-    await channel.close()
-    return True
+            "results exchange %s exists with other arguments (%s): using it as it is. A "
+            "consumer's plain declare of it fails until it is deleted (the worker declares "
+            "it anew); unroutable outcomes are parked in %s either way. For an alternate "
+            "exchange, set a policy instead of a declare argument",
+            settings.results_exchange, exc.args[0] if exc.args else exc, unrouted,
+        )  # fmt: skip
+    else:
+        await probe.close()
+    await channel.declare_exchange(settings.results_exchange, passive=True)
 
 
 async def sample_unrouted(

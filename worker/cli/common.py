@@ -13,6 +13,8 @@ from aio_pika.abc import AbstractConnection
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from worker.addresses import Addresses
+
 EXIT_OK = 0
 EXIT_FAILED = 1  # some item failed or was rejected
 EXIT_USAGE = 2  # bad arguments or input, or the broker cannot be reached
@@ -81,14 +83,17 @@ def safe_url(url: str) -> str:
 
 async def connect(settings: ClientSettings, role: str) -> AbstractConnection:
     url = settings.amqp_url.get_secret_value()
-    try:
-        return await aio_pika.connect(url, client_properties={"connection_name": f"bulkops-{role}"})
+    try:  # every address of a comma-separated list in turn (worker/addresses.py)
+        addresses = Addresses.parse(url)
+        return await addresses.connect(client_properties={"connection_name": f"bulkops-{role}"})
     except BROKER_ERRORS as exc:
         reason = describe(exc)
-        password = urllib.parse.urlsplit(url).password
-        if password:  # an error text must not carry it either
-            reason = reason.replace(password, "***")
-        raise CliError(f"cannot connect to the broker at {safe_url(url)}: {reason}") from None
+        for one in url.split(","):
+            password = urllib.parse.urlsplit(one.strip()).password
+            if password:  # an error text must not carry it either
+                reason = reason.replace(password, "***")
+        where = ", ".join(safe_url(one.strip()) for one in url.split(",") if one.strip())
+        raise CliError(f"cannot connect to the broker at {where}: {reason}") from None
     except ValueError as exc:  # a URL that does not parse
         raise CliError(f"BULKOPS_AMQP_URL is not a valid AMQP URL ({type(exc).__name__})") from None
 

@@ -32,6 +32,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from pydantic import ValidationError
 
+from worker.addresses import Addresses
 from worker.client.job import Job
 from worker.client.replies import Reply
 
@@ -113,9 +114,11 @@ class Client:
     async def connect(
         cls, url: str, request_queue: str = DEFAULT_REQUEST_QUEUE
     ) -> AsyncIterator[Client]:
-        """Connect, check that ``request_queue`` exists, and yield a client."""
-        connection = await aio_pika.connect(
-            url, client_properties={"connection_name": "bulkops-client"}
+        """Connect (``url`` may list a cluster's nodes, comma-separated: the first that
+        answers is used), check that ``request_queue`` exists, and yield a client."""
+        addresses = Addresses.parse(url)
+        connection = await addresses.connect(
+            client_properties={"connection_name": "bulkops-client"}
         )
         async with connection:
             yield await cls.create(connection, request_queue)
