@@ -57,6 +57,21 @@ class ErrorCode(StrEnum):
     INTERNAL_ERROR = "internal_error"
 
 
+REJECTION_CODES: tuple[ErrorCode, ...] = (
+    ErrorCode.TOO_LARGE,
+    ErrorCode.NOT_JSON,
+    ErrorCode.NOT_OBJECT,
+    ErrorCode.INVALID_MESSAGE,
+    ErrorCode.UNKNOWN_OPERATION,
+    ErrorCode.UNKNOWN_TARGET,
+    ErrorCode.MISSING_SCOPE,
+    ErrorCode.INVALID_ID,
+    ErrorCode.INVALID_ITEM,
+    ErrorCode.INVALID_PARAMS,
+)
+"""The codes of a ``rejected`` item (never sent): the README lists exactly these."""
+
+
 def http_code(status: int) -> str:
     """The code of an answer with no code of its own and no name in ``ErrorCode``."""
     return f"http_{status}"

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from worker import tracing
 from worker.errors import (
     ApiError,
     ErrorParser,
@@ -43,10 +44,14 @@ class ScopedClient:
         self.metrics = metrics
         self.target = target
         self.statuses: dict[str, int] = {}  # HTTP status (or "error") -> requests, for logs
+        self.trace_links: tuple[Any, ...] = ()  # its batch's request messages (tracing)
 
-    def for_batch(self) -> ScopedClient:
-        """The same scope (limiter, client) with its own count of answers, for one batch."""
-        return ScopedClient(self.http, self.limiter, self.metrics, self.target)
+    def for_batch(self, trace_links: tuple[Any, ...] = ()) -> ScopedClient:
+        """The same scope (limiter, client) with its own count of answers, for one batch;
+        ``trace_links``: the links of its requests' spans (``tracing.links``)."""
+        client = ScopedClient(self.http, self.limiter, self.metrics, self.target)
+        client.trace_links = trace_links
+        return client
 
     async def send(
         self,
@@ -77,14 +82,15 @@ class ScopedClient:
                 timing["answered"] = time.monotonic()
 
         try:
-            response = await self.http.request(
-                method,
-                url,
-                headers=headers,
-                content=content,
-                params=params,
-                extensions={"trace": trace},
-            )
+            with tracing.api_request(endpoint, method, self.target, self.trace_links):
+                response = await self.http.request(
+                    method,
+                    url,
+                    headers=headers,
+                    content=content,
+                    params=params,
+                    extensions={"trace": trace},
+                )
         except httpx.TransportError as exc:
             self._count(endpoint, "error", started)
             raise from_transport(exc) from exc

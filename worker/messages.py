@@ -210,7 +210,7 @@ def parse_request(
     try:
         data = exactjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        return Invalid(f"body is not JSON: {exc}", ErrorCode.NOT_JSON, fallback_id)
+        return Invalid(not_json_reason(body, exc), ErrorCode.NOT_JSON, fallback_id)
     if not isinstance(data, dict):
         return Invalid("body must be a JSON object", ErrorCode.NOT_OBJECT, fallback_id)
     try:
@@ -218,6 +218,18 @@ def parse_request(
     except ValidationError as exc:
         return _schema_invalid(data, exc, fallback_id)
     return _check_request(parsed, fallback_id, targets)
+
+
+def not_json_reason(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """Why a body is not JSON, in words (orjson says "expected 'true'" or "invalid literal")."""
+    if not body.strip():
+        return "body is not JSON: it is empty"
+    where = f"line {exc.lineno}, column {exc.colno}"
+    if "UTF-8" in exc.msg:
+        return f"body is not JSON: it is not UTF-8 text ({where})"
+    if "end of data" in exc.msg:
+        return f"body is not JSON: it ends before the JSON value is complete ({where})"
+    return f"body is not JSON: at {where} there is text that is not valid JSON"
 
 
 def _check_request(

@@ -5,7 +5,9 @@ Built once in ``__main__`` and passed down; nothing else reads the environment.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -17,7 +19,7 @@ from worker.registry import TARGET_MODELS
 
 # ``Rate`` (a target's ``rate_limit``, parsed) is the limiter's; named here too because
 # settings are where a rate is written.
-__all__ = ["Rate", "Settings", "Target"]
+__all__ = ["Rate", "Settings", "Target", "described_settings", "unknown_variables"]
 
 # The union of the APIs' target models, told apart by ``kind`` (each API area defines its
 # own; the registry lists them). For the type checker, any target.
@@ -107,3 +109,35 @@ class Settings(BaseSettings):
                 "well under RabbitMQ's 30-minute consumer timeout"
             )
         return self
+
+
+PREFIX = "BULKOPS_"
+# Read by the test suite and the commands, not by the worker: never reported as unknown.
+_NOT_WORKER = ("BULKOPS_TEST_",)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> Iterator[tuple[str, str | None]]:
+    """Each ``BULKOPS_*`` variable that names no setting, with the closest setting's variable
+    (or None): a typo such as ``BULKOPS_ITEM_OUTCOME`` is otherwise ignored in silence.
+    Nested variables (``BULKOPS_TARGETS__MAIN__API_TOKEN``) are judged by their first part."""
+    known = [PREFIX + name.upper() for name in Settings.model_fields]
+    for variable in sorted(environ):
+        head = variable.upper().split("__", 1)[0]
+        if not head.startswith(PREFIX) or head in known or head.startswith(_NOT_WORKER):
+            continue
+        close = difflib.get_close_matches(head, known, n=1, cutoff=0.8)
+        yield variable, close[0] if close else None
+
+
+def described_settings() -> Iterator[str]:
+    """``BULKOPS_<NAME>  default`` for every setting (secrets shown without credentials)."""
+    for name, info in Settings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        if isinstance(default, SecretStr):
+            default = _without_credentials(default.get_secret_value())
+        shown = "{}" if default == {} else default
+        yield f"{PREFIX + name.upper():<42} {shown}"
+
+
+def _without_credentials(url: str) -> str:
+    return re.sub(r"//[^/@]*@", "//***@", url)

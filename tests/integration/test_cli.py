@@ -224,7 +224,7 @@ async def test_dlq_list_shows_reasons_without_removing_and_replay_moves_exactly_
 
     replay = await bulkops("dlq", "replay", "--limit", "2", env=env)
     assert replay.code == 0, replay
-    assert "replayed 2 to" in replay.stderr
+    assert "replayed 2 to" in replay.stderr and f"; 1 kept in {r.dlq}" in replay.stderr
     moved = await take_all(r, r.request_queue, timeout=1)
     assert [(m.body, m.message_id) for m in moved] == [(b, m) for b, m, _ in POISON[:2]]
     assert [m.correlation_id for m in moved] == ["c-dl-notjson", "c-dl-unknown-op"]

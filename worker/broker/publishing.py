@@ -11,6 +11,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
+from worker import tracing
 from worker.broker.topology import unrouted_name
 from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
@@ -52,7 +53,9 @@ class Publisher:
         await channel.get_exchange(settings.results_exchange)
         return cls(await channel.get_underlay_channel(), channel, settings, metrics)
 
-    async def outcome(self, outcome: Outcome, correlation_id: str | None) -> None:
+    async def outcome(
+        self, outcome: Outcome, correlation_id: str | None, trace: Any = None
+    ) -> None:
         # Straight to the aiormq channel: aio-pika's Message and Exchange.publish cost more
         # per outcome than the frames themselves (same frames, confirms and returns).
         channel = self._raw
@@ -63,6 +66,7 @@ class Publisher:
             message_id=outcome.message_id,
             correlation_id=correlation_id or outcome.request_id,
             message_type="bulkops.outcome",
+            headers=tracing.headers(trace),
         )
         routing_key = outcome.routing_key
         delay = 0.2
@@ -122,7 +126,9 @@ class Publisher:
         self.metrics.outcomes_parked.inc()
         return True
 
-    async def reply(self, reply: Reply, reply_to: str, correlation_id: str | None) -> bool:
+    async def reply(
+        self, reply: Reply, reply_to: str, correlation_id: str | None, trace: Any = None
+    ) -> bool:
         """Publish a request's reply to the default exchange with routing key ``reply_to``;
         True once confirmed, False when it was dropped: its queue is gone.
 
@@ -140,6 +146,7 @@ class Publisher:
             message_id=reply.message_id,
             correlation_id=correlation_id or reply.request_id,
             message_type=REPLY_TYPE,
+            headers=tracing.headers(trace),
         )
         body = reply.body()
         mandatory = not reply_to.startswith(DIRECT_REPLY_TO)

@@ -15,6 +15,7 @@ import time
 import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
+from worker import tracing
 from worker.apis.base import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import Publisher, chunks
@@ -79,8 +80,8 @@ class Session:
         # In chunks: confirms stay pipelined, yet deliveries get the loop between chunks, so a
         # batch of 10,000 outcomes does not stall intake (and with it the next batch's fill).
         for chunk in chunks(loud):
-            await asyncio.gather(*(publisher.outcome(a.outcome(), a.tracked.correlation_id)
-                                   for a in chunk))  # fmt: skip
+            await asyncio.gather(*(publisher.outcome(a.outcome(), a.tracked.correlation_id,
+                                                     a.tracked.trace) for a in chunk))  # fmt: skip
             await self._settle(engine.record_outcomes(chunk))
 
     async def _settle(self, done: list[Tracked]) -> None:
@@ -89,7 +90,7 @@ class Session:
         replying = [(t, t.reply_to) for t in done if t.reply_to is not None]
         for chunk in chunks(replying):
             await asyncio.gather(
-                *(self.publisher.reply(t.reply(), to, t.correlation_id) for t, to in chunk)
+                *(self.publisher.reply(t.reply(), to, t.correlation_id, t.trace) for t, to in chunk)
             )
         for tracked in done:
             await tracked.delivery.ack()  # queued: the Acker writes it
@@ -132,6 +133,7 @@ class Session:
             remaining=len(parsed.ids) + len(parsed.rejected),
             partition=partition,
             reply_to=message.reply_to or None,
+            trace=tracing.current(),
         )
         if parsed.ids:
             self.engine.accept(tracked)
@@ -158,13 +160,15 @@ class Session:
         # In chunks, as publish_outcomes does: a message of 100,000 readable ids must not put
         # 100,000 publishes in flight at once (the loop stalls past the broker's send timeout,
         # the connection is dropped, the message comes back and stalls the next session too).
-        correlation_id = message.correlation_id
+        correlation_id, context = message.correlation_id, tracing.current()
         for chunk in chunks(outcomes):
-            await asyncio.gather(*(self.publisher.outcome(o, correlation_id) for o in chunk))
+            await asyncio.gather(
+                *(self.publisher.outcome(o, correlation_id, context) for o in chunk)
+            )
         readable = len(invalid.readable_ids)
         self.metrics.item_outcomes.labels(*labels, "rejected").inc(readable)
         self.metrics.item_failures.labels(*labels, code_label(invalid.code)).inc(readable)
         if message.reply_to:  # dead-lettered, and still answered
             reply = invalid.reply(utc_now())
-            await self.publisher.reply(reply, message.reply_to, correlation_id)
+            await self.publisher.reply(reply, message.reply_to, correlation_id, context)
         await delivery.ack()

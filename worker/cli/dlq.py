@@ -77,7 +77,7 @@ class DeadLetter:
         ids = "-" if self.ids is None else str(self.ids)
         return (
             f"{self.request_id}  {self.operation}  {self.target}  ids={ids}"
-            f"  returned={self.deliveries}  reason: {self.reason}"
+            f"  deliveries={self.deliveries}  reason: {self.reason}"
         )
 
 
@@ -180,9 +180,11 @@ async def _replay(
             print(f"replayed {letter.line()}", flush=True)
     finally:
         await _give_back(held)
+    kept = max(depth - replayed, 0)  # every dead letter not replayed stays, examined or not
+    unmatched = f", {skipped} of them examined and not matching the reason" if args.reason else ""
     say(
-        f"replayed {replayed} to {settings.request_queue}"
-        + (f"; {skipped} kept (reason did not match)" if args.reason else "")
+        f"replayed {replayed} to {settings.request_queue}; "
+        f"{kept} kept in {settings.dead_letter_queue}{unmatched}"
     )
     return EXIT_OK
 

@@ -13,6 +13,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from worker.cli import dryrun
 from worker.cli.common import (
     BROKER_ERRORS,
     EXIT_FAILED,
@@ -36,7 +37,7 @@ def add_parser(commands: Any) -> None:
         description="Publishes ids (one per line) or items (one JSON object per line) as "
         "request messages of at most --chunk each, waits for the worker's replies and writes "
         "one JSON line per item. Exit 0: all succeeded; 1: some failed or were rejected; "
-        "2: usage or connection error.",
+        "2: usage or connection error. With --dry-run nothing is published.",
     )
     parser.add_argument("operation", help="e.g. datocms.items.publish")
     parser.add_argument("--target", required=True, help="a target name of the worker")
@@ -52,6 +53,13 @@ def add_parser(commands: Any) -> None:
         "--results", default="-", metavar="OUT", help="JSON lines per item (default: stdout)"
     )
     parser.add_argument("--no-wait", action="store_true", help="publish without reply_to and exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the whole input as the worker would, show the request messages and how "
+        "they would be batched, publish nothing (exit 0: all would be sent; 1: some would be "
+        "rejected)",
+    )
 
 
 @dataclass
@@ -113,7 +121,7 @@ def job_from(args: argparse.Namespace, settings: ClientSettings) -> tuple[Job, S
     params = _params(args.params)
     job = Job(args.operation, args.target, args.environment, args.catalog_id, params)
     try:
-        spec = job.check(settings.target_kinds())
+        spec = job.check(settings.target_kinds(), with_params=not args.dry_run)
     except JobError as exc:
         raise CliError(str(exc)) from None
     if args.ids_file is not None and spec.carries == "items":
@@ -145,6 +153,10 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
         raise CliError(str(exc)) from None
     if total == 0:
         raise CliError(f"no {source.kind} in {source.name}")
+    if args.dry_run:
+        return _dry_run(job, source, args.chunk, settings.request_queue)
+    if not source.stdin:  # a file can be read again: all of it checked before any publish
+        _refuse_rejections(job, source, args.chunk)
     connection = await connect(settings, "submit")
     async with connection:
         try:
@@ -154,8 +166,38 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             return await _submit(client, job, source, args, total)
         except BrokerError as exc:
             raise CliError(str(exc)) from None
+        except JobError as exc:  # a chunk the worker would not send in full: none of it sent
+            raise CliError(f"{exc} (nothing of that request published; see --dry-run)") from None
         except BROKER_ERRORS as exc:
             raise CliError(f"lost the broker: {describe(exc)}") from None
+
+
+def _dry_run(job: Job, source: Source, chunk: int, queue: str) -> int:
+    try:
+        found = dryrun.plan(job, job.spec, source, chunk)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    for line in dryrun.report(found, queue, source):
+        print(line)
+    return found.exit_code
+
+
+def _refuse_rejections(job: Job, source: Source, chunk: int) -> None:
+    """CliError, before anything is published, when the worker would reject some id or item
+    of the file (the client would refuse the chunk holding it, mid-job)."""
+    try:
+        found = dryrun.plan(job, job.spec, source, chunk)
+    except InputError as exc:
+        raise CliError(str(exc)) from None
+    problems = [f"request {n}: {r.id!r}: {r.reason} ({r.code})" for n, r in found.rejected[:3]]
+    problems += [f"request {n}: {i.reason} ({i.code})" for n, i in found.refused[:3]]
+    if problems:
+        count = len(found.rejected) + len(found.refused)
+        raise CliError(
+            f"{count} {source.kind} or requests would be rejected, nothing published: "
+            + "; ".join(problems[:3])
+            + " (see --dry-run)"
+        )
 
 
 async def _publish_only(client: Client, job: Job, source: Source, chunk: int) -> int:

@@ -142,10 +142,12 @@ class Client:
         request_id: str | None = None,
         reply_to: str | None = None,
     ) -> str:
-        """Publish one request message and wait for the broker's confirm; its request id."""
+        """Publish one request message and wait for the broker's confirm; its request id.
+        JobError, and nothing published, when the worker would not send all of it."""
         request_id = request_id or self.new_request_id()
+        body, _ = job.request(request_id, chunk.ids, chunk.items)
         message = aio_pika.Message(
-            job.body(request_id, chunk.ids, chunk.items),
+            body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=request_id,
@@ -182,7 +184,9 @@ class Client:
         """Publish a request per chunk with ``reply_to``, at most ``window`` unanswered at
         once, and yield each reply as it comes (in the order they come). Chunks are read only
         as the window allows: memory does not grow with their number. An error raised while
-        reading ``chunks`` is raised once every request published before it is answered."""
+        reading ``chunks`` is raised once every request published before it is answered.
+        A job that no worker would take raises JobError before anything is published."""
+        job.check()
         reply_to = await self._replies()
         arrivals: asyncio.Queue[_Arrived | _Finished] = asyncio.Queue()
         slots = asyncio.Semaphore(window)

@@ -9,6 +9,7 @@ from typing import Any
 
 from worker import exactjson
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec, scope_problem
+from worker.messages import Invalid, Request, parse_request
 
 MAX_PER_MESSAGE = 10_000  # ids or items in one request message (the worker's limit)
 
@@ -36,16 +37,46 @@ class Job:
             raise JobError(f"unknown operation {self.operation!r} (known: {known})")
         return spec
 
-    def check(self, targets: Mapping[str, str | None] | None = None) -> OperationSpec:
+    def check(
+        self, targets: Mapping[str, str | None] | None = None, *, with_params: bool = True
+    ) -> OperationSpec:
         """Raise JobError unless the job fits the contract. ``targets`` (name -> API kind, or
         None when the kind is not known) are checked when given and not empty; without
-        them the target is left to the worker, which answers an unknown one ``rejected``."""
+        them the target is left to the worker, which answers an unknown one ``rejected``.
+        ``with_params`` False leaves the params to the worker's reading (a dry run)."""
         spec = self.spec
         if targets:
             _check_target(self.target, spec, targets)
         _check_scope(self, spec)
-        _check_params(self.params, spec)
+        if with_params:
+            _check_params(self.params, spec)
         return spec
+
+    def request(
+        self,
+        request_id: str,
+        ids: Sequence[str] | None = None,
+        items: Sequence[Mapping[str, Any]] | None = None,
+    ) -> tuple[bytes, Request]:
+        """The body of one request message and the worker's reading of it: JobError unless
+        the worker would send every id or item of it. The worker's own validation
+        (``worker.messages.parse_request``) decides, the target taken as one of the
+        operation's API (the client cannot know the worker's targets)."""
+        spec = self.check()
+        if (ids is None) == (items is None):
+            raise JobError("a request carries ids or items, exactly one of the two")
+        body = self.body(request_id, ids, items)
+        parsed = parse_request(body, request_id, {self.target: spec.api})
+        if isinstance(parsed, Invalid):
+            raise JobError(f"{spec.name}: {parsed.reason} ({parsed.code})")
+        if parsed.rejected:
+            shown = "; ".join(f"{r.id!r}: {r.reason} ({r.code})" for r in parsed.rejected[:3])
+            more = f" and {len(parsed.rejected) - 3} more" if len(parsed.rejected) > 3 else ""
+            raise JobError(
+                f"{len(parsed.rejected)} of {len(parsed.distinct_ids)} {spec.carries} would "
+                f"be rejected: {shown}{more}"
+            )
+        return body, parsed
 
     def body(
         self,

@@ -65,6 +65,16 @@ if TYPE_CHECKING:
     from worker.emulator.server import Emulator
 
 PREFIX = "/_emulator"
+FAULTS_HELP = """
+- Faults (POST /faults, each hits the next count matching requests, then is gone):
+  {"kind": "status" | "slow" | "drop" | "job_failure", "count": 1, "api": "any" | "datocms"
+  | "bloomreach", "path_contains": str | null, "status": 503, "delay": 0.0, "headers": {...}
+  | null, "body": JSON | null}; status answers that status (with headers and body), slow
+  waits delay seconds first, drop closes the connection unanswered, job_failure fails the
+  next DatoCMS job (body: its payload). GET /faults lists those pending.
+"""
+HELP = (__doc__ or "").split("\n\n", 1)[1] + FAULTS_HELP
+"""The admin API for ``bulkops emulator --help`` (and the README)."""
 _FAULT = TypeAdapter(Fault)
 _SECRET_FIELDS = {"datocms_tokens", "bloomreach_secret"}
 

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from worker import tracing
 from worker.apis.base import Adapter, ItemResult
 from worker.batching import BatchKey, Item
 from worker.errors import ErrorCode, ErrorInfo
@@ -34,7 +35,7 @@ class Execution:
         self.metrics.batch_fill.labels(*labels).observe(len(items) / op.max_items)
         self.metrics.inflight_batches.labels(*labels).inc()
         started = time.monotonic()
-        client = scope.for_batch()
+        client = scope.for_batch(tracing.links(t.trace for i in items for t in i.waiters))
         try:
             results = await self._execute(client, key, items, hold)
         finally:

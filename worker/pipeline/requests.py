@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from worker.apis.base import ItemResult
 from worker.messages import Outcome, Reply, ReplyItem, Request, utc_now
@@ -39,6 +39,7 @@ class Tracked:
     # With a reply_to: the results of the ids that did not succeed, for the reply (the
     # succeeded ones are implied, so a healthy message of 10,000 ids holds nothing here).
     answers: dict[str, ItemResult] = field(default_factory=dict)
+    trace: Any = None  # the consume span's context when tracing is on (worker/tracing.py)
 
     def note(self, item_id: str, result: ItemResult) -> None:
         if self.reply_to is not None and result.status != "succeeded":
