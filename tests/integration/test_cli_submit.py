@@ -66,6 +66,28 @@ async def test_submit_from_standard_input_all_succeeding_exits_0_with_results_on
     assert "30 items answered in 5 requests: 30 succeeded, 0 failed, 0 rejected" in ran.stderr
 
 
+async def test_submit_of_a_file_with_an_invalid_id_sends_the_rest_and_exits_1(
+    r: Rig, tmp_path: Path
+) -> None:
+    """An id the worker would reject (Bloomreach ids cannot hold '/') does not stop the job:
+    the rest is sent and succeeds, that id is answered rejected (invalid_id) in the results,
+    and the exit is 1, as the contract says for rejected items (--dry-run shows it before)."""
+    all_ids = ["ok-1", "bad/id", "ok-2"]
+    source = write_lines(tmp_path / "ids.txt", all_ids)
+    out = tmp_path / "results.jsonl"
+    async with r.worker():
+        ran = await bulkops("submit", "bloomreach.catalog_items.delete", "--target", "shop",
+                            "--catalog-id", "products", "--ids-file", str(source),
+                            "--results", str(out), env=cli_env(r))  # fmt: skip
+    assert ran.code == 1, ran
+    results = {x["id"]: x for x in (orjson.loads(line) for line in out.read_text().splitlines())}
+    assert sorted(results) == sorted(all_ids)
+    assert results["bad/id"]["status"] == "rejected"
+    assert results["bad/id"]["error"]["code"] == "invalid_id"
+    assert results["ok-1"]["status"] == results["ok-2"]["status"] == "succeeded"
+    assert "3 items answered in 1 requests: 2 succeeded, 0 failed, 1 rejected" in ran.stderr
+
+
 async def test_client_library_request_returns_the_workers_reply(r: Rig) -> None:
     """The README's client example: Client.connect + request returns the reply of the real
     worker, items in message order with their statuses and the counts."""

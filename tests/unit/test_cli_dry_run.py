@@ -131,17 +131,3 @@ def test_without_dry_run_the_same_command_needs_the_broker(
     code = main(["submit", "datocms.items.publish", "--target", "main", "--ids-file", ids])
     assert code == 2
     assert "127.0.0.1:1" in capsys.readouterr().err
-
-
-def test_a_real_submit_of_a_file_with_an_invalid_id_publishes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Without --dry-run, the whole file is checked first: an id the worker would reject
-    stops the job before any connection is made (exit 2, the id named)."""
-    ids = lines(tmp_path / "ids.txt", ["ok-1", "bad/id", "ok-2"])
-    code = main(["submit", "bloomreach.catalog_items.delete", "--target", "shop",
-                 "--catalog-id", "p", "--ids-file", ids])  # fmt: skip
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "'bad/id'" in err and "nothing published" in err
-    assert "127.0.0.1:1" not in err  # it never tried the broker

@@ -155,18 +155,18 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
         raise CliError(f"no {source.kind} in {source.name}")
     if args.dry_run:
         return _dry_run(job, source, args.chunk, settings.request_queue)
-    if not source.stdin:  # a file can be read again: all of it checked before any publish
-        _refuse_rejections(job, source, args.chunk)
     connection = await connect(settings, "submit")
     async with connection:
         try:
-            client = await Client.create(connection, settings.request_queue)
+            # An id or item the worker would reject is published and answered `rejected`
+            # (exit 1, as the contract says); `--dry-run` shows them before anything is sent.
+            client = await Client.create(connection, settings.request_queue, every_item=False)
             if args.no_wait:
                 return await _publish_only(client, job, source, args.chunk)
             return await _submit(client, job, source, args, total)
         except BrokerError as exc:
             raise CliError(str(exc)) from None
-        except JobError as exc:  # a chunk the worker would not send in full: none of it sent
+        except JobError as exc:  # a chunk the worker would refuse whole: none of it sent
             raise CliError(f"{exc} (nothing of that request published; see --dry-run)") from None
         except BROKER_ERRORS as exc:
             raise CliError(f"lost the broker: {describe(exc)}") from None
@@ -180,24 +180,6 @@ def _dry_run(job: Job, source: Source, chunk: int, queue: str) -> int:
     for line in dryrun.report(found, queue, source):
         print(line)
     return found.exit_code
-
-
-def _refuse_rejections(job: Job, source: Source, chunk: int) -> None:
-    """CliError, before anything is published, when the worker would reject some id or item
-    of the file (the client would refuse the chunk holding it, mid-job)."""
-    try:
-        found = dryrun.plan(job, job.spec, source, chunk)
-    except InputError as exc:
-        raise CliError(str(exc)) from None
-    problems = [f"request {n}: {r.id!r}: {r.reason} ({r.code})" for n, r in found.rejected[:3]]
-    problems += [f"request {n}: {i.reason} ({i.code})" for n, i in found.refused[:3]]
-    if problems:
-        count = len(found.rejected) + len(found.refused)
-        raise CliError(
-            f"{count} {source.kind} or requests would be rejected, nothing published: "
-            + "; ".join(problems[:3])
-            + " (see --dry-run)"
-        )
 
 
 async def _publish_only(client: Client, job: Job, source: Source, chunk: int) -> int:

@@ -98,9 +98,15 @@ class Client:
     """One connection to the broker, publishing to ``request_queue``. Use ``Client.connect``."""
 
     def __init__(
-        self, connection: AbstractConnection, channel: AbstractChannel, request_queue: str
+        self,
+        connection: AbstractConnection,
+        channel: AbstractChannel,
+        request_queue: str,
+        *,
+        every_item: bool = True,
     ) -> None:
         self._connection = connection
+        self._every_item = every_item
         self._channel = channel
         self.request_queue = request_queue
         self._reply_queue: str | None = None
@@ -124,11 +130,17 @@ class Client:
             yield await cls.create(connection, request_queue)
 
     @classmethod
-    async def create(cls, connection: AbstractConnection, request_queue: str) -> Client:
-        """A client over a connection the caller opened (and closes)."""
+    async def create(
+        cls, connection: AbstractConnection, request_queue: str, *, every_item: bool = True
+    ) -> Client:
+        """A client over a connection the caller opened (and closes). With ``every_item``
+        (the default) a request holding an id or item the worker would reject raises JobError
+        unpublished; without it, such ids and items are published and answered ``rejected``
+        by the worker (what ``bulkops submit`` does with a file: exit 1, as the contract
+        says). A request the worker would refuse as a whole raises JobError either way."""
         await queue_exists(connection, request_queue)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
-        return cls(connection, channel, request_queue)
+        return cls(connection, channel, request_queue, every_item=every_item)
 
     def new_request_id(self) -> str:
         """Unique per client and readable in logs: ``<random prefix>-<sequence>``."""
@@ -143,9 +155,9 @@ class Client:
         reply_to: str | None = None,
     ) -> str:
         """Publish one request message and wait for the broker's confirm; its request id.
-        JobError, and nothing published, when the worker would not send all of it."""
+        JobError, and nothing published, when the worker would refuse it (see ``create``)."""
         request_id = request_id or self.new_request_id()
-        body, _ = job.request(request_id, chunk.ids, chunk.items)
+        body, _ = job.request(request_id, chunk.ids, chunk.items, every_item=self._every_item)
         message = aio_pika.Message(
             body,
             content_type="application/json",

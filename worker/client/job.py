@@ -57,9 +57,13 @@ class Job:
         request_id: str,
         ids: Sequence[str] | None = None,
         items: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        every_item: bool = True,
     ) -> tuple[bytes, Request]:
         """The body of one request message and the worker's reading of it: JobError unless
-        the worker would send every id or item of it. The worker's own validation
+        the worker would take the message and (with ``every_item``) send every id or item of
+        it; without ``every_item`` an id or item the worker would reject goes along and is
+        answered ``rejected`` by the worker. The worker's own validation
         (``worker.messages.parse_request``) decides, the target taken as one of the
         operation's API (the client cannot know the worker's targets)."""
         spec = self.check()
@@ -69,7 +73,7 @@ class Job:
         parsed = parse_request(body, request_id, {self.target: spec.api})
         if isinstance(parsed, Invalid):
             raise JobError(f"{spec.name}: {parsed.reason} ({parsed.code})")
-        if parsed.rejected:
+        if parsed.rejected and every_item:
             shown = "; ".join(f"{r.id!r}: {r.reason} ({r.code})" for r in parsed.rejected[:3])
             more = f" and {len(parsed.rejected) - 3} more" if len(parsed.rejected) > 3 else ""
             raise JobError(
