@@ -38,7 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     emulator.add_argument("--port", type=int, default=8900, help="port to listen on (default 8900)")
     emulator.add_argument("--host", default="127.0.0.1", help="address (default 127.0.0.1)")
     demo = commands.add_parser("demo", help="emulator + worker + sample traffic on local RabbitMQ")
-    demo.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    demo.add_argument(
+        "--amqp-url",
+        default=os.environ.get("BULKOPS_AMQP_URL", "").strip() or LOCAL_AMQP_URL,
+        help="the broker, or a cluster's nodes comma-separated (default: BULKOPS_AMQP_URL, "
+        "else the local RabbitMQ)",
+    )
     demo.add_argument(
         "--http-port",
         type=int,
@@ -125,6 +130,9 @@ def _emulator(host: str, port: int) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(EmulatorConfig(host=host, port=port)))
     return 0
+
+
+LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def _env_port() -> int | None:

@@ -19,6 +19,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import CollectorRegistry
 
+from worker.addresses import Addresses
 from worker.app import run
 from worker.broker import declare_topology, unrouted_name
 from worker.emulator import Emulator, EmulatorConfig
@@ -203,7 +204,7 @@ async def demo(amqp_url: str, http_port: int | None = None, seconds: float = DEM
         _seed(emulator)
         settings = _settings(emulator, amqp_url, run_id, port)
         print(f"demo run {run_id}: queues and exchanges bulkops.demo.{run_id}.*")
-        connection = await aio_pika.connect(amqp_url)
+        connection = await Addresses.parse(amqp_url).connect()
         async with connection:
             try:
                 code = await _exchange(connection, settings, emulator, outcomes, seconds)

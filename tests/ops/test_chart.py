@@ -439,6 +439,22 @@ def test_missing_credentials_fail_the_render(
     assert complaint in done.stderr
 
 
+@pytest.mark.parametrize(
+    "amqp",
+    ["secrets.amqpUrl={amqp://u:p@a:5672/,amqp://u:p@b:5672/}",
+     "secrets.amqpUrl=amqp://u:p@a:5672/\\,amqp://u:p@b:5672/"],
+)  # fmt: skip
+def test_keda_refuses_a_list_of_broker_addresses_as_its_host(render: Renderer, amqp: str) -> None:
+    """KEDA takes one host: with several addresses in the chart-made Secret and the default
+    keda.hostSecretKey, the render fails and says what to do (KEDA would otherwise get a
+    comma-joined string, reach no broker, and scale nothing)."""
+    done = render.attempt(
+        "-f", str(CHART / "ci" / "monitoring-keda-values.yaml"), "--set", amqp
+    )
+    assert done.returncode != 0, "a list of addresses was accepted as KEDA's host"
+    assert "keda.hostSecretKey" in done.stderr
+
+
 def test_values_yaml_comments_every_key() -> None:
     """Each key in values.yaml has a comment right above it, or sits under a commented key."""
     lines = (CHART / "values.yaml").read_text().splitlines()

@@ -19,6 +19,8 @@ def test_request_queues_are_quorum_with_the_delivery_limit_and_dead_letter_to_th
         "x-delivery-limit": 7,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": "d",
+        "x-dead-letter-strategy": "at-least-once",  # never dropped on the way to the DLQ
+        "x-overflow": "reject-publish",  # what at-least-once needs
     }
     assert request_arguments(settings(), True)["x-single-active-consumer"] is True
 

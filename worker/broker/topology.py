@@ -47,12 +47,18 @@ def version_major(server_properties: Mapping[str, Any]) -> int:
 
 
 def request_arguments(settings: Settings, single_active: bool) -> dict[str, Any]:
-    """A request queue's: quorum, dead-lettering to the DLQ past BULKOPS_DELIVERY_LIMIT."""
+    """A request queue's: quorum, dead-lettering to the DLQ past BULKOPS_DELIVERY_LIMIT (and
+    for the worker's own rejections). Quorum queues dead-letter at most once by default: a
+    message dead-lettered while the DLQ has no leader (a node just died) would be dropped.
+    ``at-least-once`` keeps it until the DLQ confirms it (RabbitMQ 3.10+; it needs
+    ``x-overflow: reject-publish``, which with no length limit refuses nothing)."""
     arguments: dict[str, Any] = {
         "x-queue-type": "quorum",
         "x-delivery-limit": settings.delivery_limit,
         "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
     }
     if single_active:
         arguments["x-single-active-consumer"] = True
