@@ -206,16 +206,28 @@ async def test_refused_ends_alone_do_not_condemn_the_middle(emu: Emulator) -> No
     assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) == 2
 
 
-async def test_a_refusal_of_the_params_costs_two_bulk_requests_and_two_probes(
+async def test_a_refusal_of_the_params_costs_two_bulk_requests_and_five_probes(
     emu: Emulator,
 ) -> None:
     """A stage no record's workflow has: the ends fail alone, the others together are refused
-    alike, and that is taken as a refusal of the params: every record fails INVALID_FIELD
-    with no halving."""
+    alike, three of them alone too, and that is taken as a refusal of the params: every
+    record fails INVALID_FIELD with no halving."""
     records = [f"r{n}" for n in range(12)]
     refusing_emulator(emu, [], records)
     results = await move(emu, records)
     assert {statuses(results)[i] for i in records} == {("failed", "INVALID_FIELD")}
     assert "refusal of the request's params" in (results["r5"].error or ErrorInfo("", "")).message
     assert len(emu.requests("datocms", "/items/bulk/move-to-stage")) == 2
-    assert len([e for e in emu.requests("datocms", "/items/") if e.method == "PUT"]) == 2
+    assert len([e for e in emu.requests("datocms", "/items/") if e.method == "PUT"]) == 5
+
+
+async def test_refused_ends_and_middle_still_apply_every_good_record(emu: Emulator) -> None:
+    """Three refused records, at both ends and one in the middle: the ends alone and the
+    others together are refused alike, as a refusal of the params would be, but a probe of
+    the others alone moves, so they are split: the 20 good records move, the 3 bad fail."""
+    good = [f"g{n:02d}" for n in range(20)]
+    refusing_emulator(emu, good, ["b1", "b2", "b3"])
+    results = await move(emu, ["b1", *good[:10], "b2", *good[10:], "b3"])
+    assert {i for i, r in results.items() if r.status == "failed"} == {"b1", "b2", "b3"}
+    assert {statuses(results)[i] for i in ("b1", "b2", "b3")} == {("failed", "INVALID_FIELD")}
+    assert {emu.datocms.meta.stage(None, i) for i in good} == {"review"}

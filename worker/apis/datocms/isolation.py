@@ -8,8 +8,10 @@ Bounded, and every extra request passes the target's limiter like any other:
 2. every id exists: the first and the last id go alone through the single-record endpoint
    (their answers are their outcomes: applied, or the API's precise error), and the others
    are sent again as one request (fewer than ``ALONE_BELOW``: id by id). When both ends and
-   then the others are refused with the bulk refusal's code, the refusal is taken as one of
-   the params (an unknown collection, a stage no workflow has) and the others fail with it;
+   then the others are refused with the bulk refusal's code, three more ids (at a quarter,
+   half and three quarters of the others) go alone: refused alike too, the refusal is taken
+   as one of the params (an unknown collection, a stage no workflow has) and the others fail
+   with it; one of them accepted, the others are split (step 3);
 3. a request refused again is split in halves, and halves again, each sent as a bulk
    request, at most ``ISOLATION_REQUESTS`` of them for the batch; a refused part of fewer
    than ``ALONE_BELOW`` ids goes id by id through the single-record endpoint (cheaper than
@@ -18,7 +20,7 @@ Bounded, and every extra request passes the target's limiter like any other:
 
 So k refused ids of a batch of n cost about 2·k·log2(n/4k) bulk requests (each accepted one
 followed by its job polls) and up to 4·k single-record calls, and never more than one
-read-back, two probes, ``ISOLATION_REQUESTS`` bulk requests and 4 single-record calls per
+read-back, five probes, ``ISOLATION_REQUESTS`` bulk requests and 4 single-record calls per
 part left at the bottom.
 """
 
@@ -119,12 +121,10 @@ class Isolation:
             return
         assert self.left is not None
         if self.params_suspect:
-            message = (
-                f"{refusal.message} (the first and last ids alone and the others together were "
-                "refused alike: taken as a refusal of the request's params)"
-            )
-            self.run.fail_all(ids, ItemResult("failed", ErrorInfo(refusal.code, message), 1))
-            return
+            self.params_suspect = False
+            ids = await self._probe_inner(ids, refusal)
+            if not ids:
+                return
         if self.left < 2:
             message = (
                 f"{refusal.message} (not isolated: the batch's {self.budget} isolation "
@@ -135,6 +135,25 @@ class Isolation:
         self.left -= 2
         half = len(ids) // 2
         await asyncio.gather(self.run.process(ids[:half]), self.run.process(ids[half:]))
+
+    async def _probe_inner(self, ids: list[str], refusal: ApiError) -> list[str]:
+        """Both ends and the others together were refused alike: three more ids (at a
+        quarter, half and three quarters of the others) go alone. Refused alike too, the
+        refusal is taken as one of the params and the others fail with it (nothing left to
+        split); one of them accepted, the refusal is about some items: the others, less the
+        probes, are split."""
+        probes = list(dict.fromkeys(ids[len(ids) * k // 4] for k in (1, 2, 3)))
+        await asyncio.gather(*(self._alone(i, refusal) for i in probes))
+        rest = [i for i in ids if i not in probes]
+        if all(self._refused_like(i, refusal) for i in probes):
+            message = (
+                f"{refusal.message} (the first and last ids alone, the others together and "
+                f"{len(probes)} of them alone were refused alike: taken as a refusal of the "
+                "request's params)"
+            )
+            self.run.fail_all(rest, ItemResult("failed", ErrorInfo(refusal.code, message), 1))
+            return []
+        return rest
 
     async def _alone(self, item_id: str, refusal: ApiError) -> None:
         """The single-record call for one id: its answer is the id's outcome. Without a
