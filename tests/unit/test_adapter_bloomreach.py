@@ -110,6 +110,23 @@ async def test_after_a_413_batches_of_that_size_are_split_before_sending(emu: Em
     assert [(s, n) for _, s, n in deletes(emu)[before:]] == [(200, 3), (200, 3)]
 
 
+async def test_a_413_lesson_is_a_body_size_not_an_item_count(emu: Emulator) -> None:
+    """A proxy refusing bodies over 200 bytes: a batch of 8 long ids is refused and split;
+    the lesson kept is the refused body's size, so a later batch of 8 short ids (a body
+    well under it) goes out whole in one request, not capped at the long batch's count."""
+    emu.config = EmulatorConfig(
+        rate_limits_enabled=False, bloomreach_max_body_bytes=200, bloomreach_oversize_status=413
+    )
+    adapter = make_adapter(emu)
+    long_ids = [f"{'x' * 40}-{n}" for n in range(8)]
+    await execute(adapter, long_ids)
+    assert sum(1 for _, status, _ in deletes(emu) if status == 413) >= 1
+    before = len(deletes(emu))
+    results = await execute(adapter, [f"s{n}" for n in range(8)])
+    assert {s for s, _ in statuses(results).values()} == {"succeeded"}
+    assert [(s, n) for _, s, n in deletes(emu)[before:]] == [(200, 8)]
+
+
 async def test_auto_switches_to_post_objects_on_a_405_and_stays(emu: Emulator) -> None:
     """The API takes only POST with objects: ``auto`` sends DELETE first, gets 405, resends
     as POST, and the next batch goes as POST at once."""
