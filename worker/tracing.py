@@ -14,8 +14,10 @@ spans over OTLP/HTTP with the SDK's batch processor. What is traced:
   span on, in their headers.
 
 Off, every hook here is a test of one module global: nothing is instrumented, no span made.
-Spans carry no credentials and no item ids (the message id and correlation id that the
-messaging conventions name are set by aio-pika's instrumentation).
+Spans carry no credentials. They do carry item ids where the API puts them in the URL:
+httpx's client span records the request's URL (``PUT /items/<id>/publish``, a read-back's
+``filter[ids]=…``); aio-pika's records the message id and correlation id, as the messaging
+conventions name them. Keep that in mind for who may read the traces.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ log = logging.getLogger("bulkops.tracing")
 
 SERVICE_NAME = "bulkops"
 SUPPORTED_PROTOCOLS = ("http/protobuf",)
+MAX_LINKS = 10_000  # request messages one API request may carry (one item each, at most)
 _tracer: trace.Tracer | None = None  # None: tracing is off
 _provider: TracerProvider | None = None
 
@@ -74,11 +77,16 @@ def enable(processor: SpanProcessor, environ: Mapping[str, str] | None = None) -
     from opentelemetry.instrumentation.aio_pika import AioPikaInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
     environ = environ or {}
     name = environ.get("OTEL_SERVICE_NAME") or SERVICE_NAME
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    # The SDK keeps 128 links a span by default: a request of 200 DatoCMS records (or of
+    # 10,000 Bloomreach items) may carry more request messages than that, and every one of
+    # them must find the request in its trace. OTEL_SPAN_LINK_COUNT_LIMIT still wins.
+    own = "OTEL_SPAN_LINK_COUNT_LIMIT" not in environ
+    limits = SpanLimits(max_links=MAX_LINKS if own else None)
+    provider = TracerProvider(resource=Resource.create({"service.name": name}), span_limits=limits)
     provider.add_span_processor(processor)
     AioPikaInstrumentor().instrument(tracer_provider=provider)
     HTTPXClientInstrumentor().instrument(tracer_provider=provider)

@@ -108,3 +108,21 @@ async def test_every_send_is_a_span_with_its_batch_links(spans: InMemorySpanExpo
     assert api.name == "api items_bulk_publish"
     assert [link.context for link in api.links] == [context]
     assert api.attributes is not None and api.attributes["bulkops.target"] == "main"
+
+
+def test_an_api_request_keeps_a_link_to_each_of_200_request_messages(
+    spans: InMemorySpanExporter,
+) -> None:
+    """A DatoCMS request of 200 records from 200 single-id messages links all 200 (the SDK's
+    default keeps 128 and drops the rest, so 72 requests would lose the API call)."""
+    tracer = on()
+    contexts = []
+    for n in range(200):
+        with tracer.start_as_current_span(f"consume {n}"):
+            contexts.append(tracing.current())
+    with tracing.api_request("items_bulk_publish", "POST", "main", tracing.links(contexts)):
+        pass
+    api = spans.get_finished_spans()[-1]
+    assert [link.context for link in api.links] == contexts
+    assert api.dropped_links == 0
+
