@@ -2,7 +2,7 @@
 # A three-node RabbitMQ cluster on this machine, beside the default node (which it never
 # touches): nodes bulkops-c1..c3@localhost, AMQP on 5681-5683, distribution on 25681-25683,
 # no plugins (so no management or Prometheus listener to clash with the default node's),
-# data and logs under $BULKOPS_CLUSTER_DIR (default /tmp/bulkops-cluster), a cookie of its own.
+# data and logs under $BULKOPS_TEST_CLUSTER_DIR (default /tmp/bulkops-cluster), a cookie of its own.
 #
 #   scripts/cluster.sh start         start the nodes that are down, join 2 and 3 to 1 (idempotent)
 #   scripts/cluster.sh stop          stop every node (SIGKILL after a bound)
@@ -14,8 +14,8 @@
 # Every step is bounded in time (TIMEOUT seconds per node, default 90).
 set -euo pipefail
 
-BASE="${BULKOPS_CLUSTER_DIR:-/tmp/bulkops-cluster}"
-TIMEOUT="${BULKOPS_CLUSTER_TIMEOUT:-90}"
+BASE="${BULKOPS_TEST_CLUSTER_DIR:-/tmp/bulkops-cluster}"
+TIMEOUT="${BULKOPS_TEST_CLUSTER_TIMEOUT:-90}"
 BIN=/usr/lib/rabbitmq/bin  # the Debian wrappers in /usr/sbin switch to the rabbitmq user
 NODES=(1 2 3)
 

@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         from worker.app import run
         from worker.settings import Settings
 
-        settings = Settings()
+        try:
+            settings = Settings()
+        except ValueError:  # a bad setting: a typo'd name beside it is worth knowing too
+            _warn_unknown_variables()
+            raise
         logs.configure(settings.log_level)
         _warn_unknown_variables()
         from worker import tracing
@@ -102,13 +106,17 @@ def plain(text: str) -> str:
 
 
 def _warn_unknown_variables() -> None:
-    """Log each BULKOPS_* variable that names no setting, with the closest known name."""
+    """Log each BULKOPS_* variable (of the environment or .env, which the settings read
+    too) that names no setting, with the closest known name."""
     import logging
+
+    from dotenv import dotenv_values
 
     from worker.settings import unknown_variables
 
     log = logging.getLogger("bulkops")
-    for variable, close in unknown_variables(os.environ):
+    dotenv = {k: v for k, v in dotenv_values(".env").items() if v is not None}
+    for variable, close in unknown_variables({**dotenv, **os.environ}):
         hint = f"; did you mean {close}?" if close else ""
         log.warning("unknown setting %s is ignored%s", variable, hint)
 

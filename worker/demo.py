@@ -144,6 +144,7 @@ def _settings(emulator: Emulator, amqp_url: str, run_id: str, http_port: int) ->
         partition_exchange=f"{prefix}.partitions",
         http_host="127.0.0.1",
         http_port=http_port,
+        drain_timeout_seconds=3,  # the demo's bound holds when the worker is stopped early
         targets={
             "cms": {"kind": "datocms", "base_url": emulator.base_url, "api_token": "dato-token"},
             "shop": {

@@ -51,7 +51,7 @@ def up(node: int) -> bool:
 
 def ctl(*args: str) -> str:
     """rabbitmqctl against the first node that is up (every node sees the whole cluster)."""
-    base = os.environ.get("BULKOPS_CLUSTER_DIR", "/tmp/bulkops-cluster")
+    base = os.environ.get("BULKOPS_TEST_CLUSTER_DIR", "/tmp/bulkops-cluster")
     env = {**os.environ, "HOME": f"{base}/home"}  # the cluster's Erlang cookie is there
     for node in NODES:
         done = subprocess.run(

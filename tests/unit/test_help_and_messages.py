@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -82,6 +83,19 @@ def test_the_worker_warns_at_start_about_an_unknown_variable(
         "unknown setting BULKOPS_ITEM_OUTCOME is ignored; did you mean BULKOPS_ITEM_OUTCOMES?"
     ]
     assert "secret-token" not in caplog.text and "failures" not in caplog.text  # no values
+
+
+def test_a_typo_in_dot_env_is_warned_about_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The settings read .env as well as the environment: a typo there is reported alike."""
+    (tmp_path / ".env").write_text("BULKOPS_DELIVERY_LIMTI=7\n")
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="bulkops"):
+        _warn_unknown_variables()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [
+        "unknown setting BULKOPS_DELIVERY_LIMTI is ignored; did you mean BULKOPS_DELIVERY_LIMIT?"
+    ]
 
 
 def test_dlq_list_says_deliveries_in_text_and_json() -> None:
