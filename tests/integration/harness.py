@@ -48,9 +48,20 @@ class Results:
             out.setdefault(body["id"], []).append(body)
         return out
 
-    async def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+    async def wait_for(
+        self, count: int, timeout: float = 30.0, *, distinct: bool = False
+    ) -> list[dict[str, Any]]:
+        """Until ``count`` outcomes arrived; ``distinct``: ``count`` different message ids
+        (a redelivered request's outcomes come again with the same id, and must not make up
+        for outcomes still to come)."""
+
+        def arrived() -> int:
+            if distinct:
+                return len({m.message_id for m in self.messages})
+            return len(self.messages)
+
         async with asyncio.timeout(timeout):
-            while len(self.messages) < count:
+            while arrived() < count:
                 self.changed.clear()
                 await self.changed.wait()
         return self.bodies
