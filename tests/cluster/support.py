@@ -11,7 +11,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
@@ -109,9 +109,13 @@ async def restart(node: int) -> None:
 
 @contextlib.asynccontextmanager
 async def cluster_rig(
-    emulator: Emulator, declare_on: int, client_on: int
+    emulator: Emulator,
+    declare_on: int,
+    client_on: int,
+    before: Callable[[Settings], Awaitable[None]] | None = None,
 ) -> AsyncIterator[PrivateRig]:
-    """Fresh names; the topology declared through ``declare_on`` (so its queues' leaders are
+    """Fresh names; ``before`` (what an older deployment left) awaited with the rig's
+    settings; the topology declared through ``declare_on`` (so its queues' leaders are
     there); the test's own connection, and a quorum outcome queue bound with '#', on
     ``client_on``. Every queue of the rig is deleted at the end."""
     suffix = uuid.uuid4().hex[:8]
@@ -122,6 +126,8 @@ async def cluster_rig(
         dead_letter_queue=f"{prefix}.dlq",
         results_exchange=f"{prefix}.results",
     )
+    if before is not None:
+        await before(settings)
     async with await aio_pika.connect(url(declare_on)) as first:
         await declare_topology(await first.channel(), settings)
     connection = await aio_pika.connect_robust(url(client_on), reconnect_interval=0.5)

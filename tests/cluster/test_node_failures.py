@@ -11,14 +11,18 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
+import aio_pika
 import orjson
 import pytest
 
-from tests.cluster.support import cluster_rig, kill9, leader, queue_depths, restart, urls
+from tests.cluster.support import cluster_rig, kill9, leader, queue_depths, restart, url, urls
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, PrivateRig, metric, wait_until, worker
 from tests.integration.harness import Proc
+from worker.broker.partitions import presence_queue
+from worker.broker.topology import unrouted_name
 from worker.emulator import Emulator
+from worker.settings import Settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.integration, pytest.mark.timeout(240)]
 PUBLISH, UNPUBLISH = "datocms.items.publish", "datocms.items.unpublish"
@@ -141,3 +145,34 @@ async def test_worker_node_killed_for_good_with_a_second_address(emulator: Emula
 
 async def _failovers(proc: Proc) -> float:
     return await metric(proc, "bulkops_broker_failovers_total")
+
+
+async def test_an_older_deployments_classic_queues_on_a_dead_node_do_not_stop_the_worker(
+    emulator: Emulator,
+) -> None:
+    """(d, upgraded) An older deployment left the parking queue and the partitions' presence
+    queue as classic queues, both on node 2, and node 2 is dead for good. Their declare
+    answers NOT_FOUND (home node down): the worker (partitioned, 2 partitions) logs it, goes
+    on without them, and answers the whole backlog in order."""
+    emulator.config.datocms_job_seconds = 0.2
+
+    async def classic_queues_on_node_2(settings: Settings) -> None:
+        async with await aio_pika.connect(url(2)) as older:
+            channel = await older.channel()
+            for name in (unrouted_name(settings), presence_queue(settings)):
+                await channel.declare_queue(name, durable=True)  # classic, home node 2
+
+    async with cluster_rig(emulator, declare_on=1, client_on=3,
+                           before=classic_queues_on_node_2) as r:  # fmt: skip
+        await kill9(2)
+        ledger = Ledger("cluster (d) older classic queues on a dead node", r.results)
+        flipped = await backlog(r, ledger, 2)
+        extra = {"partitions": 2, "partition_exchange": f"{r.request_queue}.partitions"}
+        async with workers(r, [urls(1, 3)], **extra) as procs:
+            ledger.mark_fault_over()
+            await ledger.settle(timeout=120)
+            log = "\n".join(procs[0].stderr)
+            assert "cannot be reached" in log and "going on without it" in log
+        await restart(2)
+        await nothing_left(r)
+        check_end_state(r, ledger, flipped)

@@ -49,7 +49,12 @@ from aio_pika.abc import (
 from worker.batching import BatchKey
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import confirmed, copy_of
-from worker.broker.topology import RECREATE, declare_queue, request_arguments
+from worker.broker.topology import (
+    RECREATE,
+    declare_if_reachable,
+    declare_queue,
+    request_arguments,
+)
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
 from worker.registry import rate_scope
@@ -204,18 +209,21 @@ class Owner:
         self._router = _Member(None)
         self.members = [_Member(i) for i in range(self.settings.partitions)]
         self._presence: AbstractChannel | None = None
+        self._counted = False  # whether the presence queue is there to count replicas
 
     async def start(self) -> None:
         settings = self.settings
         self.metrics.partitions_owned.set(0)
         presence = self._presence = await self._channel(None)
-        queue = await declare_queue(
+        queue = await declare_if_reachable(
             presence,
             presence_queue(settings),
             {"x-queue-type": "quorum", "x-expires": 24 * 3600 * 1000},
             "delete it: it only counts the replicas' consumers, the worker declares it anew",
         )
-        await queue.consume(_ignore, no_ack=True)  # counted, never fed
+        self._counted = queue is not None  # else: no count of replicas, no rebalancing
+        if queue is not None:
+            await queue.consume(_ignore, no_ack=True)  # counted, never fed
         await self._subscribe(self._router)
         for member in self.members:
             await self._subscribe(member)
@@ -339,6 +347,8 @@ class Owner:
 
     async def replicas(self) -> int:
         assert self._presence is not None
+        if not self._counted:
+            return 1  # unknown: every partition is then a fair share, nothing handed on
         queue = await self._presence.declare_queue(presence_queue(self.settings), passive=True)
         return max(1, queue.declaration_result.consumer_count or 1)
 

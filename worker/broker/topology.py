@@ -94,6 +94,24 @@ async def declare_queue(
     return await channel.declare_queue(name, durable=True, arguments=arguments)
 
 
+async def declare_if_reachable(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any], advice: str
+) -> AbstractQueue | None:
+    """``declare_queue`` for a queue a session can do without (the parking queue, the
+    partitions' presence queue): one that an older deployment declared as a classic queue,
+    whose home node is down, answers NOT_FOUND; that is logged and the session goes on
+    without it (None) instead of failing, and failing again, until that node is back."""
+    try:
+        return await declare_queue(channel, name, arguments, advice)
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        log.warning(
+            "queue %s cannot be reached (%s): going on without it this session. It is a "
+            "queue of an older deployment on one node; once that node is back, %s",
+            name, exc.args[0] if exc.args else exc, advice,
+        )  # fmt: skip
+        return None
+
+
 async def _probe(channel: AbstractChannel) -> aiormq.abc.AbstractChannel:
     """A fresh channel on ``channel``'s connection, to try a declaration that may fail."""
     underlay = await channel.get_underlay_channel()
@@ -133,8 +151,11 @@ async def _declare_results(channel: AbstractChannel, settings: Settings, major: 
     unrouted = unrouted_name(settings)
     parking = await channel.declare_exchange(unrouted, aio_pika.ExchangeType.FANOUT, durable=True)
     bounded = {"x-max-length": UNROUTED_MAX_LENGTH, "x-overflow": "drop-head"}
-    queue = await declare_queue(channel, unrouted, holding_arguments(major, **bounded), RECREATE)
-    await queue.bind(parking, "")
+    queue = await declare_if_reachable(
+        channel, unrouted, holding_arguments(major, **bounded), RECREATE
+    )
+    if queue is not None:
+        await queue.bind(parking, "")
     probe = await _probe(channel)
     try:
         await probe.exchange_declare(settings.results_exchange, exchange_type="topic", durable=True)
