@@ -13,12 +13,12 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from worker.broker import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
 from worker.messages import Outcome, RequestBody
 from worker.registry import APIS
 from worker.settings import Settings
+from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 
 ASYNCAPI_VERSION = "3.0.0"
 REF = "#/components/schemas/{model}"

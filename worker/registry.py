@@ -1,17 +1,18 @@
-"""The one place the worker reads facts about the APIs it drives.
+"""The catalog: the one place the worker reads facts about the APIs it drives.
 
 Each API area (``worker/apis/<api>``) describes itself in an ``ApiSpec``: its operations
-table, target model (with its rates), rate scope rule, documented error codes and adapter
-factory. Everything outside those areas asks here: which operations exist, which rate scope
-a batch belongs to, which adapter serves a target, which target models settings load,
-which error codes the metrics label by name.
+table, target model (with its rates), rate scope rule, documented error codes and the
+module of its adapter (built by ``worker.apis.factory``, never imported here: the catalog is
+pure). Everything outside those areas asks here: which operations exist, which rate scope a
+batch belongs to, which target models settings load, which error codes the metrics label by
+name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from worker.apis.base import Adapter, ApiSpec, BatchKey, Operation, RateScope, TargetBase, Tuning
+from worker.apis.base import ApiSpec, BatchKey, Operation, RateScope, TargetBase
 from worker.apis.bloomreach.spec import SPEC as BLOOMREACH
 from worker.apis.datocms.spec import SPEC as DATOCMS
 from worker.errors import ErrorCode
@@ -36,11 +37,6 @@ def rate_scope(key: BatchKey) -> RateScope:
     """The rate scope of a batch key: batches of one scope share one limiter, and, scaled
     out, one owner. Defined by the operation's API, here and nowhere else."""
     return APIS[OPERATIONS[key.operation].api].rate_scope(key)
-
-
-def make_adapter(target: TargetBase, tuning: Tuning) -> Adapter:
-    """The adapter for one configured target (any of the APIs' target models)."""
-    return APIS[target.kind].adapter(target, tuning)
 
 
 KNOWN_CODES: frozenset[str] = frozenset(ErrorCode).union(

@@ -14,6 +14,15 @@ modules: every ``worker/**.py`` but the development tools (``worker/emulator/``,
   docstrings, and string literals with whitespace in them (help texts, log and error
   messages) may say which API a rule comes from; code may not depend on it. A string
   without whitespace is a value (a kind, an operation's name, a logger's name): it counts.
+
+Issue 24 adds:
+
+- Import reach: following every import (as above) from the pure modules (``messages``,
+  ``outcomes``, ``batching``, ``contract``, the ``client`` library, and the catalog
+  ``registry``) reaches no adapter (``worker/apis/<api>/adapter.py``), no ``http``,
+  ``limiter``, ``metrics``, nothing of the pipeline or the app, and not the broker's session,
+  run and partitions modules.
+- Adapters are built in one place: only the pipeline imports ``worker.apis.factory``.
 """
 
 from __future__ import annotations
@@ -203,6 +212,54 @@ def test_at_most_two_production_modules_outside_the_api_areas_name_an_api() -> N
     )
 
 
+PURE_ROOTS = (
+    "worker.messages",
+    "worker.outcomes",
+    "worker.batching",
+    "worker.contract",
+    "worker.client",
+    "worker.registry",
+)
+IMPURE = re.compile(
+    r"^worker\.(apis\.[a-z_]+\.adapter|http|limiter|metrics|pipeline(\..*)?|app"
+    r"|broker\.(session|run|partitions))$"
+)
+
+
+def reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), set()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def impure_reach(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    out = {}
+    for root in PURE_ROOTS:
+        bad = sorted(m for m in reach(graph, root) if IMPURE.match(m))
+        if bad:
+            out[root] = bad
+    return out
+
+
+def test_the_pure_modules_reach_no_adapter_and_no_io() -> None:
+    graph = import_graph(production_modules())
+    assert all(root in graph for root in PURE_ROOTS)
+    assert impure_reach(graph) == {}
+
+
+def test_only_the_pipeline_builds_adapters() -> None:
+    graph = import_graph(production_modules())
+    users = {m for m, edges in graph.items() if "worker.apis.factory" in edges}
+    assert users, "the factory is used"
+    assert all(m.startswith("worker.pipeline.") for m in users), sorted(users)
+
+
 # -- the checks themselves -------------------------------------------------------------------
 
 
@@ -224,6 +281,21 @@ def test_the_graph_sees_every_kind_of_import(tmp_path: Path) -> None:
     assert graph["worker.c"] == {"worker.sub.a", "worker.sub"}  # the package's __init__ too
     assert graph["worker.sub"] == {"worker.sub.a"}
     assert cycles(graph) == [["worker.sub.a", "worker.sub.b"]]
+
+
+def test_import_reach_follows_imports_through_other_modules(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "apis" / "x").mkdir(parents=True)
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "messages.py").write_text("import worker.registry\n")
+    (tmp_path / "worker" / "registry.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from worker.apis.x import adapter\n"
+    )
+    (tmp_path / "worker" / "apis" / "x" / "adapter.py").write_text("")
+    graph = import_graph(production_modules(tmp_path))
+    assert impure_reach(graph) == {
+        "worker.messages": ["worker.apis.x.adapter"],
+        "worker.registry": ["worker.apis.x.adapter"],
+    }
 
 
 def test_naming_an_api_counts_code_not_prose(tmp_path: Path) -> None:

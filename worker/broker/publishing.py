@@ -12,15 +12,14 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import tracing
-from worker.broker.topology import unrouted_name
 from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
 from worker.settings import Settings
+from worker.wirenames import REASON_HEADER, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
 
 T = TypeVar("T")
-REASON_HEADER = "x-bulkops-reason"
 ROUTING_KEY_HEADER = "x-bulkops-routing-key"  # a parked outcome's original routing key
 PUBLISH_CHUNK = 64
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"

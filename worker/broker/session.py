@@ -16,7 +16,7 @@ import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
 from worker import tracing
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import Publisher, chunks
 from worker.limiter import Limiters

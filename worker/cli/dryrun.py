@@ -20,8 +20,8 @@ from worker.apis.base import Operation
 from worker.cli.common import EXIT_FAILED, EXIT_OK
 from worker.cli.inputs import Source
 from worker.client import Chunk, Job
-from worker.limiter import Rate
 from worker.messages import Invalid, Rejection, parse_request
+from worker.rates import Rate
 from worker.registry import APIS
 
 SHOWN_REJECTIONS = 20

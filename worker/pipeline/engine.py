@@ -17,7 +17,9 @@ from collections.abc import Callable, Hashable, Iterable
 
 import httpx
 
-from worker.apis.base import Adapter, Operation, params_key
+from worker.apis.adapters import Adapter
+from worker.apis.base import Operation, params_key
+from worker.apis.factory import make_adapter
 from worker.batching import BatchKey, Coalescer
 from worker.limiter import Limiters
 from worker.messages import Request
@@ -27,7 +29,6 @@ from worker.pipeline.execution import Execution
 from worker.pipeline.handover import Handover
 from worker.pipeline.ledger import Ledger
 from worker.pipeline.requests import Answer, Publish, Tracked
-from worker.registry import make_adapter
 from worker.settings import Settings
 
 

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.messages import Outcome, Reply, ReplyItem, Request, utc_now
 
 _SEQ = itertools.count()

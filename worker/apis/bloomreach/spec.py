@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from worker.apis.base import ApiSpec, BatchKey, RateScope
-from worker.apis.bloomreach.adapter import make_adapter
 from worker.apis.bloomreach.operations import API, OPERATIONS
 from worker.apis.bloomreach.target import BloomreachTarget
 
@@ -19,5 +18,5 @@ SPEC = ApiSpec(
     target=BloomreachTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
-    adapter=make_adapter,
+    adapter_module=f"{__package__}.adapter",
 )

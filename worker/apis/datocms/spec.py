@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from worker.apis.base import ApiSpec, BatchKey, RateScope
-from worker.apis.datocms.adapter import make_adapter
 from worker.apis.datocms.operations import API, OPERATIONS
 from worker.apis.datocms.target import DatoCMSTarget
 
@@ -19,7 +18,7 @@ SPEC = ApiSpec(
     target=DatoCMSTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
-    adapter=make_adapter,
+    adapter_module=f"{__package__}.adapter",
     known_codes=frozenset(
         {
             "NOT_FOUND",
