@@ -23,6 +23,7 @@ from worker.errors import ErrorCode, ErrorInfo
 from worker.outcomes import (
     REPLY_TYPE,
     STATUSES,
+    Heading,
     Outcome,
     Reply,
     ReplyItem,
@@ -151,41 +152,31 @@ class Invalid:
     catalog_id: str | None = None
     readable_ids: tuple[str, ...] = field(default=())
 
+    @property
+    def heading(self) -> Heading:
+        return Heading(
+            self.request_id, self.operation, self.target, self.environment, self.catalog_id
+        )
+
+    @property
+    def error(self) -> ErrorInfo:
+        """The reason the message as a whole was refused (each readable id's error too)."""
+        return ErrorInfo(self.code, self.reason, False)
+
     def outcomes(self, finished_at: str) -> list[Outcome]:
         """A ``rejected`` outcome for each id that could be read."""
-        error = ErrorInfo(self.code, self.reason, False)
+        heading, error = self.heading, self.error
         return [
-            Outcome(
-                self.request_id,
-                self.operation or "invalid",
-                self.target,
-                self.environment,
-                self.catalog_id,
-                item_id,
-                "rejected",
-                error,
-                0,
-                None,
-                None,
-                finished_at,
-            )
+            heading.outcome(item_id, "rejected", error, 0, None, None, finished_at)
             for item_id in self.readable_ids
         ]
 
     def reply(self, finished_at: str) -> Reply:
         """The reply to a dead-lettered message: its readable ids ``rejected`` (maybe none),
         and the reason the message as a whole was refused as the top-level ``error``."""
-        error = ErrorInfo(self.code, self.reason, False)
-        return Reply(
-            request_id=self.request_id,
-            operation=self.operation,
-            target=self.target,
-            environment=self.environment,
-            catalog_id=self.catalog_id,
-            items=tuple(ReplyItem(i, "rejected", error) for i in self.readable_ids),
-            finished_at=finished_at,
-            error=error,
-        )
+        error = self.error
+        items = tuple(ReplyItem(i, "rejected", error) for i in self.readable_ids)
+        return self.heading.reply(items, finished_at, error)
 
 
 def derive_request_id(body: bytes, message_id: str | None) -> str:

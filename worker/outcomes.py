@@ -150,3 +150,56 @@ class Reply:
 
 
 REPLY_TYPE = "bulkops.reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    """What every outcome and the reply of one request say about it (request id, operation,
+    target, scope): the one builder of both, whether the request was refused at intake or
+    answered by an API. ``operation`` is None for a refused message without a readable one
+    (its outcomes say ``invalid``, its reply null)."""
+
+    request_id: str
+    operation: str | None
+    target: str | None
+    environment: str | None
+    catalog_id: str | None
+
+    def outcome(
+        self,
+        item_id: str,
+        status: Status,
+        error: ErrorInfo | None,
+        attempts: int,
+        batch_id: str | None,
+        job_id: str | None,
+        finished_at: str,
+    ) -> Outcome:
+        return Outcome(
+            self.request_id,
+            self.operation or "invalid",
+            self.target,
+            self.environment,
+            self.catalog_id,
+            item_id,
+            status,
+            error,
+            attempts,
+            batch_id,
+            job_id,
+            finished_at,
+        )
+
+    def reply(
+        self, items: tuple[ReplyItem, ...], finished_at: str, error: ErrorInfo | None = None
+    ) -> Reply:
+        return Reply(
+            request_id=self.request_id,
+            operation=self.operation,
+            target=self.target,
+            environment=self.environment,
+            catalog_id=self.catalog_id,
+            items=items,
+            finished_at=finished_at,
+            error=error,
+        )

@@ -23,6 +23,11 @@ Issue 24 adds:
   ``limiter``, ``metrics``, nothing of the pipeline or the app, and not the broker's session,
   run and partitions modules.
 - Adapters are built in one place: only the pipeline imports ``worker.apis.factory``.
+- Settlement in one place (``worker.pipeline.settlement``): no other production module sets
+  a request's ``settled`` flag, counts an answered item (``item_outcomes``,
+  ``item_failures``, ``end_to_end``) or acks an answered delivery (a bare ``.ack()`` in the
+  pipeline or the broker's session and run); outcome and reply messages are constructed only
+  in ``worker.outcomes`` (``Heading``), which the settlement asks.
 """
 
 from __future__ import annotations
@@ -260,6 +265,53 @@ def test_only_the_pipeline_builds_adapters() -> None:
     assert all(m.startswith("worker.pipeline.") for m in users), sorted(users)
 
 
+SETTLEMENT = "worker.pipeline.settlement"
+ANSWER_METRICS = {"item_outcomes", "item_failures", "end_to_end"}
+ANSWERING = re.compile(r"^worker\.(pipeline\..*|broker\.(session|run))$")
+
+
+def settlement_outside_its_owner(modules: dict[str, Path]) -> list[str]:
+    """Every place outside the settlement that settles, counts or acks an answer, or outside
+    ``worker.outcomes`` that constructs an outcome or a reply."""
+    out = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.ClassDef)}
+        for node in ast.walk(tree):
+            where = f"{module}:{getattr(node, 'lineno', 0)}"
+            if module != SETTLEMENT:
+                stored = isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store)
+                if stored and getattr(node, "attr", None) == "settled":
+                    out.append(f"{where} sets settled")
+                if isinstance(node, ast.Attribute) and node.attr in ANSWER_METRICS:
+                    is_metrics = isinstance(node.value, ast.Attribute | ast.Name)
+                    if (
+                        is_metrics
+                        and module != "worker.metrics"
+                        and "metrics" in ast.unparse(node.value)
+                    ):
+                        out.append(f"{where} counts {node.attr}")
+                if (
+                    ANSWERING.match(module)
+                    and isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "ack"
+                    and not node.args
+                ):
+                    out.append(f"{where} acks")
+            if module != "worker.outcomes" and isinstance(node, ast.Call):
+                name = node.func.id if isinstance(node.func, ast.Name) else None
+                if name in ("Outcome", "Reply") and name not in defined:
+                    out.append(f"{where} builds {name}")
+    return out
+
+
+def test_settlement_has_one_owner() -> None:
+    modules = production_modules()
+    assert SETTLEMENT in modules
+    assert settlement_outside_its_owner(modules) == []
+
+
 # -- the checks themselves -------------------------------------------------------------------
 
 
@@ -296,6 +348,17 @@ def test_import_reach_follows_imports_through_other_modules(tmp_path: Path) -> N
         "worker.messages": ["worker.apis.x.adapter"],
         "worker.registry": ["worker.apis.x.adapter"],
     }
+
+
+def test_settlement_outside_its_owner_is_found(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "broker").mkdir(parents=True)
+    (tmp_path / "worker" / "broker" / "run.py").write_text(
+        "async def f(t, m, d):\n    t.settled = True\n    m.metrics.item_outcomes.inc()\n"
+        "    await d.ack()\n    return Outcome(1)\n"
+    )
+    found = settlement_outside_its_owner(production_modules(tmp_path))
+    kinds = sorted(f.split(" ", 1)[1] for f in found)
+    assert kinds == ["acks", "builds Outcome", "counts item_outcomes", "sets settled"]
 
 
 def test_naming_an_api_counts_code_not_prose(tmp_path: Path) -> None:
