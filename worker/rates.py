@@ -28,6 +28,3 @@ class Rate:
 
     def __str__(self) -> str:
         return f"{self.requests}/{self.seconds:g}s"
-
-
-

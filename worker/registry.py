@@ -10,14 +10,34 @@ name.
 
 from __future__ import annotations
 
+import importlib
+import os
 from collections.abc import Mapping
 
-from worker.apis.base import ApiSpec, BatchKey, Operation, RateScope, TargetBase
+from worker.apis.base import ApiSpec, BatchKey, Operation, RateScope, ScopeField, TargetBase
 from worker.apis.bloomreach.spec import SPEC as BLOOMREACH
 from worker.apis.datocms.spec import SPEC as DATOCMS
 from worker.errors import ErrorCode
 
-APIS: Mapping[str, ApiSpec] = {spec.kind: spec for spec in (DATOCMS, BLOOMREACH)}
+AREAS_ENV = "BULKOPS_API_AREAS"
+"""More API areas to load, comma-separated packages each with a ``spec`` module holding its
+``SPEC`` (an API added without editing this file: see the README, "Adding an API")."""
+
+
+def _added_areas() -> tuple[ApiSpec, ...]:
+    names = [n.strip() for n in os.environ.get(AREAS_ENV, "").split(",") if n.strip()]
+    specs = (getattr(importlib.import_module(f"{name}.spec"), "SPEC", None) for name in names)
+    return tuple(spec for spec in specs if isinstance(spec, ApiSpec))
+
+
+AREAS: tuple[ApiSpec, ...] = (DATOCMS, BLOOMREACH, *_added_areas())
+"""The catalog's list of areas, in the order their scope fields appear in bodies."""
+
+APIS: Mapping[str, ApiSpec] = {spec.kind: spec for spec in AREAS}
+
+SCOPES: Mapping[str, ScopeField] = {spec.scope.name: spec.scope for spec in AREAS}
+"""Every API's scope field, by name, in the areas' order: each outcome and reply body has
+all of them (null but the request's own)."""
 
 TARGET_MODELS: tuple[type[TargetBase], ...] = tuple(spec.target for spec in APIS.values())
 """The target models of the APIs (``Settings.targets`` holds one of them per target)."""

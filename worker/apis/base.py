@@ -132,6 +132,21 @@ def params_key(params: Mapping[str, Any] | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ScopeField:
+    """An API's scope field, declared by its area: its name in request, outcome and reply
+    bodies (a string, or null where it does not apply), in the CLI (``--name-with-dashes``)
+    and as the client's ``Job`` argument; and the rule a value must follow."""
+
+    name: str
+    rule: Callable[[str], str | None]  # why a value cannot be this scope, or None
+    help: str  # the CLI flag's help
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One row of an API's operations table.
 
@@ -141,7 +156,7 @@ class Operation:
 
     name: str
     api: str
-    scope_field: Literal["environment", "catalog_id"]
+    scope_field: str  # the name of its API's ``ScopeField``
     scope_required: bool
     max_items: int
     max_body_bytes: int | None = None
@@ -183,6 +198,7 @@ class ApiSpec:
     """Everything the rest of the worker may know about one API."""
 
     kind: str  # the targets' ``kind``
+    scope: ScopeField  # the scope field of its operations
     title: str  # its name in prose
     target: type[TargetBase]  # the model of this API's targets (credentials, rate facts)
     operations: tuple[Operation, ...]

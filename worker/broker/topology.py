@@ -24,7 +24,6 @@ from worker.wirenames import UNROUTED_MAX_LENGTH, unrouted_name
 log = logging.getLogger("bulkops.broker")
 
 
-
 async def broker_major(channel: AbstractChannel) -> int:
     """The broker's major version, from the server properties of the channel's connection."""
     underlay = await channel.get_underlay_channel()

@@ -50,14 +50,8 @@ class Tracked:
     def heading(self) -> Heading:
         """What each of its outcomes and its reply say about it."""
         req = self.request
-        field = req.operation.scope_field
-        return Heading(
-            req.request_id,
-            req.operation.name,
-            req.target,
-            req.scope if field == "environment" else None,
-            req.scope if field == "catalog_id" else None,
-        )
+        scope = () if req.scope is None else ((req.operation.scope_field, req.scope),)
+        return Heading(req.request_id, req.operation.name, req.target, scope)
 
     def reply(self) -> Reply:
         """The reply: every distinct id of the message in message order."""

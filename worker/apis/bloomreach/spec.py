@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from worker.apis.base import ApiSpec, BatchKey, RateScope
-from worker.apis.bloomreach.operations import API, OPERATIONS
+from worker.apis.bloomreach.operations import API, OPERATIONS, SCOPE
 from worker.apis.bloomreach.target import BloomreachTarget
 
 
@@ -14,6 +14,7 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    scope=SCOPE,
     title="Bloomreach",
     target=BloomreachTarget,
     operations=OPERATIONS,
