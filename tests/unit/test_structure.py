@@ -23,6 +23,10 @@ Issue 24 adds:
   ``limiter``, ``metrics``, nothing of the pipeline or the app, and not the broker's session,
   run and partitions modules.
 - Adapters are built in one place: only the pipeline imports ``worker.apis.factory``.
+- Scope belongs to the API: outside ``worker/apis/<api>/`` no production module names a
+  scope field of any API (the catalog's ``SCOPES``: ``environment``, ``catalog_id``) in code
+  (a name, or a string literal without whitespace that contains it as a word: flags,
+  ``Literal`` values, dict keys), and only the catalog (``worker.registry``) names an API.
 - Settlement in one place (``worker.pipeline.settlement``): no other production module sets
   a request's ``settled`` flag, counts an answered item (``item_outcomes``,
   ``item_failures``, ``end_to_end``) or acks an answered delivery (a bare ``.ack()`` in the
@@ -265,6 +269,52 @@ def test_only_the_pipeline_builds_adapters() -> None:
     assert all(m.startswith("worker.pipeline.") for m in users), sorted(users)
 
 
+def names_a_scope_field(path: Path, fields: tuple[str, ...]) -> list[str]:
+    """The names and value strings in the file's code that name one of ``fields``."""
+    source = path.read_text()
+    docstrings = _docstring_lines(ast.parse(source))
+    word = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, fields)) + r")(?![a-z0-9])")
+    hits = []
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.NAME and token.string in fields:
+            hits.append(f"{token.start[0]}: {token.string}")
+        elif token.type == tokenize.STRING:
+            value = not _is_prose(token.string, token.start[0], docstrings)
+            if value and word.search(token.string.replace("-", "_")):
+                hits.append(f"{token.start[0]}: {token.string[:60]}")
+    return hits
+
+
+def modules_naming_a_scope_field(
+    modules: dict[str, Path], fields: tuple[str, ...], root: Path = ROOT
+) -> dict[str, list[str]]:
+    out = {}
+    for module, path in modules.items():
+        if path.relative_to(root).as_posix().startswith(API_AREAS):
+            continue
+        hits = names_a_scope_field(path, fields)
+        if hits:
+            out[module] = hits
+    return out
+
+
+def scope_fields() -> tuple[str, ...]:
+    from worker.registry import AREAS
+
+    return tuple(spec.scope.name for spec in AREAS)
+
+
+def test_no_production_module_outside_the_api_areas_names_a_scope_field() -> None:
+    fields = scope_fields()
+    assert set(fields) >= {"environment", "catalog_id"}
+    assert modules_naming_a_scope_field(production_modules(), fields) == {}
+
+
+def test_only_the_catalog_names_an_api() -> None:
+    naming = modules_naming_an_api(production_modules())
+    assert sorted(naming) == ["worker.registry"], naming
+
+
 SETTLEMENT = "worker.pipeline.settlement"
 ANSWER_METRICS = {"item_outcomes", "item_failures", "end_to_end"}
 ANSWERING = re.compile(r"^worker\.(pipeline\..*|broker\.(session|run))$")
@@ -359,6 +409,23 @@ def test_settlement_outside_its_owner_is_found(tmp_path: Path) -> None:
     found = settlement_outside_its_owner(production_modules(tmp_path))
     kinds = sorted(f.split(" ", 1)[1] for f in found)
     assert kinds == ["acks", "builds Outcome", "counts item_outcomes", "sets settled"]
+
+
+def test_naming_a_scope_field_counts_code_not_prose(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "apis" / "datocms").mkdir(parents=True)
+    files = {
+        "prose.py": '"""The environment."""\nHELP = "DatoCMS environment (primary if absent)"\n',
+        "name.py": "def f(job):\n    return job.environment\n",
+        "flag.py": 'FLAG = "--catalog-id"\n',
+        "literal.py": 'from typing import Literal\nF = Literal["environment", "x"]\n',
+        "other.py": 'ENV = "BULKOPS_ENVIRONMENTS"\nx = "environments"\n',
+        "apis/datocms/wire.py": 'F = "environment"\n',
+    }
+    for name, text in files.items():
+        (tmp_path / "worker" / name).write_text(text)
+    fields = ("environment", "catalog_id")
+    naming = modules_naming_a_scope_field(production_modules(tmp_path), fields, tmp_path)
+    assert sorted(naming) == ["worker.flag", "worker.literal", "worker.name"]
 
 
 def test_naming_an_api_counts_code_not_prose(tmp_path: Path) -> None:

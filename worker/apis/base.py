@@ -140,6 +140,7 @@ class ScopeField:
     name: str
     rule: Callable[[str], str | None]  # why a value cannot be this scope, or None
     help: str  # the CLI flag's help
+    absent: str = ""  # what an absent value means, if it may be absent (e.g. "primary")
 
     @property
     def flag(self) -> str:
@@ -207,3 +208,6 @@ class ApiSpec:
     # not imported, so that the catalog stays pure; ``worker.apis.factory`` imports it.
     adapter_module: str
     known_codes: frozenset[str] = frozenset()  # the API's documented error codes (labels)
+    # API requests that follow each bulk request at least (a job polled once, say): for
+    # estimates (``submit --dry-run``).
+    follow_ups: int = 0

@@ -186,7 +186,9 @@ def _environment(value: str) -> str | None:
     return None
 
 
-SCOPE = ScopeField("environment", _environment, "DatoCMS environment (primary if absent)")
+SCOPE = ScopeField(
+    "environment", _environment, "DatoCMS environment (primary if absent)", absent="primary"
+)
 
 
 def _operation(name: str, **fields: Any) -> Operation:

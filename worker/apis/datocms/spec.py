@@ -20,6 +20,7 @@ SPEC = ApiSpec(
     operations=OPERATIONS,
     rate_scope=rate_scope,
     adapter_module=f"{__package__}.adapter",
+    follow_ups=1,  # DatoCMS answers with a job, polled at least once
     known_codes=frozenset(
         {
             "NOT_FOUND",
