@@ -315,6 +315,38 @@ def test_only_the_catalog_names_an_api() -> None:
     assert sorted(naming) == ["worker.registry"], naming
 
 
+PLUGIN_AREA = "tests/plugin_api/"
+PLUGIN_KIT = ("worker.apis.base", "worker.apis.adapters", "worker.errors", "worker.http")
+PLUGIN_KIT += ("worker.limiter",)
+
+
+def test_the_third_api_touches_nothing_outside_its_area_and_the_tests() -> None:
+    """``tests/plugin_api`` (issue 24's proof) is added as any API would be: nothing outside
+    it and the tests names it, and it uses only the kit every API area uses."""
+    outside = [
+        path.relative_to(ROOT).as_posix()
+        for path in sorted(ROOT.rglob("*"))
+        if path.is_file()
+        and path.suffix in (".py", ".toml", ".yaml", ".yml", ".tpl", ".json", ".cfg")
+        and not path.relative_to(ROOT).as_posix().startswith((PLUGIN_AREA, "tests/", "."))
+        and "/node_modules/" not in path.as_posix()
+        and re.search(r"plugin_api|searchidx", path.read_text(errors="replace"))
+    ]
+    assert outside == []
+    area = ROOT / PLUGIN_AREA
+    assert sorted(p.name for p in area.glob("*.py")) == [
+        "__init__.py",
+        "adapter.py",
+        "server.py",
+        "spec.py",
+        "target.py",
+    ]
+    for path in area.glob("*.py"):
+        for name in _imported("tests.plugin_api.x", path, {}):
+            if name.startswith("worker"):
+                assert name in PLUGIN_KIT, f"{path.name} imports {name}"
+
+
 SETTLEMENT = "worker.pipeline.settlement"
 ANSWER_METRICS = {"item_outcomes", "item_failures", "end_to_end"}
 ANSWERING = re.compile(r"^worker\.(pipeline\..*|broker\.(session|run))$")
