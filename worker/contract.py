@@ -9,20 +9,36 @@ checked-in document differs from what this builds; regenerate it with
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import TypeAdapter
 
-from worker.broker import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
 from worker.messages import Outcome, RequestBody
-from worker.registry import APIS
+from worker.registry import APIS, SCOPES
 from worker.settings import Settings
+from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 
 ASYNCAPI_VERSION = "3.0.0"
 REF = "#/components/schemas/{model}"
 AMQP_BINDING = "0.3.0"
+
+
+def _outcome_body() -> type:
+    """The outcome body's shape: ``Outcome``'s fields with its ``scope`` spelt out as every
+    API's scope field (the catalog's ``SCOPES``), as ``Outcome.body`` writes them."""
+    fields: list[tuple[str, Any]] = []
+    for f in dataclasses.fields(Outcome):
+        if f.name == "scope":
+            fields += [(name, "str | None") for name in SCOPES]
+        else:
+            fields.append((f.name, f.type))
+    shape = dataclasses.make_dataclass("Outcome", fields, frozen=True, slots=True)
+    shape.__module__ = Outcome.__module__
+    shape.__doc__ = Outcome.__doc__
+    return shape
 
 
 def payload_schemas() -> dict[str, Any]:
@@ -30,7 +46,7 @@ def payload_schemas() -> dict[str, Any]:
     out: dict[str, Any] = {}
     generated = {
         "Request": RequestBody.model_json_schema(ref_template=REF),
-        "Outcome": TypeAdapter(Outcome).json_schema(ref_template=REF),
+        "Outcome": TypeAdapter(_outcome_body()).json_schema(ref_template=REF),
         "Reply": Reply.model_json_schema(ref_template=REF),
     }
     for name, schema in generated.items():

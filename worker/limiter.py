@@ -30,38 +30,16 @@ earlier process's requests can still be in the API's window.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
+
+from worker.rates import Rate as Rate
 
 T = TypeVar("T")
 
 HELD_POLL = 0.05
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s\s*$")
-
-
-@dataclass(frozen=True, slots=True)
-class Rate:
-    """``requests`` per ``seconds``: the most a rate scope may send in any window."""
-
-    requests: int
-    seconds: float
-
-    @classmethod
-    def parse(cls, text: str) -> Rate:
-        match = _RATE.match(text)
-        if not match:
-            raise ValueError(f"rate_limit must look like '60/3s', got {text!r}")
-        rate = cls(int(match.group(1)), float(match.group(2)))
-        if rate.requests < 1 or rate.seconds <= 0:
-            raise ValueError(f"rate_limit must be positive, got {text!r}")
-        return rate
-
-    def __str__(self) -> str:
-        return f"{self.requests}/{self.seconds:g}s"
 
 
 class RatedTarget(Protocol):

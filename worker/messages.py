@@ -11,10 +11,18 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+)
 
 from worker import exactjson
 from worker.apis.base import Operation, Payload
@@ -23,9 +31,11 @@ from worker.errors import ErrorCode, ErrorInfo
 from worker.outcomes import (
     REPLY_TYPE,
     STATUSES,
+    Heading,
     Outcome,
     Reply,
     ReplyItem,
+    Scope,
     Status,
     outcome_message_id,
     published,
@@ -33,30 +43,31 @@ from worker.outcomes import (
     routing_operation,
     utc_now,
 )
-from worker.registry import OPERATIONS
+from worker.registry import OPERATIONS, SCOPES
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_IDS = 10_000
 _SAFE_TEXT = re.compile(r"[\x21-\x7e]{1,256}")  # printable ASCII, no spaces
-_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_CATALOG = re.compile(r"[^\x00-\x1f\x7f/]{1,256}")
 
 
-def scope_problem(value: str, field: Literal["environment", "catalog_id"]) -> str | None:
+def scope_problem(value: str, field: str) -> str | None:
     """Why ``value`` cannot be the scope ``field`` of a request, or None (clients check the
-    same rules before publishing)."""
-    if field == "environment" and not _ENVIRONMENT.fullmatch(value):
-        return "environment must be 1-64 of a-z, 0-9, '_' and '-'"
-    # '.' and '..' are path segments: in the URL they would name another resource.
-    if field == "catalog_id" and (not _CATALOG.fullmatch(value) or value in (".", "..")):
-        return (
-            "catalog_id must be 1-256 characters, no '/' or control characters, and not '.' or '..'"
-        )
-    return None
+    same rules before publishing). Each API's area declares its field's rule."""
+    declared = SCOPES.get(field)
+    return None if declared is None else declared.rule(value)
 
 
-class RequestBody(BaseModel):
-    """The JSON body of a request message, as the contract defines it."""
+def _check_scope(value: str | None, info: ValidationInfo) -> str | None:
+    problem = (
+        None if value is None or info.field_name is None else scope_problem(value, info.field_name)
+    )
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+class _RequestHead(BaseModel):
+    """The fields before the scope fields (``RequestBody`` adds every API's scope field)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -67,39 +78,44 @@ class RequestBody(BaseModel):
 
     operation: str = Field(max_length=128)
     target: str = Field(max_length=128)
-    environment: str | None = None
-    catalog_id: str | None = None
-    ids: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
-    items: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_IDS)
-    params: Any = None  # checked by the operation (a wrong one rejects every item)
-    request_id: str | None = None
+
+    if TYPE_CHECKING:  # added by ``RequestBody`` after the scope fields
+        ids: list[Any] | None
+        items: list[Any] | None
+        params: Any
+        request_id: str | None
 
     def readable_ids(self) -> tuple[str, ...]:
         """The ids that can be read, from ``ids`` and ``items`` alike."""
         return _unique_strings([*(self.ids or []), *_item_ids(self.items)])
 
-    @field_validator("environment")
-    @classmethod
-    def _environment(cls, value: str | None) -> str | None:
-        problem = None if value is None else scope_problem(value, "environment")
-        if problem is not None:
-            raise ValueError(problem)
-        return value
+    def scope(self) -> Scope:
+        """The scope fields the body gives, as (field, value) pairs."""
+        given = ((name, getattr(self, name, None)) for name in SCOPES)
+        return tuple((name, value) for name, value in given if value is not None)
 
-    @field_validator("catalog_id")
-    @classmethod
-    def _catalog(cls, value: str | None) -> str | None:
-        problem = None if value is None else scope_problem(value, "catalog_id")
-        if problem is not None:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("request_id")
+    @field_validator("request_id", check_fields=False)
     @classmethod
     def _request_id(cls, value: str | None) -> str | None:
         if value is not None and not _SAFE_TEXT.fullmatch(value):
             raise ValueError("request_id must be 1-256 printable ASCII characters without spaces")
         return value
+
+
+_SCOPE_FIELDS: dict[str, Any] = {name: (str | None, None) for name in SCOPES}
+_SCOPE_RULES: dict[str, Any] = {"_scope": field_validator(*SCOPES)(_check_scope)}
+RequestBody: type[_RequestHead] = create_model(
+    "RequestBody",
+    __base__=_RequestHead,
+    __doc__="The JSON body of a request message, as the contract defines it.",
+    __validators__=_SCOPE_RULES,
+    **_SCOPE_FIELDS,
+    ids=(list[Any] | None, Field(default=None, min_length=1, max_length=MAX_IDS)),
+    items=(list[Any] | None, Field(default=None, min_length=1, max_length=MAX_IDS)),
+    params=(Any, None),  # checked by the operation (a wrong one rejects every item)
+    request_id=(str | None, None),
+)
+"""The JSON body of a request message: ``_RequestHead`` and every API's scope field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,45 +163,32 @@ class Invalid:
     request_id: str
     operation: str | None = None
     target: str | None = None
-    environment: str | None = None
-    catalog_id: str | None = None
+    scope: Scope = ()  # the scope fields the message gave, readable ones
     readable_ids: tuple[str, ...] = field(default=())
+
+    @property
+    def heading(self) -> Heading:
+        return Heading(self.request_id, self.operation, self.target, self.scope)
+
+    @property
+    def error(self) -> ErrorInfo:
+        """The reason the message as a whole was refused (each readable id's error too)."""
+        return ErrorInfo(self.code, self.reason, False)
 
     def outcomes(self, finished_at: str) -> list[Outcome]:
         """A ``rejected`` outcome for each id that could be read."""
-        error = ErrorInfo(self.code, self.reason, False)
+        heading, error = self.heading, self.error
         return [
-            Outcome(
-                self.request_id,
-                self.operation or "invalid",
-                self.target,
-                self.environment,
-                self.catalog_id,
-                item_id,
-                "rejected",
-                error,
-                0,
-                None,
-                None,
-                finished_at,
-            )
+            heading.outcome(item_id, "rejected", error, 0, None, None, finished_at)
             for item_id in self.readable_ids
         ]
 
     def reply(self, finished_at: str) -> Reply:
         """The reply to a dead-lettered message: its readable ids ``rejected`` (maybe none),
         and the reason the message as a whole was refused as the top-level ``error``."""
-        error = ErrorInfo(self.code, self.reason, False)
-        return Reply(
-            request_id=self.request_id,
-            operation=self.operation,
-            target=self.target,
-            environment=self.environment,
-            catalog_id=self.catalog_id,
-            items=tuple(ReplyItem(i, "rejected", error) for i in self.readable_ids),
-            finished_at=finished_at,
-            error=error,
-        )
+        error = self.error
+        items = tuple(ReplyItem(i, "rejected", error) for i in self.readable_ids)
+        return self.heading.reply(items, finished_at, error)
 
 
 def derive_request_id(body: bytes, message_id: str | None) -> str:
@@ -233,7 +236,7 @@ def not_json_reason(body: bytes, exc: orjson.JSONDecodeError) -> str:
 
 
 def _check_request(
-    body: RequestBody, fallback_id: str, targets: Mapping[str, str]
+    body: _RequestHead, fallback_id: str, targets: Mapping[str, str]
 ) -> Request | Invalid:
     request_id = body.request_id or fallback_id
 
@@ -245,8 +248,7 @@ def _check_request(
             request_id=request_id,
             operation=body.operation,
             target=body.target,
-            environment=body.environment,
-            catalog_id=body.catalog_id,
+            scope=body.scope(),
             readable_ids=ids,
         )
 
@@ -258,10 +260,11 @@ def _check_request(
         return invalid(f"unknown target {body.target!r}", ErrorCode.UNKNOWN_TARGET)
     if kind != operation.api:
         return invalid(f"target {body.target!r} is a {kind} target", ErrorCode.UNKNOWN_TARGET)
-    other = "catalog_id" if operation.scope_field == "environment" else "environment"
-    if getattr(body, other) is not None:
-        return invalid(f"{other} does not apply to {operation.name}", ErrorCode.INVALID_MESSAGE)
-    scope = getattr(body, operation.scope_field)
+    given = dict(body.scope())
+    others = [name for name in given if name != operation.scope_field]
+    if others:
+        return invalid(f"{others[0]} does not apply to {operation.name}", ErrorCode.INVALID_MESSAGE)
+    scope = given.get(operation.scope_field)
     if scope is None and operation.scope_required:
         return invalid(
             f"{operation.scope_field} is required for {operation.name}", ErrorCode.MISSING_SCOPE
@@ -413,8 +416,7 @@ def _schema_invalid(data: dict[str, Any], exc: ValidationError, fallback_id: str
         request_id,
         text.get("operation"),
         text.get("target"),
-        text.get("environment"),
-        text.get("catalog_id"),
+        tuple((name, text[name]) for name in SCOPES if name in text),
         _unique_strings([*(_list(data.get("ids"))), *_item_ids(data.get("items"))]),
     )
 

@@ -9,9 +9,18 @@ from typing import Any, Literal
 import orjson
 
 from worker.errors import ErrorInfo
-from worker.registry import OPERATIONS
+from worker.registry import OPERATIONS, SCOPES
 
 Status = Literal["succeeded", "failed", "rejected"]
+Scope = tuple[tuple[str, str], ...]
+"""A request's scope as (field, value) pairs: the scope fields it gave (at most one for a
+valid request). Bodies carry every API's scope field (``scope_body``), null but these."""
+
+
+def scope_body(scope: Scope) -> dict[str, str | None]:
+    """Every API's scope field (the catalog's ``SCOPES``, in order), null but the given."""
+    given = dict(scope)
+    return {name: given.get(name) for name in SCOPES}
 
 
 def routing_operation(operation: str | None) -> str:
@@ -42,8 +51,7 @@ class Outcome:
     request_id: str
     operation: str
     target: str | None
-    environment: str | None
-    catalog_id: str | None
+    scope: Scope
     id: str
     status: Status
     error: ErrorInfo | None
@@ -66,8 +74,7 @@ class Outcome:
                 "request_id": self.request_id,
                 "operation": self.operation,
                 "target": self.target,
-                "environment": self.environment,
-                "catalog_id": self.catalog_id,
+                **scope_body(self.scope),
                 "id": self.id,
                 "status": self.status,
                 "error": self.error.as_dict() if self.error else None,
@@ -114,8 +121,7 @@ class Reply:
     request_id: str
     operation: str | None
     target: str | None
-    environment: str | None
-    catalog_id: str | None
+    scope: Scope
     items: tuple[ReplyItem, ...]
     finished_at: str
     error: ErrorInfo | None = None
@@ -135,8 +141,7 @@ class Reply:
             "request_id": self.request_id,
             "operation": self.operation,
             "target": self.target,
-            "environment": self.environment,
-            "catalog_id": self.catalog_id,
+            **scope_body(self.scope),
             "counts": self.counts(),
             "items": [item.as_dict() for item in self.items],
             "finished_at": self.finished_at,
@@ -150,3 +155,53 @@ class Reply:
 
 
 REPLY_TYPE = "bulkops.reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Heading:
+    """What every outcome and the reply of one request say about it (request id, operation,
+    target, scope): the one builder of both, whether the request was refused at intake or
+    answered by an API. ``operation`` is None for a refused message without a readable one
+    (its outcomes say ``invalid``, its reply null)."""
+
+    request_id: str
+    operation: str | None
+    target: str | None
+    scope: Scope
+
+    def outcome(
+        self,
+        item_id: str,
+        status: Status,
+        error: ErrorInfo | None,
+        attempts: int,
+        batch_id: str | None,
+        job_id: str | None,
+        finished_at: str,
+    ) -> Outcome:
+        return Outcome(
+            self.request_id,
+            self.operation or "invalid",
+            self.target,
+            self.scope,
+            item_id,
+            status,
+            error,
+            attempts,
+            batch_id,
+            job_id,
+            finished_at,
+        )
+
+    def reply(
+        self, items: tuple[ReplyItem, ...], finished_at: str, error: ErrorInfo | None = None
+    ) -> Reply:
+        return Reply(
+            request_id=self.request_id,
+            operation=self.operation,
+            target=self.target,
+            scope=self.scope,
+            items=items,
+            finished_at=finished_at,
+            error=error,
+        )

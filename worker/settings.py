@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.apis.base import TargetBase
-from worker.limiter import Rate
+from worker.rates import Rate
 from worker.registry import TARGET_MODELS
 
 # ``Rate`` (a target's ``rate_limit``, parsed) is the limiter's; named here too because

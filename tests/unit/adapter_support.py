@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.apis.base import ItemResult, Payload
+from worker.apis.adapters import ItemResult
+from worker.apis.base import Payload
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.unit.adapter_support import Sent, Sleeps, statuses
-from worker.apis.base import BatchKey, ItemResult
+from worker.apis.adapters import ItemResult
+from worker.apis.base import BatchKey
 from worker.apis.bloomreach.adapter import Bloomreach
 from worker.apis.bloomreach.target import BloomreachTarget
 from worker.emulator import Emulator, EmulatorConfig

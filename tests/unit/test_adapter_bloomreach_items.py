@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.unit.adapter_support import Sent, statuses
 from tests.unit.test_adapter_bloomreach import CATALOG, make_adapter
-from worker.apis.base import BatchKey, ItemResult, Payload
+from worker.apis.adapters import ItemResult
+from worker.apis.base import BatchKey, Payload
 from worker.apis.bloomreach.adapter import SPLIT_REQUESTS, Bloomreach
 from worker.emulator import Emulator, EmulatorConfig, Fault
 from worker.http import ScopedClient

@@ -12,7 +12,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.unit.adapter_support import Sent, Sleeps, statuses
-from worker.apis.base import BatchKey, ItemResult
+from worker.apis.adapters import ItemResult
+from worker.apis.base import BatchKey
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
 from worker.apis.datocms.target import DatoCMSTarget
 from worker.emulator import Emulator, EmulatorConfig, Fault

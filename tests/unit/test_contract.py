@@ -95,9 +95,9 @@ def test_outcome_schema_accepts_the_worker_outcome_bodies_and_refuses_others(
     from an invalid message) fit the Outcome schema; a body without a status or with an
     unknown status does not."""
     validator = payload_validator(checked_in, "Outcome")
-    ok = Outcome("r1", "datocms.items.publish", "main", None, None, "a", "succeeded",
+    ok = Outcome("r1", "datocms.items.publish", "main", (), "a", "succeeded",
                  None, 1, "b1", "j1", "2026-11-30T12:00:00.000000Z")  # fmt: skip
-    failed = Outcome("r1", "datocms.items.publish", "main", "env", None, "b", "failed",
+    failed = Outcome("r1", "datocms.items.publish", "main", (("environment", "env"),), "b", "failed",
                      ErrorInfo("ITEM_LOCKED", "locked", False), 2, "b1", None, "t")  # fmt: skip
     invalid = Invalid("unknown operation 'x'", "unknown_operation", "r2", "x", "main",
                       readable_ids=("c",))  # fmt: skip
@@ -151,7 +151,7 @@ def test_worker_reply_bodies_fit_the_document_and_the_client_reads_every_field(
     whole) validate against the document's Reply schema, and the client's model reads them
     with no field left over or missing: worker and client agree on the reply."""
     validator = payload_validator(checked_in, "Reply")
-    processed = Reply("r1", "datocms.items.publish", "main", None, None,
+    processed = Reply("r1", "datocms.items.publish", "main", (),
                       (ReplyItem("a", "succeeded"),
                        ReplyItem("b", "failed", ErrorInfo("ITEM_LOCKED", "locked"))), "t")  # fmt: skip
     refused = Invalid("not JSON", "not_json", "r2").reply("t")

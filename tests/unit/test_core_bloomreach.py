@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.apis.bloomreach.adapter import Bloomreach, halves
 from worker.apis.bloomreach.target import BloomreachTarget
 from worker.apis.bloomreach.wire import (

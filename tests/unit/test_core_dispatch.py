@@ -21,6 +21,7 @@ from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, Step, decide
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Tracked
+from worker.pipeline.settlement import Settlement
 from worker.registry import OPERATIONS
 from worker.settings import Settings
 
@@ -182,7 +183,9 @@ async def test_a_drain_or_a_hand_over_stops_lingering_where_it_applies() -> None
         b'"catalog_id": "c", "ids": ["x"]}'
     )
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings, Metrics(CollectorRegistry()), http, _no_publish, tasks, Limiters(0.0))
+        engine = Engine(
+            settings, Metrics(CollectorRegistry()), http, _no_publish(), tasks, Limiters(0.0)
+        )
         for partition, body in enumerate((dato, bloom)):
             request = parse_request(body, None, kinds)
             assert isinstance(request, Request)
@@ -206,5 +209,15 @@ class _Delivery:
         return None
 
 
-async def _no_publish(answers: object) -> None:
-    raise AssertionError("nothing is answered here: the takeover wait keeps every scope idle")
+class _NoOutlet:
+    """Settlement's outlet in a test where nothing may be answered."""
+
+    async def outcome(self, *args: object) -> None:
+        raise AssertionError("nothing is answered here: the takeover wait keeps every scope idle")
+
+    async def reply(self, *args: object) -> bool:
+        raise AssertionError("nothing is answered here: the takeover wait keeps every scope idle")
+
+
+def _no_publish() -> Settlement:
+    return Settlement("all", Metrics(CollectorRegistry()), _NoOutlet())

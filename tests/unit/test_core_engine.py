@@ -14,6 +14,7 @@ from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Tracked
+from worker.pipeline.settlement import Settlement
 from worker.settings import Settings
 
 KINDS = {"main": "datocms", "shop": "bloomreach"}
@@ -68,7 +69,7 @@ def bloom(*ids: str) -> bytes:
 async def test_hand_over_gives_back_only_that_partition_and_keeps_order_closures() -> None:
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks, Limiters(0.0))
+        engine = Engine(settings(), Metrics(registry), http, _no_publish(), tasks, Limiters(0.0))
         first = tracked(dato("publish", "a", "b"), 0)
         later = tracked(dato("unpublish", "a"), 0)
         alone = tracked(dato("publish", "c"), 0)
@@ -96,7 +97,7 @@ async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -
     touches is kept: giving it back would let the later one overtake it."""
     registry = CollectorRegistry()
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        engine = Engine(settings(), Metrics(registry), http, _no_publish, tasks, Limiters(0.0))
+        engine = Engine(settings(), Metrics(registry), http, _no_publish(), tasks, Limiters(0.0))
         earlier = tracked(dato("publish", "a"), 0)
         started = tracked(dato("unpublish", "a", "b"), 0)
         engine.accept(earlier)
@@ -108,8 +109,18 @@ async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -
         engine.cancel()
 
 
-async def _no_publish(pairs: object) -> None:
-    raise AssertionError("nothing is answered here")
+class _NoOutlet:
+    """Settlement's outlet in a test where nothing may be answered."""
+
+    async def outcome(self, *args: object) -> None:
+        raise AssertionError("nothing is answered here")
+
+    async def reply(self, *args: object) -> bool:
+        raise AssertionError("nothing is answered here")
+
+
+def _no_publish() -> Settlement:
+    return Settlement("all", Metrics(CollectorRegistry()), _NoOutlet())
 
 
 async def test_sessions_of_one_process_share_its_limiters() -> None:
@@ -118,12 +129,14 @@ async def test_sessions_of_one_process_share_its_limiters() -> None:
     registry = CollectorRegistry()
     limiters = Limiters(0.05)
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
-        before = Engine(settings(), Metrics(registry), http, _no_publish, tasks, limiters)
+        before = Engine(settings(), Metrics(registry), http, _no_publish(), tasks, limiters)
         before.accept(tracked(dato("publish", "a"), 0))
         (scope,) = before.scopes.values()
         scope.limiter.log.record(time.monotonic())  # as if a request had just gone
         before.cancel()
-        after = Engine(settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters)
+        after = Engine(
+            settings(), Metrics(CollectorRegistry()), http, _no_publish(), tasks, limiters
+        )
         after.accept(tracked(dato("publish", "b"), 0))
         (again,) = after.scopes.values()
         assert again.limiter is scope.limiter
@@ -137,14 +150,16 @@ async def test_sessions_of_one_process_share_its_adapters_and_the_stated_limit()
     limiters = Limiters(0.05)
     async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
         before = Engine(
-            settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters
+            settings(), Metrics(CollectorRegistry()), http, _no_publish(), tasks, limiters
         )
         before.accept(tracked(dato("publish", "a"), 0))
         (scope,) = before.scopes.values()
         assert scope.limiter.observe_limit(120)  # as if an answer had stated 120 per 3 s
         shop = before.adapters["shop"]
         before.cancel()
-        after = Engine(settings(), Metrics(CollectorRegistry()), http, _no_publish, tasks, limiters)
+        after = Engine(
+            settings(), Metrics(CollectorRegistry()), http, _no_publish(), tasks, limiters
+        )
         assert after.adapters == before.adapters and after.adapters["shop"] is shop
         after.accept(tracked(dato("publish", "b"), 0))
         (again,) = after.scopes.values()

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.messages import ErrorInfo, Invalid, Request, parse_request, published
 from worker.pipeline.requests import Tracked
 

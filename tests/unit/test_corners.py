@@ -15,7 +15,8 @@ from pydantic import ValidationError
 
 from tests.unit.adapter_support import Sent, Sleeps, statuses
 from worker import exactjson
-from worker.apis.base import BatchKey, ItemResult
+from worker.apis.adapters import ItemResult
+from worker.apis.base import BatchKey
 from worker.apis.datocms.adapter import DatoCMS, JobPolling
 from worker.apis.datocms.target import DatoCMSTarget
 from worker.batching import Coalescer

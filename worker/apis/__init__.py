@@ -1,5 +1,6 @@
-"""One area per API: its targets, operations table, wire format and adapter.
+"""One area per API: its scope field, targets, operations table, wire format and adapter.
 
-Nothing outside ``worker/apis`` names an API except ``worker.registry`` (which collects the
-areas' specs) and ``worker.settings`` (which loads targets through it).
+Nothing outside ``worker/apis/<api>/`` names an API except the catalog's list of areas in
+``worker.registry``; what is shared by areas is here: ``base`` (what an area declares, pure),
+``adapters`` (the adapter side) and ``factory`` (adapters built for the pipeline).
 """

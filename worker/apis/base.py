@@ -2,23 +2,22 @@
 
 The pipeline knows batch keys, items and results; an API area knows its targets, its
 operations, its wire format and how to carry a batch through to a true outcome per item.
-``worker.registry`` collects the areas' ``ApiSpec``s: everything outside ``worker/apis``
-reads API facts there.
+``worker.registry`` (the catalog) collects the areas' ``ApiSpec``s: everything outside
+``worker/apis`` reads API facts there. This module is pure (no HTTP, no limiter, no
+adapter): what adapters share is in ``worker.apis.adapters``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from worker import exactjson
-from worker.errors import ErrorCode, ErrorInfo
-from worker.http import RetriesExhausted, RetryPolicy, ScopedClient
-from worker.limiter import Hold, Rate
+from worker.rates import Rate
 
 Payload = Mapping[str, Any]  # an item's data (JSON-able), opaque to the pipeline
 ParamsCheck = Callable[[Mapping[str, Any]], str | None]  # why params are wrong, or None
@@ -133,6 +132,22 @@ def params_key(params: Mapping[str, Any] | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class ScopeField:
+    """An API's scope field, declared by its area: its name in request, outcome and reply
+    bodies (a string, or null where it does not apply), in the CLI (``--name-with-dashes``)
+    and as the client's ``Job`` argument; and the rule a value must follow."""
+
+    name: str
+    rule: Callable[[str], str | None]  # why a value cannot be this scope, or None
+    help: str  # the CLI flag's help
+    absent: str = ""  # what an absent value means, if it may be absent (e.g. "primary")
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, slots=True)
 class Operation:
     """One row of an API's operations table.
 
@@ -142,7 +157,7 @@ class Operation:
 
     name: str
     api: str
-    scope_field: Literal["environment", "catalog_id"]
+    scope_field: str  # the name of its API's ``ScopeField``
     scope_required: bool
     max_items: int
     max_body_bytes: int | None = None
@@ -180,90 +195,19 @@ class Operation:
 
 
 @dataclass(frozen=True, slots=True)
-class ItemResult:
-    status: Literal["succeeded", "failed", "rejected"]
-    error: ErrorInfo | None = None
-    attempts: int = 1
-    job_id: str | None = None
-
-
-def failure(exc: RetriesExhausted, job_id: str | None = None) -> ItemResult:
-    """The outcome of an item whose request failed for good."""
-    error = exc.error
-    if error.retryable:  # the budget ran out on an error that might have passed
-        message = f"{exc.attempts} attempts; last: {error}"
-        info = ErrorInfo(ErrorCode.RETRIES_EXHAUSTED, message, True)
-    else:
-        info = error.info()
-    return ItemResult("failed", info, exc.attempts, job_id)
-
-
-class Sendable(Protocol):
-    """One item as an adapter sees it: its id and, where the operation has one, its data."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def payload(self) -> Payload | None: ...
-
-
-class Adapter(Protocol):
-    """One target of one API: builds its requests and reads each item's outcome."""
-
-    def cost(self, operation: Operation, item_id: str, payload: Payload | None) -> int:
-        """Bytes this item adds to a request body (for body-size limits)."""
-        ...
-
-    async def execute(
-        self, key: BatchKey, items: Sequence[Sendable], client: ScopedClient, hold: Hold | None
-    ) -> dict[str, ItemResult]:
-        """Send ``items`` and return a result for every one of them, by id.
-
-        ``hold``: a limiter slot the caller already holds for the first request (spent by
-        that request's send), or None.
-        """
-        ...
-
-
-class Tuning(Protocol):
-    """The settings an adapter reads (the worker's ``Settings`` is one)."""
-
-    @property
-    def max_attempts(self) -> int: ...
-    @property
-    def retry_budget_seconds(self) -> float: ...
-    @property
-    def backoff_base_seconds(self) -> float: ...
-    @property
-    def backoff_max_seconds(self) -> float: ...
-    @property
-    def job_deadline_seconds(self) -> float: ...
-    @property
-    def job_poll_initial_seconds(self) -> float: ...
-    @property
-    def job_poll_max_seconds(self) -> float: ...
-    @property
-    def job_follow_seconds(self) -> float: ...
-
-
-def retry_policy(tuning: Tuning) -> RetryPolicy:
-    return RetryPolicy(
-        tuning.max_attempts,
-        tuning.retry_budget_seconds,
-        tuning.backoff_base_seconds,
-        tuning.backoff_max_seconds,
-    )
-
-
-@dataclass(frozen=True, slots=True)
 class ApiSpec:
     """Everything the rest of the worker may know about one API."""
 
     kind: str  # the targets' ``kind``
+    scope: ScopeField  # the scope field of its operations
     title: str  # its name in prose
     target: type[TargetBase]  # the model of this API's targets (credentials, rate facts)
     operations: tuple[Operation, ...]
     rate_scope: Callable[[BatchKey], RateScope]  # batches of one rate scope share a limit
-    adapter: Callable[[Any, Tuning], Adapter]  # (target of this kind, tuning) -> adapter
+    # The module that builds this API's adapter: its ``make_adapter(target, tuning)``. Named,
+    # not imported, so that the catalog stays pure; ``worker.apis.factory`` imports it.
+    adapter_module: str
     known_codes: frozenset[str] = frozenset()  # the API's documented error codes (labels)
+    # API requests that follow each bulk request at least (a job polled once, say): for
+    # estimates (``submit --dry-run``).
+    follow_ups: int = 0

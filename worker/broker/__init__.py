@@ -10,9 +10,9 @@
 """
 
 from worker.broker.acker import Acker
-from worker.broker.publishing import REASON_HEADER
 from worker.broker.run import ConnectionLost, run_session
-from worker.broker.topology import UNROUTED_MAX_LENGTH, declare_topology, unrouted_name
+from worker.broker.topology import declare_topology
+from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
 
 __all__ = [
     "REASON_HEADER",

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from worker import tracing
-from worker.broker.topology import unrouted_name
 from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
 from worker.settings import Settings
+from worker.wirenames import REASON_HEADER, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
 
-T = TypeVar("T")
-REASON_HEADER = "x-bulkops-reason"
 ROUTING_KEY_HEADER = "x-bulkops-routing-key"  # a parked outcome's original routing key
-PUBLISH_CHUNK = 64
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 
@@ -219,10 +216,3 @@ async def confirmed(
             log.warning("%s not confirmed (%r); retrying in %.1fs", what, confirmation, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
-
-
-def chunks(items: list[T]) -> Iterator[list[T]]:
-    """Slices of PUBLISH_CHUNK: confirms stay pipelined within one, and deliveries get the
-    event loop between them."""
-    for start in range(0, len(items), PUBLISH_CHUNK):
-        yield items[start : start + PUBLISH_CHUNK]

@@ -157,8 +157,7 @@ async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> Non
     unfinished = engine.unsettled()
     if unfinished:
         log.warning("drain timeout: requeueing %d unfinished requests", len(unfinished))
-        for tracked in unfinished:
-            tracked.settled = True
+        engine.settlement.abandon(unfinished)
         if not lost.is_set():
             for tracked in unfinished:
                 await tracked.delivery.nack(requeue=True)

@@ -19,17 +19,9 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from worker.metrics import Metrics
 from worker.settings import Settings
+from worker.wirenames import UNROUTED_MAX_LENGTH, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
-
-UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
-
-
-def unrouted_name(settings: Settings) -> str:
-    """The parking queue of outcomes that matched no binding (and the fanout exchange of the
-    same name bound to it, for operators who give the results exchange an alternate
-    exchange by policy)."""
-    return f"{settings.results_exchange}.unrouted"
 
 
 async def broker_major(channel: AbstractChannel) -> int:

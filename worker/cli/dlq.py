@@ -27,9 +27,9 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from worker.broker.publishing import REASON_HEADER
 from worker.cli.common import BROKER_ERRORS, EXIT_OK, ClientSettings, CliError, connect, say
 from worker.client import BrokerError, queue_exists
+from worker.wirenames import REASON_HEADER
 
 WORKER_HEADERS = frozenset({REASON_HEADER, "x-bulkops-original-queue"})
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")

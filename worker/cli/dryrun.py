@@ -20,13 +20,11 @@ from worker.apis.base import Operation
 from worker.cli.common import EXIT_FAILED, EXIT_OK
 from worker.cli.inputs import Source
 from worker.client import Chunk, Job
-from worker.limiter import Rate
 from worker.messages import Invalid, Rejection, parse_request
-from worker.registry import APIS
+from worker.rates import Rate
+from worker.registry import APIS, SCOPES
 
 SHOWN_REJECTIONS = 20
-# API requests per bulk request: DatoCMS answers with a job, polled at least once.
-FOLLOW_UPS = {"datocms": 1}
 
 
 @dataclass
@@ -119,7 +117,7 @@ def _batching(found: Plan) -> Iterator[str]:
     api = APIS[spec.api]
     rate = Rate.parse(api.target.default_rate)
     bulk = found.api_requests()
-    total = bulk * (1 + FOLLOW_UPS.get(spec.api, 0))
+    total = bulk * (1 + api.follow_ups)
     # The worker's limiter: a scope's first window starts as the worker does, then ``rate``
     # per window; the last window's requests go at its start.
     seconds = math.ceil(total / rate.requests) * rate.seconds if total else 0.0
@@ -142,9 +140,10 @@ def _n(count: int, noun: str) -> str:
 
 
 def _scope(job: Job, spec: Operation) -> str:
-    value = getattr(job, spec.scope_field)
+    value = job.scope.get(spec.scope_field)
     if value is None:
-        return f"{spec.scope_field} (primary)" if spec.scope_field == "environment" else ""
+        absent = SCOPES[spec.scope_field].absent
+        return f"{spec.scope_field} ({absent})" if absent else ""
     return f"{spec.scope_field} {value!r}"
 
 

@@ -28,6 +28,7 @@ from worker.cli.inputs import InputError, Source
 from worker.cli.progress import Quiet, progress
 from worker.client import MAX_PER_MESSAGE, Answer, BrokerError, Client, Job, JobError
 from worker.client.connection import iterate
+from worker.registry import SCOPES
 
 
 def add_parser(commands: Any) -> None:
@@ -42,8 +43,8 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("operation", help="e.g. datocms.items.publish")
     parser.add_argument("--target", required=True, help="a target name of the worker")
     scope = parser.add_mutually_exclusive_group()
-    scope.add_argument("--environment", help="DatoCMS environment (primary if absent)")
-    scope.add_argument("--catalog-id", help="Bloomreach catalog (required for Bloomreach)")
+    for declared in SCOPES.values():  # each API's scope field, as its area declares it
+        scope.add_argument(declared.flag, dest=declared.name, help=declared.help)
     parser.add_argument("--params", help="JSON object, for operations that take params")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--ids-file", metavar="F", help="one id per line ('-': standard input)")
@@ -119,7 +120,8 @@ def _refusal(answer: Answer) -> dict[str, Any]:
 def job_from(args: argparse.Namespace, settings: ClientSettings) -> tuple[Job, Source]:
     """The job and its input, checked: CliError for anything no worker would take."""
     params = _params(args.params)
-    job = Job(args.operation, args.target, args.environment, args.catalog_id, params)
+    scope = {name: getattr(args, name) for name in SCOPES}
+    job = Job(args.operation, args.target, params=params, **scope)
     try:
         spec = job.check(settings.target_kinds(), with_params=not args.dry_run)
     except JobError as exc:

@@ -13,6 +13,7 @@ import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from worker.cli.common import EXIT_OK, ClientSettings, CliError, connect, say
+from worker.registry import SCOPES
 
 
 def add_parser(commands: Any) -> None:
@@ -37,7 +38,7 @@ def outcome_line(body: bytes) -> str:
     if not isinstance(data, dict):
         return body.decode(errors="replace")
     where = str(data.get("target") or "-")
-    scope = data.get("environment") or data.get("catalog_id")
+    scope = next((data[name] for name in SCOPES if data.get(name)), None)
     if scope:
         where += f"/{scope}"
     line = f"{data.get('finished_at', '-')}  {data.get('status', '?'):<9}  "

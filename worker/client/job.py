@@ -4,12 +4,12 @@ and the request body of one chunk of it."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from worker import exactjson
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec, scope_problem
 from worker.messages import Invalid, Request, parse_request
+from worker.registry import SCOPES
 
 MAX_PER_MESSAGE = 10_000  # ids or items in one request message (the worker's limit)
 
@@ -19,15 +19,56 @@ class JobError(ValueError):
     fit): found before anything is published."""
 
 
-@dataclass(frozen=True, slots=True)
 class Job:
-    """Operation, target, scope and params: the part every request message of a job shares."""
+    """Operation, target, scope and params: the part every request message of a job shares.
 
-    operation: str
-    target: str
-    environment: str | None = None
-    catalog_id: str | None = None
-    params: Mapping[str, Any] | None = None
+    The scope is given by its field's name, as the operation's API declares it (e.g.
+    ``environment="sandbox-1"`` for DatoCMS, ``catalog_id="products"`` for Bloomreach), or
+    positionally after the target in the catalog's order (``worker.registry.SCOPES``), then
+    ``params``. ``job.<field>`` reads a scope field (None when not given)."""
+
+    __slots__ = ("operation", "params", "scope", "target")
+
+    def __init__(
+        self,
+        operation: str,
+        target: str,
+        *args: Any,
+        params: Mapping[str, Any] | None = None,
+        **scope: str | None,
+    ) -> None:
+        names = list(SCOPES)
+        if len(args) > len(names) + 1:
+            raise TypeError(f"Job() takes at most {len(names) + 3} positional arguments")
+        if len(args) == len(names) + 1:
+            params = args[-1]
+        unknown = sorted(set(scope) - set(names))
+        if unknown:
+            raise TypeError(f"Job() got an unexpected keyword argument {unknown[0]!r}")
+        given = {**dict(zip(names, args, strict=False)), **scope}
+        self.operation = operation
+        self.target = target
+        self.scope: Mapping[str, str] = {k: v for k, v in given.items() if v is not None}
+        self.params = params
+
+    def __getattr__(self, name: str) -> str | None:
+        if name in SCOPES:
+            return self.scope.get(name)
+        raise AttributeError(name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        mine = (self.operation, self.target, self.scope, self.params)
+        return mine == (other.operation, other.target, other.scope, other.params)
+
+    def __hash__(self) -> int:
+        return hash((self.operation, self.target, tuple(sorted(self.scope.items()))))
+
+    def __repr__(self) -> str:
+        scope = "".join(f", {k}={v!r}" for k, v in self.scope.items())
+        params = f", params={self.params!r}" if self.params is not None else ""
+        return f"Job({self.operation!r}, {self.target!r}{scope}{params})"
 
     @property
     def spec(self) -> OperationSpec:
@@ -92,10 +133,9 @@ class Job:
         if (ids is None) == (items is None):
             raise ValueError("a request carries ids or items, exactly one of the two")
         body: dict[str, Any] = {"operation": self.operation, "target": self.target}
-        for key in ("environment", "catalog_id", "params"):
-            value = getattr(self, key)
-            if value is not None:
-                body[key] = value
+        body.update((name, self.scope[name]) for name in SCOPES if name in self.scope)
+        if self.params is not None:
+            body["params"] = self.params
         body["ids" if ids is not None else "items"] = list(ids if ids is not None else items or ())
         body["request_id"] = request_id
         return exactjson.dumps(body)
@@ -110,10 +150,10 @@ def _check_target(name: str, spec: OperationSpec, targets: Mapping[str, str | No
 
 
 def _check_scope(job: Job, spec: OperationSpec) -> None:
-    other = "catalog_id" if spec.scope_field == "environment" else "environment"
-    if getattr(job, other) is not None:
-        raise JobError(f"{other} does not apply to {spec.name}")
-    scope = getattr(job, spec.scope_field)
+    others = [name for name in job.scope if name != spec.scope_field]
+    if others:
+        raise JobError(f"{others[0]} does not apply to {spec.name}")
+    scope = job.scope.get(spec.scope_field)
     if scope is None:
         if spec.scope_required:
             raise JobError(f"{spec.name} needs a {spec.scope_field}")

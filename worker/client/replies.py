@@ -3,9 +3,11 @@ reads it. Tolerant: fields a later worker adds are ignored."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from worker.registry import SCOPES
 
 Status = Literal["succeeded", "failed", "rejected"]
 STATUSES: tuple[Status, ...] = ("succeeded", "failed", "rejected")
@@ -42,20 +44,43 @@ class Counts(BaseModel):
     rejected: int = Field(ge=0)
 
 
-class Reply(BaseModel):
-    """The one answer to a request message: every distinct id of it, in message order."""
-
+class _ReplyHead(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     request_id: str
     operation: str | None
     target: str | None
-    environment: str | None = None
-    catalog_id: str | None = None
-    counts: Counts
-    items: list[ReplyItem]
-    finished_at: str
-    error: ErrorBody | None = Field(
-        default=None,
-        description="set only when the message was refused as a whole (dead-lettered)",
-    )
+
+
+# Every API's scope field (``worker.registry.SCOPES``), null but the request's, then the rest.
+_SCOPE_FIELDS: dict[str, Any] = {name: (str | None, None) for name in SCOPES}
+_ReplyBody: type[_ReplyHead] = create_model(
+    "_ReplyBody",
+    __base__=_ReplyHead,
+    **_SCOPE_FIELDS,
+    counts=(Counts, ...),
+    items=(list[ReplyItem], ...),
+    finished_at=(str, ...),
+    error=(
+        ErrorBody | None,
+        Field(
+            default=None,
+            description="set only when the message was refused as a whole (dead-lettered)",
+        ),
+    ),
+)
+
+
+class Reply(_ReplyBody):
+    """The one answer to a request message: every distinct id of it, in message order."""
+
+    if TYPE_CHECKING:  # fields of _ReplyBody, for the type checker
+        request_id: str
+        operation: str | None
+        target: str | None
+        counts: Counts
+        items: list[ReplyItem]
+        finished_at: str
+        error: ErrorBody | None
+
+        def __getattr__(self, name: str) -> str | None: ...  # a scope field

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.batching import BatchKey, Coalescer, Item
 from worker.errors import ErrorCode, ErrorInfo
 from worker.http import ScopedClient

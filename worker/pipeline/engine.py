@@ -1,10 +1,10 @@
 """The pipeline between the broker edges, as the broker session sees it.
 
-``accept`` takes a request's ids in (``Ledger``, ``Coalescer``); per rate scope a dispatcher
-decides when a batch goes (``decisions``, ``dispatch``), its adapter carries it out
-(``execution``), and its answers go to ``publish``, the broker side, which settles each
-request message once all its outcomes are confirmed (``record_outcomes``, ``forget``). On
-shutdown or a partition hand-over, ``handover`` gives back what was not started.
+``accept`` takes a request's ids in (``Settlement``, ``Coalescer``); per rate scope a
+dispatcher decides when a batch goes (``decisions``, ``dispatch``), its adapter carries it
+out (``execution``), and its answers go to the ``Settlement``, which publishes, counts,
+replies and acks each request once all its outcomes are confirmed. On shutdown or a
+partition hand-over, ``handover`` gives back what was not started.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import asyncio
 import dataclasses
 import functools
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 
 import httpx
 
-from worker.apis.base import Adapter, Operation, params_key
+from worker.apis.adapters import Adapter
+from worker.apis.base import Operation, params_key
+from worker.apis.factory import make_adapter
 from worker.batching import BatchKey, Coalescer
 from worker.limiter import Limiters
 from worker.messages import Request
@@ -25,9 +27,8 @@ from worker.metrics import Metrics
 from worker.pipeline.dispatch import Dispatcher, Scope
 from worker.pipeline.execution import Execution
 from worker.pipeline.handover import Handover
-from worker.pipeline.ledger import Ledger
-from worker.pipeline.requests import Answer, Publish, Tracked
-from worker.registry import make_adapter
+from worker.pipeline.requests import Tracked
+from worker.pipeline.settlement import Settlement
 from worker.settings import Settings
 
 
@@ -39,7 +40,7 @@ class Engine:
         settings: Settings,
         metrics: Metrics,
         http: httpx.AsyncClient,
-        publish: Publish,
+        settlement: Settlement,
         tasks: asyncio.TaskGroup,
         limiters: Limiters,
     ) -> None:
@@ -55,7 +56,7 @@ class Engine:
         for name, target in settings.targets.items():
             metrics.rate_limit_allowed.labels(name).set(self.limiters.allowed(name, target))
         self.coalescer = Coalescer()
-        self.ledger = Ledger(metrics)
+        self.settlement = settlement
         self.dispatcher = Dispatcher(
             settings=settings,
             metrics=metrics,
@@ -63,10 +64,10 @@ class Engine:
             limiters=self.limiters,
             coalescer=self.coalescer,
             execution=Execution(self.adapters, metrics),
-            publish=publish,
+            publish=settlement.answer,
             tasks=tasks,
         )
-        self.handover = Handover(self.ledger, self.coalescer, self.dispatcher, metrics)
+        self.handover = Handover(settlement, self.coalescer, self.dispatcher, metrics)
         self._capped: dict[tuple[str, str], Operation] = {}
 
     # -- intake ---------------------------------------------------------------------------
@@ -78,7 +79,7 @@ class Engine:
         key = BatchKey(req.operation.name, req.target, req.scope, params_key(req.params))
         scope = self.dispatcher.scope(key, tracked.partition)
         now = time.monotonic()
-        self.ledger.add(tracked)
+        self.settlement.add(tracked)
         op = self._operation(req)
         before = self.coalescer.pending
         for item_id in req.ids:
@@ -98,19 +99,11 @@ class Engine:
         capped = dataclasses.replace(op, max_items=cap)
         return self._capped.setdefault((op.name, req.target), capped)
 
-    # -- settlement (the broker side calls these once outcomes are confirmed) -----------------
-
-    def record_outcomes(self, answers: Iterable[Answer]) -> list[Tracked]:
-        return self.ledger.record_outcomes(answers)
-
-    def forget(self, tracked: Tracked) -> None:
-        self.ledger.forget(tracked)
-
     # -- state ----------------------------------------------------------------------------
 
     @property
     def tracked(self) -> set[Tracked]:
-        return self.ledger.tracked
+        return self.settlement.tracked
 
     @property
     def scopes(self) -> dict[Hashable, Scope]:
@@ -127,10 +120,10 @@ class Engine:
     @property
     def idle(self) -> bool:
         """Nothing accepted is unanswered and no batch is still publishing or acking."""
-        return not self.ledger.tracked and not self.dispatcher.batches
+        return not self.settlement.tracked and not self.dispatcher.batches
 
     def unsettled(self) -> list[Tracked]:
-        return self.ledger.unsettled()
+        return self.settlement.unsettled()
 
     # -- shutdown and hand-over -------------------------------------------------------------
 

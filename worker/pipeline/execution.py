@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 
 from worker import tracing
-from worker.apis.base import Adapter, ItemResult
+from worker.apis.adapters import Adapter, ItemResult
 from worker.batching import BatchKey, Item
 from worker.errors import ErrorCode, ErrorInfo
 from worker.http import ScopedClient

@@ -13,17 +13,22 @@ from collections.abc import Callable, Iterable
 from worker.batching import Coalescer, Item
 from worker.metrics import Metrics
 from worker.pipeline.dispatch import Dispatcher
-from worker.pipeline.ledger import Ledger
 from worker.pipeline.requests import Tracked
+from worker.pipeline.settlement import Settlement
 
 
 class Handover:
-    """Gives requests back and retires partitions, over the ledger, coalescer and scopes."""
+    """Gives requests back and retires partitions, over the settlement's requests, the
+    coalescer and the scopes."""
 
     def __init__(
-        self, ledger: Ledger, coalescer: Coalescer, dispatcher: Dispatcher, metrics: Metrics
+        self,
+        settlement: Settlement,
+        coalescer: Coalescer,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
     ) -> None:
-        self.ledger = ledger
+        self.settlement = settlement
         self.coalescer = coalescer
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -40,12 +45,12 @@ class Handover:
         Returns the requests to give back to the broker. A request that must stay (some id
         already sent) keeps every earlier operation on its ids too, so per-item order holds.
         """
-        tracked = self.ledger.tracked
+        tracked = self.settlement.tracked
         keep = self._keep({t for t in tracked if t.started or not select(t)})
         # In consumption order: a quorum queue delivers returned messages first, in the order
         # they came back, so the order of operations on an id survives the hand-back.
         give_back = sorted((t for t in tracked if t not in keep), key=lambda t: t.seq)
-        self.ledger.settle(give_back)
+        self.settlement.give_back(give_back)
         dropped = self.coalescer.discard_unsent(lambda item: all(w.settled for w in item.waiters))
         self._dropped(dropped)
         self.dispatcher.wake_all()
@@ -85,7 +90,7 @@ class Handover:
     def busy(self, partition: int) -> bool:
         """Some request of this partition is not answered, or a batch of it is still
         publishing or acking."""
-        return any(t.partition == partition for t in self.ledger.tracked) or any(
+        return any(t.partition == partition for t in self.settlement.tracked) or any(
             s.batches for s in self.dispatcher.scopes.values() if s.partition == partition
         )
 
@@ -96,9 +101,9 @@ class Handover:
         still unanswered."""
         tasks = self.dispatcher.retire(partition)
         unanswered = sorted(
-            (t for t in self.ledger.tracked if t.partition == partition), key=lambda t: t.seq
+            (t for t in self.settlement.tracked if t.partition == partition), key=lambda t: t.seq
         )
-        self.ledger.settle(unanswered)
+        self.settlement.give_back(unanswered)
         gone = {id(t) for t in unanswered}
         dropped = self.coalescer.discard_chains(
             lambda item: all(id(w) in gone or w.settled for w in item.waiters)

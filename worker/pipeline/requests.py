@@ -8,8 +8,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.messages import Outcome, Reply, ReplyItem, Request, utc_now
+from worker.outcomes import Heading
 
 _SEQ = itertools.count()
 
@@ -45,49 +46,29 @@ class Tracked:
         if self.reply_to is not None and result.status != "succeeded":
             self.answers[item_id] = result
 
+    @property
+    def heading(self) -> Heading:
+        """What each of its outcomes and its reply say about it."""
+        req = self.request
+        scope = () if req.scope is None else ((req.operation.scope_field, req.scope),)
+        return Heading(req.request_id, req.operation.name, req.target, scope)
+
     def reply(self) -> Reply:
         """The reply: every distinct id of the message in message order."""
-        req, answers = self.request, self.answers
+        answers = self.answers
         items = []
-        for item_id in req.distinct_ids:
+        for item_id in self.request.distinct_ids:
             result = answers.get(item_id)
             if result is None:
                 items.append(ReplyItem(item_id, "succeeded"))
             else:
                 items.append(ReplyItem(item_id, result.status, result.error))
-        scope_env, scope_cat = self._scopes()
-        return Reply(
-            request_id=req.request_id,
-            operation=req.operation.name,
-            target=req.target,
-            environment=scope_env,
-            catalog_id=scope_cat,
-            items=tuple(items),
-            finished_at=utc_now(),
-        )
-
-    def _scopes(self) -> tuple[str | None, str | None]:
-        req = self.request
-        scope_env = req.scope if req.operation.scope_field == "environment" else None
-        scope_cat = req.scope if req.operation.scope_field == "catalog_id" else None
-        return scope_env, scope_cat
+        return self.heading.reply(tuple(items), utc_now())
 
     def outcome(self, item_id: str, result: ItemResult, batch_id: str | None) -> Outcome:
-        req = self.request
-        scope_env, scope_cat = self._scopes()
-        return Outcome(
-            req.request_id,
-            req.operation.name,
-            req.target,
-            scope_env,
-            scope_cat,
-            item_id,
-            result.status,
-            result.error,
-            result.attempts,
-            batch_id,
-            result.job_id,
-            utc_now(),
+        r = result
+        return self.heading.outcome(
+            item_id, r.status, r.error, r.attempts, batch_id, r.job_id, utc_now()
         )
 
 

@@ -63,13 +63,16 @@ app.kubernetes.io/component: worker
 {{- printf "BULKOPS_TARGETS__%s__" (upper .) }}
 {{- end }}
 
-{{/* Secret keys of one target's credentials, by kind, as a YAML map key -> values field. */}}
+{{/* Secret keys of one target's credentials, by kind, as a YAML map key -> values field.
+     One block per kind of the worker's catalog (tests/unit/test_chart_catalog.py checks). */}}
 {{- define "bulkops.targetSecretFields" -}}
 {{- if eq .kind "datocms" }}
 API_TOKEN: apiToken
-{{- else }}
+{{- else if eq .kind "bloomreach" }}
 API_KEY_ID: apiKeyId
 API_SECRET: apiSecret
+{{- else }}
+{{- fail (printf "unknown target kind %q" .kind) }}
 {{- end }}
 {{- end }}
 

@@ -25,16 +25,14 @@ from urllib.parse import quote
 import orjson
 
 from worker import exactjson
-from worker.apis.base import (
-    BatchKey,
+from worker.apis.adapters import (
     ItemResult,
-    Operation,
-    Payload,
     Sendable,
     Tuning,
     failure,
     retry_policy,
 )
+from worker.apis.base import BatchKey, Operation, Payload
 from worker.apis.bloomreach.operations import ACTIONS, Action
 from worker.apis.bloomreach.target import BloomreachTarget
 from worker.apis.bloomreach.wire import OTHER_FORM, WIRE_FORMS, map_answer, parse_json

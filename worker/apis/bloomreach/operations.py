@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import orjson
 
 from worker import exactjson
-from worker.apis.base import ItemRule, Operation, Payload
+from worker.apis.base import ItemRule, Operation, Payload, ScopeField
 
 API = "bloomreach"
 DELETE = "bloomreach.catalog_items.delete"
@@ -81,11 +82,26 @@ def id_problem(value: str) -> str | None:
     return None
 
 
+_CATALOG = re.compile(r"[^\x00-\x1f\x7f/]{1,256}")
+
+
+def _catalog(value: str) -> str | None:
+    # '.' and '..' are path segments: in the URL they would name another resource.
+    if not _CATALOG.fullmatch(value) or value in (".", ".."):
+        return (
+            "catalog_id must be 1-256 characters, no '/' or control characters, and not '.' or '..'"
+        )
+    return None
+
+
+SCOPE = ScopeField("catalog_id", _catalog, "Bloomreach catalog (required for Bloomreach)")
+
+
 def _operation(name: str, **fields: Any) -> Operation:
     return Operation(
         name=name,
         api=API,
-        scope_field="catalog_id",
+        scope_field=SCOPE.name,
         scope_required=True,
         max_items=10_000,
         # 10 MB, read as the smaller of the two meanings so no request is refused for size.

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from worker.apis.base import ApiSpec, BatchKey, RateScope
-from worker.apis.bloomreach.adapter import make_adapter
-from worker.apis.bloomreach.operations import API, OPERATIONS
+from worker.apis.bloomreach.operations import API, OPERATIONS, SCOPE
 from worker.apis.bloomreach.target import BloomreachTarget
 
 
@@ -15,9 +14,10 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    scope=SCOPE,
     title="Bloomreach",
     target=BloomreachTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
-    adapter=make_adapter,
+    adapter_module=f"{__package__}.adapter",
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.errors import ApiError, ErrorCode, ErrorInfo
 
 

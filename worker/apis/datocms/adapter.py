@@ -21,16 +21,14 @@ from urllib.parse import quote
 import httpx
 import orjson
 
-from worker.apis.base import (
-    BatchKey,
+from worker.apis.adapters import (
     ItemResult,
-    Operation,
-    Payload,
     Sendable,
     Tuning,
     failure,
     retry_policy,
 )
+from worker.apis.base import BatchKey, Operation, Payload
 from worker.apis.datocms.isolation import ISOLATION_REQUESTS, Isolation
 from worker.apis.datocms.operations import ACTIONS, Action
 from worker.apis.datocms.target import DatoCMSTarget

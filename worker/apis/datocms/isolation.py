@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
-from worker.apis.base import ItemResult
+from worker.apis.adapters import ItemResult
 from worker.apis.datocms.operations import Action
 from worker.errors import ApiError, ErrorInfo
 from worker.http import RetriesExhausted

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.apis.base import Operation
+from worker.apis.base import Operation, ScopeField
 from worker.apis.datocms import changes
 
 API = "datocms"
@@ -177,11 +177,25 @@ def _collection(params: Mapping[str, Any]) -> str | None:
     return problem
 
 
+_ENVIRONMENT = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _environment(value: str) -> str | None:
+    if not _ENVIRONMENT.fullmatch(value):
+        return "environment must be 1-64 of a-z, 0-9, '_' and '-'"
+    return None
+
+
+SCOPE = ScopeField(
+    "environment", _environment, "DatoCMS environment (primary if absent)", absent="primary"
+)
+
+
 def _operation(name: str, **fields: Any) -> Operation:
     return Operation(
         name=name,
         api=API,
-        scope_field="environment",  # optional: the primary environment if absent
+        scope_field=SCOPE.name,  # optional: the primary environment if absent
         scope_required=False,
         max_items=MAX_ITEMS,  # the uploads' bulk endpoints document none: the items' cap
         id_rule=id_problem,

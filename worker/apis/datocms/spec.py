@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from worker.apis.base import ApiSpec, BatchKey, RateScope
-from worker.apis.datocms.adapter import make_adapter
-from worker.apis.datocms.operations import API, OPERATIONS
+from worker.apis.datocms.operations import API, OPERATIONS, SCOPE
 from worker.apis.datocms.target import DatoCMSTarget
 
 
@@ -15,11 +14,13 @@ def rate_scope(key: BatchKey) -> RateScope:
 
 SPEC = ApiSpec(
     kind=API,
+    scope=SCOPE,
     title="DatoCMS",
     target=DatoCMSTarget,
     operations=OPERATIONS,
     rate_scope=rate_scope,
-    adapter=make_adapter,
+    adapter_module=f"{__package__}.adapter",
+    follow_ups=1,  # DatoCMS answers with a job, polled at least once
     known_codes=frozenset(
         {
             "NOT_FOUND",

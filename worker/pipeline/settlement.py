@@ -1,0 +1,173 @@
+"""Settlement: the one owner of "this request is answered".
+
+Whether a request was refused at intake (``refuse``: a message dead-lettered as a whole) or
+its items were answered by an API or rejected one by one (``answer``), its outcomes and its
+reply are built here (through ``Heading``), counted here (``item_outcomes``,
+``item_failures``, ``end_to_end``), published through the broker's outlet, and its ack is
+queued here, each once. The broker edge asks (``answer``, ``refuse``, ``give_back``,
+``abandon``); it never sets a request's state.
+
+An outcome the mode does not publish counts at once; a published one only once the broker
+has confirmed it: a request is settled only after every outcome it publishes is confirmed,
+and acked only after its reply is confirmed (or dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from worker.messages import Invalid, Outcome, Reply, published, routing_operation, utc_now
+from worker.metrics import Metrics
+from worker.pipeline.requests import Answer, Delivery, Tracked
+from worker.registry import code_label
+
+T = TypeVar("T")
+PUBLISH_CHUNK = 64
+
+_Counts = collections.Counter[tuple[str, str, str, str | None]]
+
+
+def chunks(items: list[T]) -> Iterator[list[T]]:
+    """Slices of PUBLISH_CHUNK: confirms stay pipelined within one, and deliveries get the
+    event loop between them (a batch of 10,000 outcomes does not stall intake, and a message
+    of 100,000 readable ids does not put 100,000 publishes in flight at once)."""
+    for start in range(0, len(items), PUBLISH_CHUNK):
+        yield items[start : start + PUBLISH_CHUNK]
+
+
+class Outlet(Protocol):
+    """Where answers go: the broker's confirmed publisher."""
+
+    async def outcome(
+        self, outcome: Outcome, correlation_id: str | None, trace: Any = None
+    ) -> None: ...
+
+    async def reply(
+        self, reply: Reply, reply_to: str, correlation_id: str | None, trace: Any = None
+    ) -> bool: ...
+
+
+class Settlement:
+    """Every consumed request the pipeline holds, until its reply and ack are queued, and
+    the answering of every request, refused or carried out."""
+
+    def __init__(self, mode: str, metrics: Metrics, outlet: Outlet) -> None:
+        self.mode = mode  # BULKOPS_ITEM_OUTCOMES: which outcomes are published
+        self.metrics = metrics
+        self.outlet = outlet
+        self.tracked: set[Tracked] = set()
+
+    # -- requests held ---------------------------------------------------------------------
+
+    def add(self, tracked: Tracked) -> None:
+        self.tracked.add(tracked)
+
+    def unsettled(self) -> list[Tracked]:
+        return sorted((t for t in self.tracked if not t.settled), key=lambda t: t.seq)
+
+    def give_back(self, requests: Iterable[Tracked]) -> None:
+        """They go back to the broker unanswered (the caller nacks them): settled, forgotten."""
+        for tracked in requests:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+
+    def abandon(self, requests: Iterable[Tracked]) -> None:
+        """The drain ran out of time: they will be requeued unanswered, and no answer still
+        coming may settle them."""
+        for tracked in requests:
+            tracked.settled = True
+
+    # -- answering -------------------------------------------------------------------------
+
+    async def answer(self, answers: list[Answer]) -> None:
+        """Publish the outcomes this mode publishes and wait for their confirms, count every
+        answer, then reply to and ack each request now answered."""
+        mode = self.mode
+        if mode == "all":
+            loud = answers
+        else:
+            loud = [a for a in answers if published(mode, a.result.status)]
+            quiet = [a for a in answers if not published(mode, a.result.status)]
+            await self._settle(self._record(quiet))
+        outlet = self.outlet
+        for chunk in chunks(loud):
+            await asyncio.gather(
+                *(outlet.outcome(a.outcome(), a.tracked.correlation_id, a.tracked.trace)
+                  for a in chunk)
+            )  # fmt: skip
+            await self._settle(self._record(chunk))
+
+    async def refuse(
+        self,
+        invalid: Invalid,
+        delivery: Delivery,
+        correlation_id: str | None,
+        reply_to: str | None,
+        trace: Any,
+        target_label: str,
+    ) -> None:
+        """A message refused as a whole (already dead-lettered by the caller): a ``rejected``
+        outcome for each readable id (if the mode publishes them), counted, its reply (with
+        the reason as the top-level error), then its ack."""
+        outcomes = invalid.outcomes(utc_now()) if published(self.mode, "rejected") else []
+        for chunk in chunks(outcomes):
+            await asyncio.gather(*(self.outlet.outcome(o, correlation_id, trace) for o in chunk))
+        counts: _Counts = collections.Counter()
+        labels = (routing_operation(invalid.operation), target_label)
+        counts[(*labels, "rejected", code_label(invalid.code))] = len(invalid.readable_ids)
+        self._count(counts, {})
+        if reply_to:  # dead-lettered, and still answered
+            await self.outlet.reply(invalid.reply(utc_now()), reply_to, correlation_id, trace)
+        await delivery.ack()
+
+    def _record(self, answers: Iterable[Answer]) -> list[Tracked]:
+        """Count items' outcomes; the requests now fully answered, settled.
+
+        Metrics are added up per label set and written once per call: a batch of 10,000
+        items must not cost 30,000 label lookups."""
+        done: list[Tracked] = []
+        counts: _Counts = collections.Counter()
+        latencies: dict[tuple[str, str], list[float]] = {}
+        now = time.time()
+        for tracked, item_id, result, _ in answers:
+            req = tracked.request
+            code = code_label(result.error.code) if result.error is not None else None
+            counts[req.operation.name, req.target, result.status, code] += 1
+            if tracked.timestamp is not None:
+                latency = max(0.0, now - tracked.timestamp)
+                latencies.setdefault((req.operation.name, req.target), []).append(latency)
+            tracked.note(item_id, result)
+            tracked.remaining -= 1
+            if tracked.remaining == 0 and not tracked.settled:
+                tracked.settled = True
+                done.append(tracked)
+        self._count(counts, latencies)
+        return done
+
+    def _count(self, counts: _Counts, latencies: dict[tuple[str, str], list[float]]) -> None:
+        metrics = self.metrics
+        for (operation, target, status, code), n in counts.items():
+            metrics.item_outcomes.labels(operation, target, status).inc(n)
+            if code is not None:
+                metrics.item_failures.labels(operation, target, code).inc(n)
+        for labels, values in latencies.items():
+            histogram = metrics.end_to_end.labels(*labels)
+            for value in values:
+                histogram.observe(value)
+
+    async def _settle(self, done: list[Tracked]) -> None:
+        """Reply to the answered requests that asked for it (pipelined; each confirmed, or
+        dropped when its queue is gone), then queue the ack of each, then forget it (kept
+        until then, so a drain or hand-over waits for its reply)."""
+        replying = [(t, t.reply_to) for t in done if t.reply_to is not None]
+        for chunk in chunks(replying):
+            await asyncio.gather(
+                *(self.outlet.reply(t.reply(), to, t.correlation_id, t.trace) for t, to in chunk)
+            )
+        for tracked in done:
+            await tracked.delivery.ack()  # queued: the Acker writes it
+            self.tracked.discard(tracked)

@@ -1,0 +1,22 @@
+"""Names the wire contract fixes on the broker side, pure (no aio-pika): the dead-letter
+reason header, the parking queue's name and bound. ``worker.broker`` uses them;
+``worker.contract`` documents them without importing the broker's I/O."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+REASON_HEADER = "x-bulkops-reason"
+UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
+
+
+class _Named(Protocol):
+    @property
+    def results_exchange(self) -> str: ...
+
+
+def unrouted_name(settings: _Named) -> str:
+    """The parking queue of outcomes that matched no binding (and the fanout exchange of the
+    same name bound to it, for operators who give the results exchange an alternate
+    exchange by policy)."""
+    return f"{settings.results_exchange}.unrouted"
