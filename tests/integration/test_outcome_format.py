@@ -3,12 +3,15 @@ one message per dispatch batch and status, per-item truth inside, same guarantee
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.integration.harness import Rig, ids
+from tests.integration.harness import AMQP_URL, Rig, ids
+from worker.cli.tail import outcome_lines
+from worker.client import Client
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +101,41 @@ async def test_item_outcomes_filter_applies_to_the_batch_format(r: Rig) -> None:
     count = "bulkops_item_outcomes_total"
     assert r.metric(count, operation=OP, target="main", status="succeeded") == 50
     assert await r.queue_depth(r.request_queue) == 0
+
+
+@pytest.mark.parametrize("fmt", ["item", "batch"])
+async def test_client_iterator_and_tail_give_one_item_at_a_time_in_either_format(
+    r: Rig, fmt: str
+) -> None:
+    """The client's ``outcomes()`` and ``bulkops tail``'s lines: the same per-item outcomes
+    (request_id, operation, id, status, error), whichever format the worker publishes."""
+    good = ids("ok", 30)
+    r.emulator.datocms.set_failure(["lk1"], "publish", "ITEM_LOCKED")
+    await r.publish({"operation": OP, "target": "main", "request_id": "c-1",
+                     "ids": [*good, "lk1", "bad id"]})  # fmt: skip
+    seen: list[dict[str, Any]] = []
+    async with Client.connect(AMQP_URL, r.request_queue) as client:
+        ready = asyncio.Event()
+
+        async def read() -> None:
+            async for item in client.outcomes(r.exchange, ready=ready):
+                seen.append(item)
+                if len(seen) == 32:
+                    return
+
+        reader = asyncio.create_task(read())
+        await ready.wait()
+        async with r.worker(r.settings(outcome_format=fmt)):
+            await asyncio.wait_for(reader, 30)
+    assert {(o["request_id"], o["operation"], o["id"], o["status"]) for o in seen} == {
+        *(("c-1", OP, i, "succeeded") for i in good),
+        ("c-1", OP, "lk1", "failed"),
+        ("c-1", OP, "bad id", "rejected"),
+    }
+    locked = next(o for o in seen if o["id"] == "lk1")
+    assert locked["error"]["code"] == "ITEM_LOCKED" and locked["target"] == "main"
+    lines = [line for m in r.results.messages for line in outcome_lines(m.body)]
+    assert len(lines) == 32
+    assert sum("ITEM_LOCKED" in line for line in lines) == 1
+    kinds = {m.type for m in r.results.messages}
+    assert kinds == {"bulkops.outcome" if fmt == "item" else "bulkops.outcomes"}

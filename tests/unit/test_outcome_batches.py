@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 
+from worker.cli.tail import outcome_lines
+from worker.client import outcome_items
 from worker.errors import ErrorInfo
 from worker.outcomes import PART_BYTES, Heading, OutcomeBatch, batch_item, parts
 
@@ -36,3 +38,24 @@ def test_body_and_intake_message_id() -> None:
         {"request_id": "r-9", "id": "a/b", "job_id": None, "attempts": 0,
          "error": {"code": "invalid_id", "message": "contains /", "retryable": False}}
     ]  # fmt: skip
+
+
+def test_tail_and_outcome_items_read_a_batch_message_item_by_item() -> None:
+    heading = Heading("r-1", "datocms.items.publish", "main", ())
+    error = ErrorInfo("ITEM_LOCKED", "locked", False)
+    items = (batch_item("r-1", "a", "7", error, 1), batch_item("r-2", "b", "7", error, 2))
+    body = OutcomeBatch(heading, "failed", "b1", 0, "T", items, "b1").body()
+    flat = outcome_items(body)
+    assert [(o["request_id"], o["id"], o["status"], o["batch_id"], o["attempts"]) for o in flat] == [
+        ("r-1", "a", "failed", "b1", 1),
+        ("r-2", "b", "failed", "b1", 2),
+    ]
+    assert "items" not in flat[0] and "part" not in flat[0]
+    assert outcome_lines(body) == [
+        "T  failed     datocms.items.publish  main  a  ITEM_LOCKED: locked",
+        "T  failed     datocms.items.publish  main  b  ITEM_LOCKED: locked",
+    ]
+    assert [orjson.loads(line)["id"] for line in outcome_lines(body, as_json=True)] == ["a", "b"]
+    single = b'{"id": "x", "status": "succeeded", "items": 3}'
+    assert outcome_items(single) == [orjson.loads(single)]
+    assert outcome_lines(single, as_json=True) == [single.decode()]
