@@ -91,6 +91,7 @@ SMALL = Plan(
     mode_dato_backlog=1_000,
     sync_bloom_backlog=2_000,
     sync_dato_backlog=1_000,
+    formats=(),  # (8) small: `--small --formats item,batch` (about 25 s)
 )
 
 
