@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.harness import AMQP_URL, Rig, ids
+from tests.integration.harness import AMQP_URL, Rig, collect_queue, ids
 from worker.cli.tail import outcome_lines
-from worker.client import Client
+from worker.client import Client, outcome_items
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +139,29 @@ async def test_client_iterator_and_tail_give_one_item_at_a_time_in_either_format
     assert sum("ITEM_LOCKED" in line for line in lines) == 1
     kinds = {m.type for m in r.results.messages}
     assert kinds == {"bulkops.outcome" if fmt == "item" else "bulkops.outcomes"}
+
+
+async def test_a_returned_batch_message_is_parked_and_does_not_hold_its_request(r: Rig) -> None:
+    """Only a `*.*.*.failed` binding: the batch's failed message is routed, its succeeded
+    message comes back to the mandatory publish and is parked (its routing key in a
+    header), the request is answered and acked; the parked message is the batch message."""
+    rig_queue = f"t.{r.request_queue.split('.')[1]}.outcomes"
+    await (await r.channel.declare_queue(rig_queue, passive=True)).unbind(r.exchange, "#")
+    failures = await r.channel.declare_queue(exclusive=True)
+    await failures.bind(r.exchange, "*.*.*.failed")
+    name, replies = await collect_queue(r.channel)
+    r.emulator.datocms.set_failure(["lk1"], "publish", "ITEM_LOCKED")
+    await r.publish({"operation": OP, "target": "main", "ids": [*ids("p", 4), "lk1"]},
+                    reply_to=name)  # fmt: skip
+    parked = f"{r.exchange}.unrouted"
+    async with r.worker(r.settings(outcome_format="batch")):
+        await replies.wait_for(1)
+    assert await r.queue_depth(r.request_queue) == 0
+    letter = await (await r.channel.declare_queue(parked, passive=True)).get(timeout=5)
+    assert letter.type == "bulkops.outcomes"
+    assert letter.headers["x-bulkops-routing-key"] == f"{OP}.succeeded"
+    assert [i["id"] for i in outcome_items(letter.body)] == ids("p", 4)
+    assert letter.message_id == f"{letter.correlation_id}:succeeded:0"
+    routed = await failures.get(timeout=5)
+    assert [i["id"] for i in outcome_items(routed.body)] == ["lk1"]
+    assert r.results.messages == []
