@@ -16,7 +16,9 @@ from pydantic import TypeAdapter
 
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
+from worker.errors import ErrorInfo
 from worker.messages import Outcome, RequestBody
+from worker.outcomes import OUTCOMES_TYPE, Status
 from worker.registry import APIS, SCOPES
 from worker.settings import Settings
 from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
@@ -41,12 +43,33 @@ def _outcome_body() -> type:
     return shape
 
 
+def _outcomes_body() -> type:
+    """The batch format's body (``OutcomeBatch.body``): the shared fields once, then
+    ``items`` (``batch_item``)."""
+    item = dataclasses.make_dataclass(
+        "OutcomesItem",
+        [("request_id", str), ("id", str), ("job_id", "str | None"),
+         ("error", ErrorInfo | None), ("attempts", int)],
+        frozen=True, slots=True,
+    )  # fmt: skip
+    fields: list[tuple[str, Any]] = [("operation", str), ("target", "str | None")]
+    fields += [(name, "str | None") for name in SCOPES]
+    fields += [("status", Status), ("batch_id", "str | None"), ("part", int),
+               ("finished_at", str), ("items", list.__class_getitem__(item))]  # fmt: skip
+    shape = dataclasses.make_dataclass("Outcomes", fields, frozen=True, slots=True)
+    for made in (item, shape):
+        made.__module__ = __name__
+        made.__doc__ = None
+    return shape
+
+
 def payload_schemas() -> dict[str, Any]:
     """The JSON Schemas of the payloads, nested definitions hoisted beside them."""
     out: dict[str, Any] = {}
     generated = {
         "Request": RequestBody.model_json_schema(ref_template=REF),
         "Outcome": TypeAdapter(_outcome_body()).json_schema(ref_template=REF),
+        "Outcomes": TypeAdapter(_outcomes_body()).json_schema(ref_template=REF),
         "Reply": Reply.model_json_schema(ref_template=REF),
     }
     for name, schema in generated.items():
@@ -97,7 +120,10 @@ def _channels() -> dict[str, Any]:
                 "operation": {"enum": [*sorted(CONTRACT_OPERATIONS), "invalid"]},
                 "status": {"enum": list(STATUSES)},
             },
-            "messages": {"outcome": _ref("components/messages/outcome")},
+            "messages": {
+                "outcome": _ref("components/messages/outcome"),
+                "outcomes": _ref("components/messages/outcomes"),
+            },
             "bindings": _amqp_channel(
                 "routingKey",
                 exchange={
@@ -118,7 +144,10 @@ def _channels() -> dict[str, Any]:
             "here (header x-bulkops-routing-key: its routing key), not lost, and its request "
             "is not held. The fanout exchange of the same name is bound to it, for a policy "
             "giving the results exchange an alternate exchange.",
-            "messages": {"outcome": _ref("components/messages/outcome")},
+            "messages": {
+                "outcome": _ref("components/messages/outcome"),
+                "outcomes": _ref("components/messages/outcomes"),
+            },
             "bindings": _amqp_channel(
                 "queue",
                 queue={"name": unrouted_name(Settings.model_construct()), **queue},
@@ -167,7 +196,10 @@ def _operations() -> dict[str, Any]:
             "action": "send",
             "title": "One outcome per item, confirmed before the request is acked",
             "channel": _ref("channels/results"),
-            "messages": [_ref("channels/results/messages/outcome")],
+            "messages": [
+                _ref("channels/results/messages/outcome"),
+                _ref("channels/results/messages/outcomes"),
+            ],
             "bindings": _amqp(deliveryMode=2, mandatory=True),
         },
         "deadLetterRequests": {
@@ -203,6 +235,17 @@ def _messages() -> dict[str, Any]:
             "correlation_id = the request's correlation_id, else its request_id.",
             correlationId=correlation,
             bindings=_amqp(messageType="bulkops.outcome"),
+        ),
+        "outcomes": _message(
+            "outcomes",
+            "One dispatch batch's items of one status (BULKOPS_OUTCOME_FORMAT=batch)",
+            _ref("components/schemas/Outcomes"),
+            summary="message_id = <batch_id>:<status>:<part> (parts of at most 4 MiB); "
+            "items rejected at intake: <request_id>:<operation>:rejected, one per request "
+            "message. correlation_id = the batch_id (intake: as for outcomes). Consumers drop "
+            "duplicates per item by (request_id, operation, id).",
+            correlationId=correlation,
+            bindings=_amqp(messageType=OUTCOMES_TYPE),
         ),
         "reply": _message(
             "reply",

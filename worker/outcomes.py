@@ -86,6 +86,85 @@ class Outcome:
         )
 
 
+OUTCOME_TYPE = "bulkops.outcome"
+OUTCOMES_TYPE = "bulkops.outcomes"  # the batch format (BULKOPS_OUTCOME_FORMAT=batch)
+PART_BYTES = 4 * 1024 * 1024  # no batch-format message is larger (RabbitMQ refuses > 16 MiB)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeBatch:
+    """One message of the batch format: one dispatch batch's items of one status (or one
+    request message's items rejected at intake, ``batch_id`` None), one part of them.
+
+    ``items`` are the items' serialized JSON objects (``request_id``, ``id``, ``job_id``,
+    ``error``, ``attempts``); ``key`` is ``<batch_id>`` or ``<request_id>:<operation>``."""
+
+    heading: Heading
+    status: Status
+    batch_id: str | None
+    part: int
+    finished_at: str
+    items: tuple[bytes, ...]
+    correlation_id: str
+
+    @property
+    def routing_key(self) -> str:
+        return f"{routing_operation(self.heading.operation)}.{self.status}"
+
+    @property
+    def message_id(self) -> str:
+        if self.batch_id is not None:
+            return f"{self.batch_id}:{self.status}:{self.part}"
+        base = f"{self.heading.request_id}:{self.heading.operation or 'invalid'}:{self.status}"
+        return f"{base}:{self.part}" if self.part else base  # more than 4 MiB: rare
+
+    def body(self) -> bytes:
+        head = orjson.dumps(
+            {
+                "operation": self.heading.operation or "invalid",
+                "target": self.heading.target,
+                **scope_body(self.heading.scope),
+                "status": self.status,
+                "batch_id": self.batch_id,
+                "part": self.part,
+                "finished_at": self.finished_at,
+            }
+        )
+        return head[:-1] + b',"items":[' + b",".join(self.items) + b"]}"
+
+
+def batch_item(
+    request_id: str, item_id: str, job_id: str | None, error: ErrorInfo | None, attempts: int
+) -> bytes:
+    """One item inside a batch-format message."""
+    return orjson.dumps(
+        {
+            "request_id": request_id,
+            "id": item_id,
+            "job_id": job_id,
+            "error": error.as_dict() if error else None,
+            "attempts": attempts,
+        }
+    )
+
+
+def parts(items: list[bytes], limit: int = PART_BYTES - 64 * 1024) -> list[tuple[bytes, ...]]:
+    """Items split so that no part's items take more than ``limit`` bytes (the shared
+    fields fit in what is left of 4 MiB); every part holds at least one item."""
+    out: list[tuple[bytes, ...]] = []
+    current: list[bytes] = []
+    size = 0
+    for item in items:
+        if current and size + len(item) + 1 > limit:
+            out.append(tuple(current))
+            current, size = [], 0
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        out.append(tuple(current))
+    return out
+
+
 def reply_message_id(request_id: str) -> str:
     return f"{request_id}:reply"
 

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # Which per-item outcomes go to the results exchange: every one, only `failed` and
     # `rejected`, or none. Replies and metrics are the same in every mode.
     item_outcomes: Literal["all", "failures", "none"] = "all"
+    # How outcomes go out: one message per item (`item`), or per dispatch batch and status
+    # (`batch`, AMQP type bulkops.outcomes; CONTRACT "The batch format").
+    outcome_format: Literal["item", "batch"] = "item"
     # How often the depth of the unrouted-outcome parking queue is read for its gauge.
     unrouted_sample_seconds: float = Field(default=15, gt=0, le=3600)
 

@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import orjson
 
-from tests.bench import amqp, procs
+from tests.bench import amqp, formats, procs
 from tests.bench.amqp import AMQP_URL, Names, request_body
 
 DATO_OP = "datocms.items.publish"
@@ -68,6 +68,10 @@ class Plan:
     sync_bloom_backlog: int = 60_000  # per catalog
     sync_dato_backlog: int = 20_000
     only_sync: bool = False  # (1) and (7) only
+    # (8) outcome formats (tests/bench/formats.py): the mixed backlog in each format.
+    formats: tuple[str, ...] = ("item", "batch")
+    formats_scale: float = 1.0  # of 12,000 DatoCMS + 2 x 60,000 Bloomreach ids
+    only_formats: bool = False  # (1) and (8) only
 
 
 SMALL = Plan(
@@ -87,6 +91,7 @@ SMALL = Plan(
     mode_dato_backlog=1_000,
     sync_bloom_backlog=2_000,
     sync_dato_backlog=1_000,
+    formats=(),  # (8) small: `--small --formats item,batch` (about 25 s)
 )
 
 
@@ -576,6 +581,9 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     if plan.only_modes:
         await modes(connection, emu, plan, report, ceiling)
         return
+    if plan.only_formats:
+        await formats.formats(connection, emu, report, plan.formats, plan.formats_scale)
+        return
     if plan.only_sync:
         note("(7) sync operations under the limits")
         await sync_operations(connection, emu, plan, report, ceiling)
@@ -611,6 +619,8 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     await modes(connection, emu, plan, report, ceiling)
     note("(7) sync operations under the limits")
     await sync_operations(connection, emu, plan, report, ceiling)
+    note("(8) outcome formats: the mixed backlog")
+    await formats.formats(connection, emu, report, plan.formats, plan.formats_scale)
     note("done")
 
 
@@ -621,6 +631,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput", type=int, help="only (1) and (2), with this many items")
     parser.add_argument("--modes", help="only (1) and (6), for these modes (e.g. none,failures)")
     parser.add_argument("--sync", action="store_true", help="only (1) and (7)")
+    parser.add_argument("--formats", help="only (1) and (8), for these formats (item,batch)")
+    parser.add_argument("--formats-scale", type=float, default=1.0,
+                        help="(8)'s backlog as a share of the issue's (1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     plan = SMALL if args.small else Plan()
     if args.throughput:
@@ -632,6 +645,11 @@ def cli(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, modes=tuple(args.modes.split(",")), only_modes=True)
     if args.sync:
         plan = dataclasses.replace(plan, only_sync=True)
+    if args.formats:
+        plan = dataclasses.replace(plan, formats=tuple(args.formats.split(",")), only_formats=True)
+    if args.formats_scale != 1.0 or args.small:
+        scale = 0.05 if args.small and args.formats_scale == 1.0 else args.formats_scale
+        plan = dataclasses.replace(plan, formats_scale=scale)
     report = asyncio.run(main(plan))
     print(report.table())
     print(f"\nmachine: {report.facts['machine']}; took {report.facts['seconds']:.0f} s")

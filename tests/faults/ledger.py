@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aio_pika.abc import AbstractIncomingMessage
 
 from tests.integration.harness import Results
+from worker.client import OUTCOMES_TYPE, outcome_items
 from worker.messages import outcome_message_id
 
 ROWS: list[LedgerRow] = []
@@ -72,7 +74,8 @@ class Ledger:
         return {"operation": operation, "ids": ids, "request_id": request_id, **fields}
 
     def seen(self) -> collections.Counter[str]:
-        return collections.Counter(str(m.message_id) for m in self.results.messages) + self.counted
+        seen = collections.Counter(mid for m in self.results.messages for mid in item_ids(m))
+        return seen + self.counted
 
     def answered(self) -> int:
         seen = self.seen()
@@ -89,9 +92,10 @@ class Ledger:
                 inflight.update(mids)
         tail = self.results.messages[-recent:] if recent else []
         for message in tail:
-            request_id = self.expected.get(str(message.message_id))
-            if request_id is not None:
-                inflight.update(self.by_request[request_id])
+            for mid in item_ids(message):
+                request_id = self.expected.get(mid)
+                if request_id is not None:
+                    inflight.update(self.by_request[request_id])
         self.allowed |= inflight
         self.bound += len(inflight)
         return len(inflight)
@@ -146,6 +150,9 @@ class Ledger:
         assert row.unexpected == 0, "outcomes for items nobody published"
         for message in self.results.messages:  # a repeat is recognisable: same message_id
             body = orjson.loads(message.body)
+            if message.type == OUTCOMES_TYPE:  # per item: (request_id, operation, id)
+                assert message.message_id == batch_message_id(body), message.message_id
+                continue
             mid = outcome_message_id(body["request_id"], body["operation"], body["id"])
             assert message.message_id == mid, (message.message_id, mid)
         dup_ids = {mid for mid, n in seen.items() if n > 1}
@@ -153,3 +160,23 @@ class Ledger:
         assert not outside, f"duplicates of items that were not in flight: {sorted(outside)[:5]}"
         assert row.duplicated <= row.bound, f"{row.duplicated} duplicates, bound {row.bound}"
         return row
+
+
+def item_ids(message: AbstractIncomingMessage) -> list[str]:
+    """The per-item identities a results message answers: its message_id (the item format),
+    or ``<request_id>:<operation>:<id>`` of each item of a batch-format message."""
+    if message.type != OUTCOMES_TYPE:
+        return [str(message.message_id)]
+    return [
+        outcome_message_id(i["request_id"], i["operation"], i["id"])
+        for i in outcome_items(message.body)
+    ]
+
+
+def batch_message_id(body: dict[str, Any]) -> str:
+    """What a batch-format message's message_id must be (CONTRACT "The batch format")."""
+    if body["batch_id"] is not None:
+        return f"{body['batch_id']}:{body['status']}:{body['part']}"
+    first = body["items"][0]
+    base = f"{first['request_id']}:{body['operation']}:{body['status']}"
+    return f"{base}:{body['part']}" if body["part"] else base

@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.faults.ledger import Ledger
 from tests.faults.support import FAST, kill9, metric, wait_until, worker
 from tests.integration.harness import Results, Rig, ids, start_worker
+from worker.client import outcome_items
 from worker.emulator import Fault
 
 pytestmark = pytest.mark.integration
@@ -141,3 +142,62 @@ async def test_kill_mid_backlog_with_replies_answers_every_request(r: Rig) -> No
     assert duplicated <= len(wanted) - 10, "only requests in flight at the kill repeat"
     failures = [b for b in r.results.bodies if b["id"] == "k7-00003"]
     assert failures and {b["status"] for b in r.results.bodies} == {"failed"}
+
+
+async def test_kill_mid_backlog_in_the_batch_format_loses_nothing(r: Rig) -> None:
+    """BULKOPS_OUTCOME_FORMAT=batch, kill -9 mid-backlog (one locked record, one invalid id):
+    after a restart every item is answered inside some batch message, none lost; only items
+    of requests in flight at the kill repeat, and a repeat carries the same per-item identity
+    (request_id, operation, id) and the same status."""
+    r.emulator.config.datocms_job_seconds = 0.3
+    r.emulator.datocms.set_failure(["bk7-00003"], "publish", "ITEM_LOCKED")
+    ledger = Ledger("1e kill -9 mid-backlog, batch format", r.results)
+    for n in range(60):
+        extra = ["bad id"] if n == 9 else []
+        await r.publish(ledger.expect(f"bk{n}", OP, [*ids(f"bk{n}-", 20), *extra],
+                                      target="main"))  # fmt: skip
+    env = r.env(**{**FAST, "outcome_format": "batch", "max_inflight_batches": 1})
+    proc = await start_worker(env)
+    await wait_until(lambda: ledger.answered() >= 200, 30)
+    ledger.snapshot_inflight(recent=6)
+    await kill9(proc)
+    assert ledger.answered() < 1201, "killed mid-backlog"
+    await _restart_and_settle(r, ledger, env)
+    assert {m.type for m in r.results.messages} == {"bulkops.outcomes"}
+    statuses: dict[str, set[str]] = {}
+    for message in r.results.messages:
+        body = orjson.loads(message.body)
+        for item in body["items"]:
+            statuses.setdefault(f"{item['request_id']}:{item['id']}", set()).add(body["status"])
+    assert all(len(s) == 1 for s in statuses.values()), "a repeat says the same"
+    assert statuses["bk7:bk7-00003"] == {"failed"}
+    assert statuses["bk9:bad id"] == {"rejected"}
+
+
+async def test_redelivered_request_in_the_batch_format_repeats_the_same_items(r: Rig) -> None:
+    """1c in the batch format: the half of a 400-id message answered before the kill is
+    answered again after the redelivery, in another batch message (another batch_id), with
+    the same per-item identity (request_id, operation, id), so a consumer drops it."""
+    r.emulator.inject(Fault("slow", count=1, path_contains="/items/bulk/publish", delay=8))
+    ledger = Ledger("1f kill -9: after outcome, before ack, batch", r.results)
+    await r.publish(ledger.expect("big", OP, ids("b", 400), target="main"))
+    env = r.env(**{**FAST, "http_timeout_seconds": 20, "outcome_format": "batch"})
+    proc = await start_worker(env)
+    await wait_until(lambda: bool(r.emulator.requests(path_contains="/items/bulk/publish")))
+    for n in range(3):
+        await r.publish(ledger.expect(f"done-{n}", OP, [f"d{n}"], target="main"))
+    await wait_until(lambda: ledger.answered() >= 203, 30)
+    await asyncio.sleep(0.5)  # the acks of the small requests reach the broker
+    assert ledger.snapshot_inflight() == 400
+    before = {str(m.message_id) for m in r.results.messages}
+    await kill9(proc)
+    await _restart_and_settle(r, ledger, r.env(**{**FAST, "outcome_format": "batch"}))
+    row = ledger.row()
+    assert row.duplicated >= 200, "the half answered before the kill was answered again"
+    again = [m for m in r.results.messages if str(m.message_id) not in before]
+    repeated = {(i["request_id"], i["operation"], i["id"]) for m in again
+                for i in outcome_items(m.body)}  # fmt: skip
+    first = {(i["request_id"], i["operation"], i["id"]) for m in r.results.messages
+             if str(m.message_id) in before for i in outcome_items(m.body)}  # fmt: skip
+    assert len(first & repeated) >= 200
+    assert {i[0] for i in first & repeated} == {"big"}

@@ -15,6 +15,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from tests.contract.write_asyncapi import DOCUMENT
 from tests.integration.harness import Rig
+from worker.client import outcome_items
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +80,31 @@ async def test_worker_replies_fit_the_asyncapi_document(r: Rig) -> None:
         replies.validate(orjson.loads(message.body))
         assert message.type == message_type
     assert orjson.loads(by_correlation["c-bad"].body)["error"]["code"] == "not_json"
+
+
+async def test_worker_batch_outcomes_fit_the_asyncapi_document(r: Rig) -> None:
+    """BULKOPS_OUTCOME_FORMAT=batch: the real worker's succeeded, failed and rejected batch
+    messages (a dispatch batch's and an intake rejection's) validate against the document's
+    Outcomes schema, carry its AMQP type, and are routed by '<operation>.<status>'."""
+    doc = document()
+    batches = validator(doc, "Outcomes")
+    items = validator(doc, "Outcome")
+    parameters = doc["channels"]["results"]["parameters"]
+    message_type = doc["components"]["messages"]["outcomes"]["bindings"]["amqp"]["messageType"]
+    r.emulator.datocms.set_failure(["locked-1"], "publish", "ITEM_LOCKED")
+    async with r.worker(r.settings(outcome_format="batch")):
+        await r.publish({"operation": "datocms.items.publish", "target": "main",
+                         "ids": ["ok-1", "locked-1", "bad id!"]})  # fmt: skip
+        await r.publish({"operation": "datocms.items.explode", "target": "main", "ids": ["x"]})
+        await r.results.wait_for(4)
+    statuses = set()
+    for message, body in zip(r.results.messages, r.results.bodies, strict=True):
+        batches.validate(body)
+        assert message.type == message_type
+        operation, status = message.routing_key.rsplit(".", 1)
+        assert operation in parameters["operation"]["enum"]
+        assert status in parameters["status"]["enum"] and status == body["status"]
+        statuses.add(body["status"])
+        for item in outcome_items(body):
+            items.validate(item)  # read item by item, each is an item-format outcome
+    assert statuses == {"succeeded", "failed", "rejected"}

@@ -14,6 +14,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from worker import tracing
 from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
+from worker.outcomes import OUTCOME_TYPE, OUTCOMES_TYPE, OutcomeBatch
 from worker.settings import Settings
 from worker.wirenames import REASON_HEADER, unrouted_name
 
@@ -55,17 +56,34 @@ class Publisher:
     ) -> None:
         # Straight to the aiormq channel: aio-pika's Message and Exchange.publish cost more
         # per outcome than the frames themselves (same frames, confirms and returns).
-        channel = self._raw
         body = outcome.body()
         properties = aiormq.spec.Basic.Properties(
             content_type="application/json",
             delivery_mode=2,  # persistent
             message_id=outcome.message_id,
             correlation_id=correlation_id or outcome.request_id,
-            message_type="bulkops.outcome",
+            message_type=OUTCOME_TYPE,
             headers=tracing.headers(trace),
         )
-        routing_key = outcome.routing_key
+        await self._routed(body, properties, outcome.routing_key)
+
+    async def outcomes(self, batch: OutcomeBatch, trace: Any = None) -> None:
+        """One message of the batch format (BULKOPS_OUTCOME_FORMAT=batch), confirmed or
+        parked like an item's outcome."""
+        properties = aiormq.spec.Basic.Properties(
+            content_type="application/json",
+            delivery_mode=2,
+            message_id=batch.message_id,
+            correlation_id=batch.correlation_id,
+            message_type=OUTCOMES_TYPE,
+            headers=tracing.headers(trace),
+        )
+        await self._routed(batch.body(), properties, batch.routing_key)
+
+    async def _routed(
+        self, body: bytes, properties: aiormq.spec.Basic.Properties, routing_key: str
+    ) -> None:
+        channel = self._raw
         delay = 0.2
         while True:  # until it is routed, or parked
             try:

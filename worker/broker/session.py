@@ -52,7 +52,9 @@ class Session:
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
         self.ackers = Ackers(tasks)
-        self.settlement = Settlement(settings.item_outcomes, metrics, publisher)
+        self.settlement = Settlement(
+            settings.item_outcomes, metrics, publisher, settings.outcome_format
+        )
         self.engine = Engine(settings, metrics, http, self.settlement, tasks, limiters)
         self.last_delivery = time.monotonic()
         # Invalid messages being dead-lettered and answered: work in flight the engine does

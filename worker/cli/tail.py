@@ -13,6 +13,7 @@ import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from worker.cli.common import EXIT_OK, ClientSettings, CliError, connect, say
+from worker.client.outcomes import outcome_items
 from worker.registry import SCOPES
 
 
@@ -29,14 +30,35 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print each outcome body as JSON")
 
 
+def outcome_lines(body: bytes, as_json: bool = False) -> list[str]:
+    """One line per item of an outcome message of either format (the raw text when it is
+    not one); ``as_json``: each item's outcome as the item format's JSON body (an item-format
+    message: its body as it came)."""
+    try:
+        data = orjson.loads(body)
+        items = outcome_items(data)
+    except (orjson.JSONDecodeError, ValueError):
+        return [body.decode(errors="replace")]
+    if as_json:
+        if not isinstance(data.get("items"), list):
+            return [body.decode(errors="replace")]
+        return [orjson.dumps(item).decode() for item in items]
+    return [item_line(item) for item in items]
+
+
 def outcome_line(body: bytes) -> str:
-    """One readable line for an outcome body (the raw text when it is not one)."""
+    """One readable line for an item-format outcome body (the raw text when it is not one)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body.decode(errors="replace")
     if not isinstance(data, dict):
         return body.decode(errors="replace")
+    return item_line(data)
+
+
+def item_line(data: dict[str, Any]) -> str:
+    """One readable line for one item's outcome."""
     where = str(data.get("target") or "-")
     scope = next((data[name] for name in SCOPES if data.get(name)), None)
     if scope:
@@ -59,8 +81,7 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
         await queue.bind(settings.results_exchange, args.binding)
 
         async def show(message: AbstractIncomingMessage) -> None:
-            text = message.body.decode(errors="replace") if args.json else None
-            print(text or outcome_line(message.body), flush=True)
+            print("\n".join(outcome_lines(message.body, args.json)), flush=True)
             await message.ack()
 
         await queue.consume(show)

@@ -20,12 +20,14 @@ from worker.client.connection import (
 )
 from worker.client.job import MAX_PER_MESSAGE, Job, JobError
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec
+from worker.client.outcomes import OUTCOMES_TYPE, outcome_items
 from worker.client.replies import STATUSES, Counts, ErrorBody, Reply, ReplyItem, Status
 
 __all__ = [
     "CONTRACT_OPERATIONS",
     "DEFAULT_REQUEST_QUEUE",
     "MAX_PER_MESSAGE",
+    "OUTCOMES_TYPE",
     "STATUSES",
     "Answer",
     "BrokerError",
@@ -39,5 +41,6 @@ __all__ = [
     "Reply",
     "ReplyItem",
     "Status",
+    "outcome_items",
     "queue_exists",
 ]

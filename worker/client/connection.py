@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from worker.addresses import Addresses
 from worker.client.job import Job
+from worker.client.outcomes import outcome_items
 from worker.client.replies import Reply
 
 log = logging.getLogger("bulkops.client")
@@ -41,6 +42,8 @@ log = logging.getLogger("bulkops.client")
 T = TypeVar("T")
 DEFAULT_REQUEST_QUEUE = "bulkops.requests"
 REPLY_PREFETCH = 32
+OUTCOME_PREFETCH = 64
+DEFAULT_RESULTS_EXCHANGE = "bulkops.results"
 
 
 class BrokerError(Exception):
@@ -243,6 +246,38 @@ class Client:
             arrivals.put_nowait(_Finished(published, exc))
         else:
             arrivals.put_nowait(_Finished(published, None))
+
+    async def outcomes(
+        self,
+        results_exchange: str = DEFAULT_RESULTS_EXCHANGE,
+        binding: str = "#",
+        ready: asyncio.Event | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every item's outcome published to ``results_exchange`` from now on (routing keys
+        matching ``binding``), one at a time, whichever format the worker publishes (the item
+        format's body for each). Reads a private queue that goes away with the iterator; a
+        message is acked once all of its items were taken. ``ready`` is set once bound."""
+        channel = await self._connection.channel()
+        try:
+            await channel.set_qos(prefetch_count=OUTCOME_PREFETCH)
+            await channel.get_exchange(results_exchange)
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            await queue.bind(results_exchange, binding)
+            if ready is not None:
+                ready.set()
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    try:
+                        items = outcome_items(message.body)
+                    except ValueError:
+                        log.warning("unreadable outcome %r skipped", message.message_id)
+                        items = []
+                    for item in items:
+                        yield item
+                    await message.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await channel.close()
 
     async def _replies(self) -> str:
         """The reply queue's name; declared and consumed on first use."""

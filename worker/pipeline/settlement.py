@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from worker.messages import Invalid, Outcome, Reply, published, routing_operation, utc_now
 from worker.metrics import Metrics
+from worker.outcomes import OutcomeBatch, batch_item, parts
 from worker.pipeline.requests import Answer, Delivery, Tracked
 from worker.registry import code_label
 
@@ -46,6 +47,8 @@ class Outlet(Protocol):
         self, outcome: Outcome, correlation_id: str | None, trace: Any = None
     ) -> None: ...
 
+    async def outcomes(self, batch: OutcomeBatch, trace: Any = None) -> None: ...
+
     async def reply(
         self, reply: Reply, reply_to: str, correlation_id: str | None, trace: Any = None
     ) -> bool: ...
@@ -55,8 +58,9 @@ class Settlement:
     """Every consumed request the pipeline holds, until its reply and ack are queued, and
     the answering of every request, refused or carried out."""
 
-    def __init__(self, mode: str, metrics: Metrics, outlet: Outlet) -> None:
+    def __init__(self, mode: str, metrics: Metrics, outlet: Outlet, fmt: str = "item") -> None:
         self.mode = mode  # BULKOPS_ITEM_OUTCOMES: which outcomes are published
+        self.format = fmt  # BULKOPS_OUTCOME_FORMAT: one message per item, or per batch
         self.metrics = metrics
         self.outlet = outlet
         self.tracked: set[Tracked] = set()
@@ -94,6 +98,11 @@ class Settlement:
             quiet = [a for a in answers if not published(mode, a.result.status)]
             await self._settle(self._record(quiet))
         outlet = self.outlet
+        if self.format == "batch":
+            for batches in chunks(list(self._batches(loud))):
+                await asyncio.gather(*(outlet.outcomes(b, trace) for b, trace in batches))
+            await self._settle(self._record(loud))
+            return
         for chunk in chunks(loud):
             await asyncio.gather(
                 *(outlet.outcome(a.outcome(), a.tracked.correlation_id, a.tracked.trace)
@@ -114,6 +123,15 @@ class Settlement:
         outcome for each readable id (if the mode publishes them), counted, its reply (with
         the reason as the top-level error), then its ack."""
         outcomes = invalid.outcomes(utc_now()) if published(self.mode, "rejected") else []
+        if self.format == "batch" and outcomes:
+            items = [batch_item(o.request_id, o.id, None, o.error, 0) for o in outcomes]
+            for part, slice_ in enumerate(parts(items)):
+                batch = OutcomeBatch(
+                    invalid.heading, "rejected", None, part, outcomes[0].finished_at, slice_,
+                    correlation_id or invalid.heading.request_id,
+                )  # fmt: skip
+                await self.outlet.outcomes(batch, trace)
+            outcomes = []
         for chunk in chunks(outcomes):
             await asyncio.gather(*(self.outlet.outcome(o, correlation_id, trace) for o in chunk))
         counts: _Counts = collections.Counter()
@@ -123,6 +141,32 @@ class Settlement:
         if reply_to:  # dead-lettered, and still answered
             await self.outlet.reply(invalid.reply(utc_now()), reply_to, correlation_id, trace)
         await delivery.ack()
+
+    def _batches(self, answers: list[Answer]) -> Iterator[tuple[OutcomeBatch, Any]]:
+        """The batch format's messages for these answers: per dispatch batch and status (items
+        rejected at intake: per request message and status), in parts of at most 4 MiB."""
+        groups: dict[tuple[str, str, str], list[Answer]] = {}
+        for answer in answers:
+            tracked = answer.tracked
+            key = (answer.batch_id or "", answer.result.status,
+                   "" if answer.batch_id else tracked.request.request_id)  # fmt: skip
+            groups.setdefault(key, []).append(answer)
+        finished_at = utc_now()
+        for (batch_id, _, _), group in groups.items():
+            first = group[0]
+            heading = first.tracked.heading
+            items = [
+                batch_item(a.tracked.request.request_id, a.item_id, a.result.job_id,
+                           a.result.error, a.result.attempts)
+                for a in group
+            ]  # fmt: skip
+            correlation = batch_id or first.tracked.correlation_id or heading.request_id
+            for part, slice_ in enumerate(parts(items)):
+                yield (
+                    OutcomeBatch(heading, first.result.status, batch_id or None, part,
+                                 finished_at, slice_, correlation),
+                    first.tracked.trace,
+                )  # fmt: skip
 
     def _record(self, answers: Iterable[Answer]) -> list[Tracked]:
         """Count items' outcomes; the requests now fully answered, settled.
