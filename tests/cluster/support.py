@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from tests.faults.support import PrivateRig
 from tests.integration.harness import Results
@@ -139,14 +138,7 @@ async def cluster_rig(
         )
         await queue.bind(settings.results_exchange, "#")
 
-        async def collect(message: AbstractIncomingMessage) -> None:
-            mid = message.message_id
-            if not (message.redelivered and any(m.message_id == mid for m in results.messages)):
-                results.messages.append(message)
-                results.changed.set()
-            await message.ack()
-
-        await queue.consume(collect)
+        await queue.consume(results.collect_once)
         rig = PrivateRig(
             channel, emulator, results, settings.request_queue, settings.dead_letter_queue,
             settings.results_exchange, amqp_url=url(client_on),

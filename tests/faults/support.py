@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
 
 from tests.integration.harness import Proc, Results, Rig, declare_names, free_port, start_worker
 from worker.emulator import Emulator
@@ -180,14 +179,5 @@ async def private_rig(emulator: Emulator, url: str) -> AsyncIterator[PrivateRig]
         queue = await channel.declare_queue(f"p.{suffix}.outcomes", durable=True)
         await queue.bind(names[2], "#")
 
-        async def collect(message: AbstractIncomingMessage) -> None:
-            # Our own ack may be lost in a restart: a redelivery to us is not the worker's
-            # duplicate (the worker's would be a new message, not flagged redelivered).
-            mid = message.message_id
-            if not (message.redelivered and any(m.message_id == mid for m in results.messages)):
-                results.messages.append(message)
-                results.changed.set()
-            await message.ack()
-
-        await queue.consume(collect)
+        await queue.consume(results.collect_once)
         yield PrivateRig(channel, emulator, results, *names, amqp_url=url)

@@ -48,6 +48,17 @@ class Results:
             out.setdefault(body["id"], []).append(body)
         return out
 
+    async def collect_once(self, message: AbstractIncomingMessage) -> None:
+        """A consumer callback that keeps each message and acks it, skipping the broker's
+        redelivery of one already kept (our own ack may be lost in a broker restart or a node
+        failure: that is not the worker sending it twice, which would not be flagged
+        redelivered)."""
+        mid = message.message_id
+        if not (message.redelivered and any(m.message_id == mid for m in self.messages)):
+            self.messages.append(message)
+            self.changed.set()
+        await message.ack()
+
     async def wait_for(
         self, count: int, timeout: float = 30.0, *, distinct: bool = False
     ) -> list[dict[str, Any]]:
