@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -35,23 +36,30 @@ class Names:
 DECLARED: list[Names] = []  # deleted at the end of the run, whatever happens
 
 
-async def declare(channel: AbstractChannel, names: Names) -> None:
-    """The worker's own topology (quorum request queue, DLQ, results exchange)."""
+async def declare(channel: AbstractChannel, names: Names, **settings: Any) -> None:
+    """The worker's own topology (quorum request queue, DLQ, results exchange); with
+    ``partitions``, the request queue as partitioned mode declares it."""
     DECLARED.append(names)
-    settings = Settings(
-        _env_file=None,
-        request_queue=names.requests,
-        dead_letter_queue=names.dlq,
-        results_exchange=names.results,
+    await declare_topology(
+        channel,
+        Settings(
+            _env_file=None,
+            request_queue=names.requests,
+            dead_letter_queue=names.dlq,
+            results_exchange=names.results,
+            **settings,
+        ),
     )
-    await declare_topology(channel, settings)
 
 
-async def delete(channel: AbstractChannel, names: Names) -> None:
-    for queue in (names.requests, names.dlq, f"{names.results}.unrouted"):
+async def delete(channel: AbstractChannel, names: Names, partitions: int = 0) -> None:
+    parts = [f"{names.requests}.p{k}" for k in range(partitions)]
+    if partitions:
+        parts.append(f"{names.requests}.replicas")
+    for queue in (names.requests, names.dlq, f"{names.results}.unrouted", *parts):
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    for exchange in (names.results, f"{names.results}.unrouted"):
+    for exchange in (names.results, f"{names.results}.unrouted", f"{names.requests}.parts"):
         with contextlib.suppress(Exception):
             await channel.exchange_delete(exchange)
 
