@@ -10,9 +10,22 @@ REASON_HEADER = "x-bulkops-reason"
 UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
 
 
+PRIORITY_SUFFIX = ".priority"
+
+
 class _Named(Protocol):
     @property
     def results_exchange(self) -> str: ...
+
+
+class _Requests(Protocol):
+    @property
+    def request_queue(self) -> str: ...
+
+
+def priority_name(settings: _Requests) -> str:
+    """The priority lane: ``<request queue>.priority`` (CONTRACT "Priority lane")."""
+    return settings.request_queue + PRIORITY_SUFFIX
 
 
 def unrouted_name(settings: _Named) -> str:

@@ -61,10 +61,13 @@ class Session:
         # not see (100,000 rejections take minutes on a slow broker), so not idle.
         self.answering = 0
 
-    async def on_message(self, message: AbstractIncomingMessage, acker: Acker) -> None:
-        """The consumer of the request queue (one replica, not partitioned)."""
+    async def on_message(
+        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
+    ) -> None:
+        """The consumer of a request queue (one replica, not partitioned): the main one, or
+        the priority lane (``priority``)."""
         acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
-        await self.handle(message, acker, None)
+        await self.handle(message, acker, None, priority)
 
     async def screen(self, message: AbstractIncomingMessage, acker: Acker) -> Request | None:
         """The message's request; None for an invalid one, which is dead-lettered (and
@@ -81,7 +84,11 @@ class Session:
         return parsed
 
     async def handle(
-        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None
+        self,
+        message: AbstractIncomingMessage,
+        acker: Acker,
+        partition: int | None,
+        priority: bool = False,
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
         answered at once."""
@@ -99,6 +106,7 @@ class Session:
             partition=partition,
             reply_to=message.reply_to or None,
             trace=tracing.current(),
+            priority=priority,
         )
         if parsed.ids:
             self.engine.accept(tracked)
