@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Protocol
 
 REASON_HEADER = "x-bulkops-reason"
+ORIGIN_HEADER = "x-bulkops-original-queue"  # the request queue (or lane) a dead letter left
 UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
 
 

@@ -69,15 +69,17 @@ class Session:
         acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
         await self.handle(message, acker, None, priority)
 
-    async def screen(self, message: AbstractIncomingMessage, acker: Acker) -> Request | None:
+    async def screen(
+        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
+    ) -> Request | None:
         """The message's request; None for an invalid one, which is dead-lettered (and
-        answered, and acked) here."""
+        answered, and acked) here. ``priority``: it came from the priority lane."""
         self.last_delivery = time.monotonic()
         parsed = parse_request(message.body, message.message_id, self.kinds)
         if isinstance(parsed, Invalid):
             self.answering += 1
             try:
-                await self._invalid(message, AmqpDelivery(message, acker), parsed)
+                await self._invalid(message, AmqpDelivery(message, acker), parsed, priority)
             finally:
                 self.answering -= 1
             return None
@@ -92,7 +94,7 @@ class Session:
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
         answered at once."""
-        parsed = await self.screen(message, acker)
+        parsed = await self.screen(message, acker, priority)
         if parsed is None:
             return
         self.metrics.messages_consumed.labels(parsed.operation.name, parsed.target).inc()
@@ -119,7 +121,11 @@ class Session:
             )
 
     async def _invalid(
-        self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
+        self,
+        message: AbstractIncomingMessage,
+        delivery: AmqpDelivery,
+        invalid: Invalid,
+        priority: bool = False,
     ) -> None:
         """Dead-letter a message refused as a whole; the settlement answers it."""
         target_label = invalid.target if invalid.target in self.kinds else "unknown"
@@ -127,7 +133,7 @@ class Session:
         self.metrics.messages_consumed.labels(*labels).inc()
         self.metrics.dead_lettered.labels(invalid.code).inc()
         log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
-        await self.publisher.dead_letter(message, invalid.reason)
+        await self.publisher.dead_letter(message, invalid.reason, priority)
         await self.settlement.refuse(
             invalid,
             delivery,
