@@ -332,6 +332,14 @@ def dato(op: str, ids: list[str]) -> dict[str, Any]:
     }
 
 
+async def urgent(pub: Publisher, t: float, due: float, n: int) -> float:
+    """An editor's urgent unpublish on the priority lane, every ~2 s; the next time due."""
+    if t < due:
+        return due
+    await pub.send(dato("unpublish", [f"urgent-{n:07d}"]), lane=".priority")
+    return due + 2.0
+
+
 async def traffic(
     pub: Publisher, emulator: str, seconds: float, procs: Procs, tally: Tally
 ) -> None:
@@ -386,9 +394,7 @@ async def traffic(
             batch.append(
                 b"{not json" if rng.random() < 0.5 else {"operation": "datocms.items.publish"}
             )
-        if t >= next_urgent:  # an editor's urgent unpublish on the priority lane, every ~2 s
-            next_urgent += 2.0
-            await pub.send(dato("unpublish", [f"urgent-{n:07d}"]), lane=".priority")
+        next_urgent = await urgent(pub, t, next_urgent, n)
         await asyncio.gather(*(pub.send(body) for body in batch))
         await asyncio.sleep(max(0.0, start + t + tick - time.monotonic()))
 
