@@ -84,6 +84,33 @@ async def _urgent(
     return sent
 
 
+async def _handovers(workers: list[Any]) -> float:
+    """Partition hand-overs so far, over the replicas."""
+    total = 0.0
+    for proc in workers:
+        samples = await proc.scrape()
+        total += sum(v for (name, _), v in samples.items()
+                     if name == "bulkops_partition_handovers_total")  # fmt: skip
+    return total
+
+
+async def _settled(workers: list[Any], quiet: float = 5.0, bound: float = 60.0) -> float:
+    """With replicas: wait (at most ``bound``) until no partition was handed on for
+    ``quiet`` seconds, so urgent requests meet owners in place, not a rebalance. Returns
+    the hand-overs so far."""
+    last = await _handovers(workers)
+    if len(workers) < 2:
+        return last
+    calm_since = time.monotonic()
+    deadline = calm_since + bound
+    while time.monotonic() < deadline and time.monotonic() - calm_since < quiet:
+        await asyncio.sleep(0.5)
+        now = await _handovers(workers)
+        if now != last:
+            last, calm_since = now, time.monotonic()
+    return last
+
+
 async def priority_phase(
     conn: Any, emu: procs.EmulatorProc, *, dato: int, bloom: int, replicas: int,
     urgent: int, spacing: float,
@@ -109,12 +136,15 @@ async def priority_phase(
         entered = [await w.__aenter__() for w in workers]
         try:
             await seen.wait_for(min(5_000, dato // 4), timeout=300)  # under way, both lanes
+            settled = await _settled(entered)  # partitioned: the spreading is over
             before = seen.count
             sent = await _urgent(conn, names, urgent, spacing)
             async with asyncio.timeout(120):
                 while not all(i in seen.arrivals for i in sent):
                     await asyncio.sleep(0.05)
             during = seen.count - before
+            left = total - seen.count  # backlog still unanswered when the last urgent was
+            handovers = await _handovers(entered) - settled
             await seen.wait_for(total, timeout=1200)
         finally:
             for w in reversed(workers):
@@ -123,12 +153,12 @@ async def priority_phase(
     await amqp.delete(channel, names)
     log = await emu.log()
     latencies: dict[str, list[float]] = {"datocms": [], "bloomreach": []}
-    for item, (api, at) in sent.items():
-        latencies[api].append(seen.arrivals[item] - at)
+    for item, (api, at) in sent.items():  # in publishing order
+        latencies[api].append(round(seen.arrivals[item] - at, 3))
     return {
         "replicas": replicas, "items": total, "answered": len(seen.arrivals),
         "outcomes": seen.count, "backlog_during_urgent": during,
-        "latency": {api: sorted(v) for api, v in latencies.items()},
+        "handovers_during_urgent": handovers, "latency": latencies, "backlog_left": left,
         "breaches": log["breaches"],
         "429s": sum(e["status"] == 429 for e in log["entries"]),
     }  # fmt: skip
@@ -149,9 +179,12 @@ async def priority(conn: Any, emu: procs.EmulatorProc, report: Any, scale: float
                        f"{statistics.median(values):.2f} / {worst:.2f} s", "", "",
                        f"<= {target:g} s", "yes" if worst <= target else "NO")  # fmt: skip
         once = facts["answered"] == facts["items"] == facts["outcomes"]
-        report.add(f"{name}: backlog outcomes while urgent ones ran / every id once",
-                   f"{facts['backlog_during_urgent']:,} / {facts['answered']:,} of "
-                   f"{facts['items']:,}", "", "", "> 0 / all once",
+        report.add(f"{name}: backlog answered while urgent ones ran / left after the last "
+                   "urgent / every id once",
+                   f"{facts['backlog_during_urgent']:,} / {facts['backlog_left']:,} / "
+                   f"{facts['answered']:,} of {facts['items']:,}", "", "", "> 0 / - / all once",
                    "yes" if facts["backlog_during_urgent"] > 0 and once else "NO")  # fmt: skip
+        report.add(f"{name}: partition hand-overs while urgent ones ran",
+                   f"{facts['handovers_during_urgent']:g}", "", "", "", "")  # fmt: skip
         report.add(f"{name}: 429s / breaches", f"{facts['429s']} / {facts['breaches']}", "", "",
                    "0", "yes" if facts["429s"] == facts["breaches"] == 0 else "NO")  # fmt: skip
