@@ -52,14 +52,20 @@ async def declare(channel: AbstractChannel, names: Names, **settings: Any) -> No
     )
 
 
-async def delete(channel: AbstractChannel, names: Names, partitions: int = 0) -> None:
-    parts = [f"{names.requests}.p{k}" for k in range(partitions)]
-    if partitions:
-        parts.append(f"{names.requests}.replicas")
-    for queue in (names.requests, names.dlq, f"{names.results}.unrouted", *parts):
+async def delete(channel: AbstractChannel, names: Names, partitions: int = 8) -> None:
+    lanes = [f"{names.requests}{lane}" for lane in ("", ".priority")]
+    parts = [
+        f"{names.requests}.p{i}{lane}" for i in range(partitions) for lane in ("", ".priority")
+    ]
+    queues = [*lanes, names.dlq, f"{names.results}.unrouted", *parts, f"{names.requests}.replicas"]
+    for queue in queues:
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    for exchange in (names.results, f"{names.results}.unrouted", f"{names.requests}.parts"):
+    exchanges = (
+        names.results, f"{names.results}.unrouted", f"{names.requests}.partitions",
+        f"{names.requests}.parts",
+    )  # fmt: skip
+    for exchange in exchanges:
         with contextlib.suppress(Exception):
             await channel.exchange_delete(exchange)
 

@@ -124,7 +124,7 @@ async def mixed_backlog(
         ]
         await outs.wait_for(total, timeout=1200)
         hwm = max(procs.memory_kb(w.process.pid)["VmHWM"] for w in workers)
-    await amqp.delete(channel, names, partitions=PARTITIONS if replicas > 1 else 0)
+    await amqp.delete(channel, names, partitions=PARTITIONS)
     log = await emu.log()
     entries = log["entries"]
     datos = [e for e in entries if e["api"] == "datocms"]

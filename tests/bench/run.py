@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import orjson
 
-from tests.bench import amqp, formats, procs
+from tests.bench import amqp, formats, priority, procs
 from tests.bench.amqp import AMQP_URL, Names, request_body
 
 DATO_OP = "datocms.items.publish"
@@ -73,6 +73,8 @@ class Plan:
     formats_scale: float = 1.0  # of 12,000 DatoCMS + 2 x 60,000 Bloomreach ids
     formats_replicas: int = 1  # (8) through this many partitioned replicas
     only_formats: bool = False  # (1) and (8) only
+    # (9) the priority lane behind a backlog (tests/bench/priority.py); off unless asked.
+    priority_scale: float = 0.0  # of 30,000 DatoCMS + 120,000 Bloomreach ids
 
 
 SMALL = Plan(
@@ -577,6 +579,10 @@ async def main(plan: Plan) -> Report:
 
 
 async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
+    if plan.priority_scale:
+        note("(9) the priority lane behind a backlog")
+        await priority.priority(connection, emu, report, plan.priority_scale)
+        return
     note("(1) broker ceiling")
     ceiling = await broker_ceiling(connection, plan, report)
     if plan.only_modes:
@@ -639,6 +645,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", help="only (1) and (8), for these formats (item,batch)")
     parser.add_argument("--formats-scale", type=float, default=1.0,
                         help="(8)'s backlog as a share of the issue's (1.0)")  # fmt: skip
+    parser.add_argument("--priority", type=float, nargs="?", const=1.0,
+                        help="only (9), the priority lane behind a backlog, at this share of "
+                        "the issue's backlog (default 1.0)")  # fmt: skip
     parser.add_argument("--formats-replicas", type=int, default=1,
                         help="(8) through this many partitioned replicas (3: issue 21's row)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -657,6 +666,8 @@ def cli(argv: list[str] | None = None) -> int:
     if args.formats_scale != 1.0 or args.small:
         scale = 0.05 if args.small and args.formats_scale == 1.0 else args.formats_scale
         plan = dataclasses.replace(plan, formats_scale=scale)
+    if args.priority:
+        plan = dataclasses.replace(plan, priority_scale=args.priority)
     if args.formats_replicas != 1:
         plan = dataclasses.replace(plan, formats_replicas=args.formats_replicas)
     report = asyncio.run(main(plan))
