@@ -14,6 +14,7 @@ from tests.integration.harness import Proc, Rig, emulator_process, ids
 from tests.integration.test_scale_out import (
     BLOOM_RATE,
     DATO_RATE,
+    partition,
     partitioned_env,
     replica,
     spread,
@@ -71,5 +72,28 @@ async def test_partitioned_replicas_answer_urgent_requests_ahead_of_the_backlog(
     assert {o["status"] for o in outcomes} == {"succeeded"}
     for index in range(4):
         assert await r.queue_depth(f"{r.request_queue}.p{index}.priority") == 0
+        for lane in ("", ".priority"):  # the partition queues: not the rig's to delete
+            await r.channel.queue_delete(f"{r.request_queue}.p{index}{lane}")
+
+
+async def test_a_stranded_priority_message_is_found_by_the_sweep(r: Rig) -> None:
+    """A partition's priority queue holding a message with no consumer and no marker in the
+    partition's main queue (its owner died with urgent messages unacked): a replica's sweep
+    leaves a marker, the partition's owner subscribes and answers it (review of issue 22;
+    without the sweep it waited for some unrelated request of that partition)."""
+    async with emulator_process() as emulator:
+        await emulator.configure(datocms_rate=DATO_RATE, bloomreach_rate=BLOOM_RATE)
+        env = await partitioned_env(r, emulator, partitions=2)
+        proc = await replica(env)
+        try:
+            index = partition(DATO, 2)
+            # Straight into the partition's priority queue, as a dead owner leaves it.
+            await r.publish({**DATO, "ids": ["stranded"]}, lane=f".p{index}.priority")
+            outcomes = await r.results.wait_for(1, timeout=30)
+        finally:
+            code = await proc.terminate()
+        assert code == 0, proc.stderr_tail()
+    assert [(o["id"], o["status"]) for o in outcomes] == [("stranded", "succeeded")]
+    for index in range(2):
         for lane in ("", ".priority"):  # the partition queues: not the rig's to delete
             await r.channel.queue_delete(f"{r.request_queue}.p{index}{lane}")

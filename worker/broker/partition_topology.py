@@ -14,7 +14,7 @@ from worker.broker.topology import RECREATE, declare_queue, request_arguments
 from worker.messages import Request
 from worker.registry import rate_scope
 from worker.settings import Settings
-from worker.wirenames import PRIORITY_SUFFIX
+from worker.wirenames import MARKER_HEADER, PRIORITY_SUFFIX
 
 __all__ = [
     "LANES", "MARKER_HEADER", "declare_partitions", "lane_queue", "partition_of",
@@ -72,5 +72,5 @@ LANES = ("", PRIORITY_SUFFIX)  # the main lane's queues, the priority lane's
 # A partition's priority queue is consumed only by the replica that owns the partition (it
 # subscribes once the partition's main queue delivers to it). The router puts a marker in
 # the main queue with each priority message it forwards, so that an idle partition's owner
-# hears of it; a replica handing a partition on leaves one there for the next owner.
-MARKER_HEADER = "x-bulkops-priority-marker"
+# hears of it; a replica handing a partition on leaves one there for the next owner, and
+# every replica sweeps for priority queues with messages and no consumer (Owner.sweep).

@@ -322,7 +322,9 @@ class Owner:
         urgent = self.urgent[index]
         if urgent.channel is not None and not urgent.channel.is_closed:
             await self._close(urgent, deadline)
-            if not self.lost.is_set() and await self._waiting(index):
+            # Always: messages unacked on the closed channel come back to the queue after
+            # the close, so a count now could miss them (a needless marker costs nothing).
+            if not self.lost.is_set():
                 await self.router.mark(index)  # the next owner hears of what waits there
         await self._close(member, deadline)
         self.held.holding.discard(index)
@@ -338,19 +340,34 @@ class Owner:
         if again and not self.lost.is_set():
             await self._subscribe(member)
 
-    async def _waiting(self, index: int) -> bool:
-        """Whether the partition's priority queue holds messages (True when it cannot tell),
-        asked on a channel of its own (a failed passive declare closes its channel)."""
+    async def sweep(self) -> None:
+        """Forever, every ``SWEEP_SECONDS``: a partition's priority queue that holds messages
+        and has no consumer (its owner died or lost its connection with urgent messages
+        unacked, and no marker was left) gets a marker, so that whoever owns the partition
+        now subscribes to it. Every replica sweeps; a needless marker costs nothing."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            for index in range(self.settings.partitions):
+                if await self._stranded(index):
+                    log.info("partition %d: priority messages without a consumer", index)
+                    await self.router.mark(index)
+
+    async def _stranded(self, index: int) -> bool:
+        """Whether the partition's priority queue holds messages nobody consumes, asked on a
+        channel of its own (a failed passive declare closes its channel)."""
         try:
             channel = await self.connection.channel()
-            queue = await channel.declare_queue(
-                lane_queue(self.settings, index, PRIORITY_SUFFIX), passive=True
-            )
-            count = queue.declaration_result.message_count or 0
-            await channel.close()
-        except Exception:  # unknown: mark (a needless marker costs nothing)
-            return True
-        return count > 0
+            try:
+                queue = await channel.declare_queue(
+                    lane_queue(self.settings, index, PRIORITY_SUFFIX), passive=True
+                )
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        except Exception:  # unknown (the connection is going): the next sweep asks again
+            return False
+        result = queue.declaration_result
+        return (result.message_count or 0) > 0 and not result.consumer_count
 
     async def _finish(self, index: int, deadline: float | None) -> None:
         """Wait until the partition's started work is answered (or the deadline passes)."""
@@ -408,6 +425,9 @@ class Owner:
                     newest,
                 )
                 await self.hand_on(self.members[newest], "rebalance", again=True)
+
+
+SWEEP_SECONDS = 3.0  # how often each replica looks for stranded priority messages
 
 
 async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
