@@ -290,7 +290,7 @@ class Proc:
                 samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
         return samples
 
-    async def ready(self, timeout: float = 20.0) -> None:
+    async def ready(self, timeout: float = 60.0) -> None:
         async with asyncio.timeout(timeout), httpx.AsyncClient() as client:
             while True:
                 if self.process.returncode is not None:

@@ -257,16 +257,20 @@ class Owner:
         if index in held.holding:
             return  # left unacked: the next owner gets it when the channel closes
         held.handling[index] += 1  # a hand-over waits for this (outcomes, dead letters)
+        first = index not in held.owned
         try:
-            if index not in held.owned:
+            if first:
                 held.owned[index] = time.monotonic()
                 self.metrics.partitions_owned.set(len(held.owned))
                 log.info("owning partition %d", index)
-                await self._subscribe(self.urgent[index])  # its priority queue: ours too
+            # Taken in before anything that awaits: the partition's next delivery must not be
+            # taken in ahead of this one (per-id order).
             if (message.headers or {}).get(MARKER_HEADER):
                 await AmqpDelivery(message, acker).ack()  # it has done its work
-                return
-            await self.intake.handle(message, acker, index)
+            else:
+                await self.intake.handle(message, acker, index)
+            if first:
+                await self._subscribe(self.urgent[index])  # its priority queue: ours too
         finally:
             held.handling[index] -= 1
 
