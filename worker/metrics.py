@@ -182,6 +182,18 @@ class Metrics:
             "last sampled.",
             registry=registry,
         )
+        self.control_invalid = Counter(
+            "bulkops_control_invalid",
+            "Control messages that break the contract's rules: logged and ignored.",
+            ["reason"],
+            registry=registry,
+        )
+        self.control_applied = Counter(
+            "bulkops_control_applied",
+            "Valid control records read from the control stream, by command.",
+            ["command"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "bulkops_ready",
             "1 while connected to the broker and consuming.",

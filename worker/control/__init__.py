@@ -1,0 +1,4 @@
+"""Operator control (CONTRACT "Control"): cancel, pause/resume, status.
+
+Placeholder docstring, written below.
+"""
