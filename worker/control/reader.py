@@ -62,6 +62,7 @@ class ControlReader:
         rewrite_seconds: float = REWRITE_SECONDS,
         prefetch: int = 1000,
         clock: Callable[[], float] = time.time,
+        connection_name: str = "bulkops-control",
     ) -> None:
         self.addresses = amqp_url if isinstance(amqp_url, Addresses) else Addresses.parse(amqp_url)
         self.state = state
@@ -73,6 +74,7 @@ class ControlReader:
         self.rewrite_seconds = rewrite_seconds
         self.prefetch = prefetch
         self.clock = clock
+        self.connection_name = connection_name
         self.caught_up = asyncio.Event()
         self.last_offset: int | None = None  # of the last record applied
         self.records = 0  # records read (valid, invalid and sentinels)
@@ -122,7 +124,7 @@ class ControlReader:
     async def _session(self) -> None:
         lost = asyncio.Event()
         connection: AbstractConnection = await self.addresses.connect(
-            client_properties={"connection_name": "bulkops-control"}
+            client_properties={"connection_name": self.connection_name}
         )
         connection.close_callbacks.add(lambda *_: lost.set())
         try:
