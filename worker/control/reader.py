@@ -44,6 +44,9 @@ OnRecord = Callable[[Control, bool], Awaitable[None] | None]
 changed the state (a new cancel, a pause, a resume of a pause in force)."""
 
 RECONNECT_SECONDS = 1.0
+STATUS_MAX_AGE = 60.0
+"""A ``status`` older than this (read again after a reconnection) is not answered: its
+asker has given up."""
 
 
 class ControlReader:
@@ -205,16 +208,19 @@ class ControlReader:
             return
         live = self.caught_up.is_set()
         if parsed.command == "status":
-            if live:
+            if live and now - parsed.at <= STATUS_MAX_AGE:  # none read again after a restart
                 await self._status(parsed)
             return
         changed = self.state.apply(parsed, now)
         if self.metrics is not None:
             self.metrics.control_applied.labels(parsed.command).inc()
         if live and self.on_record is not None:
-            result = self.on_record(parsed, changed)
-            if inspect.isawaitable(result):
-                await result
+            try:  # the record is applied: a failing hook must not make it read again
+                result = self.on_record(parsed, changed)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("control hook failed on a %s record", parsed.command)
 
     def _invalid(self, invalid: ControlInvalid, message: AbstractIncomingMessage) -> None:
         self.invalid += 1
