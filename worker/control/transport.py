@@ -106,7 +106,9 @@ async def publish_control(
         raise ControlPublishError(
             f"the broker did not confirm the control message ({type(exc).__name__}: {exc})"
         ) from exc
-    if not isinstance(confirmation, Basic.Ack):  # Basic.Return: unroutable; None: no confirms
+    if confirmation is None:
+        raise ControlPublishError("open the channel with publisher_confirms=True")
+    if not isinstance(confirmation, Basic.Ack):  # e.g. Basic.Return: unroutable
         raise ControlPublishError(
             f"the broker did not confirm the control message ({type(confirmation).__name__})"
         )
