@@ -301,3 +301,10 @@ async def test_catching_up_with_a_long_stream_is_quick(
             print(f"\ncontrol reader caught up with {count + 1} records in {took:.2f} s")
     finally:
         await late.close()
+
+
+async def test_a_reader_that_cannot_connect_fails_its_start() -> None:
+    nowhere = ControlReader("amqp://guest:guest@127.0.0.1:1/", ControlState(TTL))
+    with pytest.raises(OSError):
+        await nowhere.start(timeout=10)
+    assert nowhere._task is not None and nowhere._task.done()

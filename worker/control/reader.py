@@ -97,11 +97,14 @@ class ControlReader:
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.wait({self._task, caught}, return_when=asyncio.FIRST_COMPLETED)
+            if not self.caught_up.is_set():
+                await self._task  # raises its error
+                raise RuntimeError("the control reader stopped before it caught up")
+        except BaseException:
+            await self.close()  # nothing left running behind a failed start
+            raise
         finally:
             caught.cancel()
-        if not self.caught_up.is_set():
-            await self._task  # raises its error
-            raise RuntimeError("the control reader stopped before it caught up")
 
     async def close(self) -> None:
         self._closing = True
