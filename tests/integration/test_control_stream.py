@@ -308,3 +308,18 @@ async def test_a_reader_that_cannot_connect_fails_its_start() -> None:
     with pytest.raises(OSError):
         await nowhere.start(timeout=10)
     assert nowhere._task is not None and nowhere._task.done()
+
+
+async def test_a_running_reader_writes_the_pauses_in_force_again_on_its_own(
+    channel: AbstractChannel, exchange: str
+) -> None:
+    await publish(channel, exchange, {"command": "pause", "target": "t"})
+    rewrites: list[Control] = []
+    writer = reader(exchange, rewrite_seconds=0.1, on_record=lambda c, _: rewrites.append(c))
+    await writer.start(timeout=10)
+    try:
+        await until(lambda: len(rewrites) >= 2)
+        assert all(c.command == "pause" and c.rewrite_of for c in rewrites)
+        assert [p.target for p in writer.state.pauses()] == ["t"]  # one pause, still
+    finally:
+        await writer.close()
