@@ -11,7 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from worker.control.config import ControlSettings
+from worker.cli.common import ClientSettings
+from worker.control.config import max_age_seconds, stream_name
+from worker.settings import Settings
 from worker.control.messages import Control, parse_control
 from worker.control.state import ControlState
 from worker.control.transport import (
@@ -89,9 +91,15 @@ def test_the_stream_keeps_records_a_day_longer_than_the_cancel_ttl() -> None:
 
 
 def test_the_settings_read_the_contracts_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ControlSettings().control_exchange == "bulkops.control"
-    assert ControlSettings().cancel_ttl_seconds == 86400
+    for kind in (Settings, ClientSettings):
+        assert kind().control_exchange == "bulkops.control"
+        assert kind().cancel_ttl_seconds == 86400
     monkeypatch.setenv("BULKOPS_CONTROL_EXCHANGE", "ops.control")
     monkeypatch.setenv("BULKOPS_CANCEL_TTL_SECONDS", "60")
-    settings = ControlSettings()
-    assert (settings.stream_name, settings.max_age_seconds) == ("ops.control.state", 86460)
+    for kind in (Settings, ClientSettings):
+        settings = kind()
+        assert stream_name(settings.control_exchange) == "ops.control.state"
+        assert max_age_seconds(settings.cancel_ttl_seconds) == 86460
+    monkeypatch.setenv("BULKOPS_CANCEL_TTL_SECONDS", "0")
+    with pytest.raises(ValueError, match="cancel_ttl_seconds"):
+        Settings()

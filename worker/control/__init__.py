@@ -21,8 +21,11 @@ imports the pipeline):
   correlation_id=)``: validates, publishes persistent on a confirm channel, returns the
   message id once confirmed, raises ``ControlRefused`` (invalid) or ``ControlPublishError``
   (not confirmed). ``status_body`` / ``answer_status`` build and send a status reply.
-- ``config.ControlSettings``: ``BULKOPS_CONTROL_EXCHANGE`` (``bulkops.control``) and
-  ``BULKOPS_CANCEL_TTL_SECONDS`` (86400), until they move into ``worker.settings.Settings``.
+- Settings: ``Settings.control_exchange`` (``BULKOPS_CONTROL_EXCHANGE``, ``bulkops.control``)
+  and ``Settings.cancel_ttl_seconds`` (``BULKOPS_CANCEL_TTL_SECONDS``, 86400); the CLI's
+  ``ClientSettings`` has both too. ``config`` holds the stream's name and retention.
+- Operators: ``bulkops cancel|pause|resume|status`` (``worker.cli.control``) and the client's
+  ``ControlClient`` (``worker.client.control``, also ``Client.control()``).
 
 Design:
 

@@ -3,6 +3,7 @@ replies. The reader that keeps a worker's ``ControlState`` is ``worker.control.r
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -11,11 +12,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from pamqp.commands import Basic
 
-from worker.broker.topology import declare_queue
 from worker.control.config import max_age_seconds, stream_name
 from worker.control.messages import (
     CONTROL_TYPE,
@@ -26,6 +27,8 @@ from worker.control.messages import (
     check,
 )
 from worker.control.state import ControlState
+
+log = logging.getLogger("bulkops.control")
 
 REWRITE_HEADER = "x-bulkops-rewrite-of"
 SINCE_HEADER = "x-bulkops-since"
@@ -49,15 +52,34 @@ async def declare_control(
     exchange = await channel.declare_exchange(
         exchange_name, aio_pika.ExchangeType.FANOUT, durable=True
     )
-    queue = await declare_queue(
-        channel,
-        stream_name(exchange_name),
-        stream_arguments(cancel_ttl_seconds),
-        "delete it while no worker runs (the control state in it is lost) or set its "
-        "x-max-age to at least the cancel TTL plus a day",
+    queue = await _declare_stream(
+        channel, stream_name(exchange_name), stream_arguments(cancel_ttl_seconds)
     )
     await queue.bind(exchange)
     return exchange, queue
+
+
+async def _declare_stream(
+    channel: AbstractChannel, name: str, arguments: dict[str, Any]
+) -> AbstractQueue:
+    """Declare the stream; one that exists with other arguments (another cancel TTL: a
+    PRECONDITION_FAILED, which closes the channel it is tried on, so a fresh one is used for
+    the attempt) is used as it is, with a warning. Like ``broker.topology.declare_queue``,
+    without importing the worker's topology (the client library reaches this module)."""
+    underlay = await channel.get_underlay_channel()
+    probe = await underlay.connection.channel()
+    try:
+        await probe.queue_declare(name, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        log.warning(
+            "stream %s exists with other arguments (%s): using it as it is. Wanted %s: delete "
+            "it while no worker runs (the control state in it is lost) or set its x-max-age "
+            "to at least the cancel TTL plus a day",
+            name, exc.args[0] if exc.args else exc, arguments,
+        )  # fmt: skip
+        return await channel.declare_queue(name, passive=True)
+    await probe.close()
+    return await channel.declare_queue(name, durable=True, arguments=arguments)
 
 
 async def publish_control(
