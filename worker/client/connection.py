@@ -33,6 +33,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import ValidationError
 
 from worker.addresses import Addresses
+from worker.client.control import ControlClient
 from worker.client.job import Job
 from worker.client.outcomes import outcome_items
 from worker.client.replies import Reply
@@ -144,6 +145,11 @@ class Client:
         await queue_exists(connection, request_queue)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return cls(connection, channel, request_queue, every_item=every_item)
+
+    def control(self, **kwargs: Any) -> ControlClient:
+        """Cancel, pause, resume and status on this client's connection (``ControlClient``'s
+        keywords: ``exchange``, ``cancel_ttl_seconds``, ``targets``, ``app_id``)."""
+        return ControlClient(self._connection, **kwargs)
 
     def new_request_id(self) -> str:
         """Unique per client and readable in logs: ``<random prefix>-<sequence>``."""
