@@ -13,7 +13,6 @@ import pytest
 
 from worker.cli.common import ClientSettings
 from worker.control.config import max_age_seconds, stream_name
-from worker.settings import Settings
 from worker.control.messages import Control, parse_control
 from worker.control.state import ControlState
 from worker.control.transport import (
@@ -29,6 +28,7 @@ from worker.control.transport import (
     stream_arguments,
 )
 from worker.registry import SCOPES
+from worker.settings import Settings
 
 FIELD = next(name for name, field in SCOPES.items() if field.absent)
 
