@@ -266,3 +266,14 @@ async def test_the_client_raises_when_the_broker_cannot_be_reached() -> None:
     with pytest.raises(ConnectionError):
         async with ControlClient.connect("amqp://guest:guest@127.0.0.1:1/"):
             pass
+
+
+async def test_a_publisher_with_another_cancel_ttl_uses_the_stream_as_it_is(
+    exchange: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ControlClient.connect(URL, exchange=exchange) as control:
+        await control.pause("shop")
+    async with ControlClient.connect(URL, exchange=exchange, cancel_ttl_seconds=60) as control:
+        await control.pause("cms")  # its stream arguments differ: a warning, not a failure
+    assert "exists with other arguments" in caplog.text
+    assert [p.target for p in (await read_back(exchange)).pauses()] == ["shop", "cms"]
