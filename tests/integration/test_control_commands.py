@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from tests.integration.cli import Ran, bulkops
-from worker.client import Client, ControlClient, ControlRefused
+from worker.client import Client, ControlClient, ControlPublishError, ControlRefused
 from worker.control.config import stream_name
 from worker.control.reader import ControlReader
 from worker.control.state import ControlState
@@ -277,3 +277,16 @@ async def test_a_publisher_with_another_cancel_ttl_uses_the_stream_as_it_is(
         await control.pause("cms")  # its stream arguments differ: a warning, not a failure
     assert "exists with other arguments" in caplog.text
     assert [p.target for p in (await read_back(exchange)).pauses()] == ["shop", "cms"]
+
+
+async def test_an_exchange_the_broker_refuses_exits_2_and_raises(exchange: str) -> None:
+    connection = await aio_pika.connect(URL)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(exchange, aio_pika.ExchangeType.DIRECT, durable=True)
+    ran = await run(exchange, "pause", "shop")
+    assert ran.code == 2
+    assert "was not published to" in ran.stderr and "PRECONDITION_FAILED" in ran.stderr
+    async with ControlClient.connect(URL, exchange=exchange) as control:
+        with pytest.raises(ControlPublishError, match="PRECONDITION_FAILED"):
+            await control.pause("shop")

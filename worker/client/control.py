@@ -27,6 +27,8 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import aio_pika.exceptions
+import aiormq.exceptions
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
@@ -160,13 +162,19 @@ class ControlClient:
     async def _send(self, body: bytes, **kwargs: Any) -> str:
         if self._channel is None or self._channel.is_closed:
             self._channel = await self._connection.channel(publisher_confirms=True)
-        return await publish_control(
-            self._channel,
-            body,
-            exchange=self.exchange,
-            app_id=self.app_id,
-            user_id=self._user(),
-            targets=self.targets,
-            cancel_ttl_seconds=self.cancel_ttl_seconds,
-            **kwargs,
-        )
+        try:
+            return await publish_control(
+                self._channel,
+                body,
+                exchange=self.exchange,
+                app_id=self.app_id,
+                user_id=self._user(),
+                targets=self.targets,
+                cancel_ttl_seconds=self.cancel_ttl_seconds,
+                **kwargs,
+            )
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException) as exc:
+            # e.g. the exchange exists as another type: its declaration is refused
+            raise ControlPublishError(
+                f"the control message was not published to {self.exchange!r}: {exc!r}"[:500]
+            ) from exc
