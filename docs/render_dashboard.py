@@ -304,7 +304,8 @@ class Publisher:
         self.tally = tally
         self.seq = 0
 
-    async def send(self, body: dict[str, Any] | bytes) -> None:
+    async def send(self, body: dict[str, Any] | bytes, lane: str = "") -> None:
+        """Publish to the request queue, or (``lane=".priority"``) to its priority lane."""
         self.seq += 1
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         message = aio_pika.Message(
@@ -314,7 +315,7 @@ class Publisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             timestamp=datetime.now(UTC),
         )
-        await self.exchange.publish(message, routing_key=self.names.request)
+        await self.exchange.publish(message, routing_key=self.names.request + lane)
         if isinstance(body, dict):
             self.tally.published[str(body.get("operation"))] += 1
             self.tally.ids_sent[str(body.get("operation"))] += len(body.get("ids", []))
@@ -329,6 +330,14 @@ def dato(op: str, ids: list[str]) -> dict[str, Any]:
         "environment": "sandbox-1",
         "ids": ids,
     }
+
+
+async def urgent(pub: Publisher, t: float, due: float, n: int) -> float:
+    """An editor's urgent unpublish on the priority lane, every ~2 s; the next time due."""
+    if t < due:
+        return due
+    await pub.send(dato("unpublish", [f"urgent-{n:07d}"]), lane=".priority")
+    return due + 2.0
 
 
 async def traffic(
@@ -346,7 +355,7 @@ async def traffic(
         0.70: {"kind": "status", "count": 2, "api": "bloomreach", "status": 429},
     }
     tick, n, start = 0.1, 0, time.monotonic()
-    next_bloom, next_bad = 1.0, 5.0
+    next_bloom, next_bad, next_urgent = 1.0, 5.0, 2.0
     while (t := time.monotonic() - start) < seconds:
         procs.check()
         for at in [at for at in faults if t >= at * seconds]:
@@ -385,6 +394,7 @@ async def traffic(
             batch.append(
                 b"{not json" if rng.random() < 0.5 else {"operation": "datocms.items.publish"}
             )
+        next_urgent = await urgent(pub, t, next_urgent, n)
         await asyncio.gather(*(pub.send(body) for body in batch))
         await asyncio.sleep(max(0.0, start + t + tick - time.monotonic()))
 

@@ -37,6 +37,8 @@ class Item:
     sent: bool = False
     attempts: int = 0
     payload: Payload | None = None  # the item's data, opaque here (the adapter reads it)
+    urgent: bool = False  # from the priority lane, or waiting ahead of an item that is
+
 
     @property
     def order_key(self) -> OrderKey:
@@ -44,20 +46,34 @@ class Item:
 
 
 class _Queue:
-    """Items of one batch key that may be sent now, oldest first."""
+    """Items of one batch key that may be sent now, oldest first: the priority lane's
+    (``urgent``) and the backlog's (``items``)."""
 
-    __slots__ = ("bytes", "items", "last_push", "taken_at")
+    __slots__ = ("bytes", "items", "last_push", "taken_at", "urgent")
 
     def __init__(self) -> None:
         self.items: deque[Item] = deque()
+        self.urgent: deque[Item] = deque()
         self.bytes = 0
         self.last_push = 0.0
         self.taken_at = 0.0  # when a batch was last taken from here
 
     def push(self, item: Item, now: float) -> None:
-        self.items.append(item)
+        (self.urgent if item.urgent else self.items).append(item)
         self.bytes += item.cost
         self.last_push = now
+
+    def __len__(self) -> int:
+        return len(self.items) + len(self.urgent)
+
+    def first(self) -> Item:
+        return self.urgent[0] if self.urgent else self.items[0]
+
+    def promote(self, item: Item) -> None:
+        """A ready backlog item goes to the priority lane's side (it waits ahead of an
+        urgent one on its id)."""
+        self.items.remove(item)  # identity: Item compares by identity (eq=False)
+        self.urgent.append(item)
 
 
 Chain = Item | deque[Item]  # one item alone (the common case), or several, oldest first
@@ -85,10 +101,13 @@ class Coalescer:
         now: float,
         cost: int = 0,
         payload: Payload | None = None,
+        urgent: bool = False,
     ) -> Item:
         """Add one requester's id; returns the item that will answer it (maybe an existing one).
 
         ``cost`` is the bytes the item adds to a request body (for body-size limits).
+        ``urgent``: from the priority lane. It still comes after every operation already
+        held on its id; those not yet sent become urgent with it (they move ahead together).
         """
         order_key: OrderKey = (key.target, key.scope, item_id)
         chain = self._chains.get(order_key)
@@ -96,17 +115,34 @@ class Coalescer:
             tail = chain if isinstance(chain, Item) else chain[-1]
             if tail.key == key and not tail.sent and same_payload(tail.payload, payload):
                 tail.waiters.append(waiter)
+                if urgent:
+                    self._promote(chain)
                 return tail
-        item = Item(key, operation, item_id, cost, now, [waiter], payload=payload)
+        item = Item(key, operation, item_id, cost, now, [waiter], payload=payload, urgent=urgent)
         self.pending += 1
         if chain is None:
             self._chains[order_key] = item
             self._make_ready(item, now)
-        elif isinstance(chain, Item):
+            return item
+        if urgent:
+            self._promote(chain)
+        if isinstance(chain, Item):
             self._chains[order_key] = deque((chain, item))
         else:
             chain.append(item)
         return item
+
+    def _promote(self, chain: Chain) -> None:
+        """Every unsent item of the chain becomes urgent (the ready head moves to its
+        queue's urgent side); sent ones are in flight and count as urgent for their polls."""
+        for item in _items(chain):
+            if item.urgent:
+                continue
+            item.urgent = True
+            if not item.sent and item.ready_at is not None:
+                queue = self._queues.get(item.key)
+                if queue is not None:
+                    queue.promote(item)
 
     def _make_ready(self, item: Item, now: float) -> None:
         item.ready_at = now
@@ -120,22 +156,38 @@ class Coalescer:
 
     def size(self, key: BatchKey) -> int:
         queue = self._queues.get(key)
+        return len(queue) if queue else 0
+
+    def backlog(self, key: BatchKey) -> int:
+        """How many of the key's ready items are not urgent."""
+        queue = self._queues.get(key)
         return len(queue.items) if queue else 0
+
+    def urgent_since(self, key: BatchKey) -> float | None:
+        """When the key's oldest ready urgent item became ready; None when it has none."""
+        queue = self._queues.get(key)
+        return queue.urgent[0].ready_at or 0.0 if queue and queue.urgent else None
+
+    def backlog_since(self, key: BatchKey) -> float | None:
+        """When the key's oldest ready backlog item became ready; None when it has none."""
+        queue = self._queues.get(key)
+        return queue.items[0].ready_at or 0.0 if queue and queue.items else None
 
     def is_full(self, key: BatchKey) -> bool:
         queue = self._queues.get(key)
-        if queue is None or not queue.items:
+        if queue is None or not len(queue):
             return False
-        op = queue.items[0].operation
+        op = queue.first().operation
         too_big = op.max_body_bytes is not None and queue.bytes >= op.max_body_bytes
-        return len(queue.items) >= op.max_items or too_big
+        return len(queue) >= op.max_items or too_big
 
     def due_in(self, key: BatchKey, now: float, linger: float) -> float | None:
-        """Seconds until this key's batch should go (0: now), None when it has nothing."""
+        """Seconds until this key's batch should go (0: now), None when it has nothing.
+        Urgent items are due at once: they go in the scope's next request."""
         queue = self._queues.get(key)
-        if queue is None or not queue.items:
+        if queue is None or not len(queue):
             return None
-        if self.is_full(key):
+        if queue.urgent or self.is_full(key):
             return 0.0
         ready_at = queue.items[0].ready_at
         oldest = ready_at if ready_at is not None else now
@@ -149,9 +201,9 @@ class Coalescer:
         scarce: a part-full request there wastes a slot that would have carried a full one
         a moment later. The quiet counts from the last take too: right after a take the
         worker's own loop is busy sending and answering that batch, and intake pauses with
-        it, which is no sign that the ids have stopped coming."""
+        it, which is no sign that the ids have stopped coming. Never for urgent items."""
         queue = self._queues.get(key)
-        if queue is None or not queue.items or self.is_full(key):
+        if queue is None or not len(queue) or queue.urgent or self.is_full(key):
             return 0.0
         quiet_in = max(queue.last_push, queue.taken_at) + linger - now
         ready_at = queue.items[0].ready_at
@@ -161,33 +213,44 @@ class Coalescer:
 
     def oldest(self, key: BatchKey) -> float:
         queue = self._queues.get(key)
-        if queue is None or not queue.items:
+        if queue is None or not len(queue):
             return float("inf")
-        ready_at = queue.items[0].ready_at
+        ready_at = queue.first().ready_at
         return ready_at if ready_at is not None else 0.0
 
-    def take(self, key: BatchKey, body_overhead: int = 2, now: float = 0.0) -> list[Item]:
-        """Take the largest batch the API allows for ``key``: oldest items first."""
+    def take(
+        self,
+        key: BatchKey,
+        body_overhead: int = 2,
+        now: float = 0.0,
+        backlog_first: bool = False,
+    ) -> list[Item]:
+        """Take the largest batch the API allows for ``key``: urgent items first (the backlog
+        first when ``backlog_first``: its share of a scope's requests), oldest first within
+        each; the rest of the room is filled from the other side."""
         queue = self._queues.get(key)
         if queue is None:
             return []
         queue.taken_at = now
         batch: list[Item] = []
         budget = None
-        while queue.items:
-            item = queue.items[0]
-            op = item.operation
-            if budget is None and op.max_body_bytes is not None:
-                budget = op.max_body_bytes - body_overhead
-            if len(batch) >= op.max_items or (budget is not None and item.cost > budget and batch):
-                break
-            queue.items.popleft()
-            queue.bytes -= item.cost
-            if budget is not None:
-                budget -= item.cost
-            item.sent = True
-            batch.append(item)
-        if not queue.items:
+        sides = (queue.items, queue.urgent) if backlog_first else (queue.urgent, queue.items)
+        for side in sides:
+            while side:
+                item = side[0]
+                op = item.operation
+                if budget is None and op.max_body_bytes is not None:
+                    budget = op.max_body_bytes - body_overhead
+                full = len(batch) >= op.max_items
+                if full or (budget is not None and item.cost > budget and batch):
+                    break
+                side.popleft()
+                queue.bytes -= item.cost
+                if budget is not None:
+                    budget -= item.cost
+                item.sent = True
+                batch.append(item)
+        if not len(queue):
             del self._queues[key]
         return batch
 
@@ -258,10 +321,12 @@ class Coalescer:
         gone = {id(item) for item in dropped}
         for key, queue in list(self._queues.items()):
             kept = [item for item in queue.items if id(item) not in gone]
-            if len(kept) != len(queue.items):
+            kept_urgent = [item for item in queue.urgent if id(item) not in gone]
+            if len(kept) + len(kept_urgent) != len(queue):
                 queue.items = deque(kept)
-                queue.bytes = sum(item.cost for item in kept)
-            if not queue.items:
+                queue.urgent = deque(kept_urgent)
+                queue.bytes = sum(item.cost for item in kept + kept_urgent)
+            if not len(queue):
                 del self._queues[key]
         self.pending -= len(dropped)
 

@@ -21,7 +21,7 @@ from worker.messages import Outcome, RequestBody
 from worker.outcomes import OUTCOMES_TYPE, Status
 from worker.registry import APIS, SCOPES
 from worker.settings import Settings
-from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, unrouted_name
+from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, priority_name, unrouted_name
 
 ASYNCAPI_VERSION = "3.0.0"
 REF = "#/components/schemas/{model}"
@@ -109,6 +109,20 @@ def _channels() -> dict[str, Any]:
             "messages": {"request": _ref("components/messages/request")},
             "bindings": _amqp_channel("queue", queue={"name": requests, **queue}),
         },
+        "priorityRequests": {
+            "address": priority_name(Settings.model_construct()),
+            "title": "Priority lane",
+            "description": "Quorum queue <request queue>.priority: the same messages, "
+            "arguments and dead-lettering as the request queue, consumed on a channel of "
+            "its own (BULKOPS_PRIORITY_PREFETCH). Its items go ahead of the backlog in every "
+            "scope, under the same rate limits; per id, an operation the worker already "
+            "holds is never overtaken (see the README, 'The priority lane').",
+            "messages": {"request": _ref("components/messages/request")},
+            "bindings": _amqp_channel(
+                "queue",
+                queue={"name": priority_name(Settings.model_construct()), **queue},
+            ),
+        },
         "results": {
             "address": "{operation}.{status}",
             "title": "Outcomes on the results exchange",
@@ -182,6 +196,22 @@ def _operations() -> dict[str, Any]:
             "title": "The worker consumes requests and answers each one that has reply_to",
             "channel": _ref("channels/requests"),
             "messages": [_ref("channels/requests/messages/request")],
+            "bindings": _amqp(ack=True),
+            "reply": {
+                "address": {
+                    "location": "$message.header#/reply_to",
+                    "description": "the AMQP reply_to property of the request",
+                },
+                "channel": _ref("channels/replies"),
+                "messages": [_ref("channels/replies/messages/reply")],
+            },
+        },
+        "consumePriorityRequests": {
+            "action": "receive",
+            "title": "The worker consumes the priority lane ahead of the backlog, and answers "
+            "each request that has reply_to",
+            "channel": _ref("channels/priorityRequests"),
+            "messages": [_ref("channels/priorityRequests/messages/request")],
             "bindings": _amqp(ack=True),
             "reply": {
                 "address": {

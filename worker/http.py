@@ -33,6 +33,10 @@ T = TypeVar("T")
 log = logging.getLogger("bulkops.http")
 
 
+def _never() -> bool:
+    return False
+
+
 class ScopedClient:
     """One rate scope of one target: a shared httpx client plus this scope's limiter."""
 
@@ -45,12 +49,19 @@ class ScopedClient:
         self.target = target
         self.statuses: dict[str, int] = {}  # HTTP status (or "error") -> requests, for logs
         self.trace_links: tuple[Any, ...] = ()  # its batch's request messages (tracing)
+        # Whether the batch's requests (polls and reads too) take their slots first: it
+        # carries priority-lane items (asked at each request: an item may become urgent).
+        self.urgent: Callable[[], bool] = _never
 
-    def for_batch(self, trace_links: tuple[Any, ...] = ()) -> ScopedClient:
+    def for_batch(
+        self, trace_links: tuple[Any, ...] = (), urgent: Callable[[], bool] | None = None
+    ) -> ScopedClient:
         """The same scope (limiter, client) with its own count of answers, for one batch;
         ``trace_links``: the links of its requests' spans (``tracing.links``)."""
         client = ScopedClient(self.http, self.limiter, self.metrics, self.target)
         client.trace_links = trace_links
+        if urgent is not None:
+            client.urgent = urgent
         return client
 
     async def send(
@@ -69,7 +80,7 @@ class ScopedClient:
         # The slot is held until the request's first bytes go out, and counted as sent from
         # that moment: however long this process takes to get there (a busy event loop, a
         # new connection), the window is measured from the real send.
-        hold = hold if hold is not None else await self.limiter.hold()
+        hold = hold if hold is not None else await self.limiter.hold(self.urgent())
         started = time.monotonic()
         timing: dict[str, float] = {}
 

@@ -139,6 +139,7 @@ class Limiter:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._on_wait = on_wait
+        self._urgent = 0  # urgent waiters (see ``hold``)
         self.follow_stated = follow_stated  # adopt the limit the API states
         self.ceiling = ceiling  # an explicit limit: never exceeded, whatever is stated
         self.stated_window = stated_window or rate.seconds  # what a stated limit counts in
@@ -164,18 +165,37 @@ class Limiter:
             self._on_wait(now - started)
         return now
 
-    async def hold(self) -> Hold:
+    async def hold(self, urgent: bool = False) -> Hold:
         """Return when one request may be sent, holding its slot until it is: the slot counts
         from now, and as sent from the moment ``Hold.spend`` says it goes. So the window is
-        measured from the real send, however long the request takes to get ready."""
+        measured from the real send, however long the request takes to get ready.
+
+        ``urgent`` (the priority lane's requests, their polls and reads): served before any
+        other waiter; one that is not steps back (to the end of the line) while one is."""
         started = self._clock()
-        async with self._lock:
-            while (wait := self.log.delay(self._clock())) > 0:
-                await asyncio.sleep(wait)
-            self.log.held += 1
+        if urgent:
+            self._urgent += 1
+        try:
+            while not await self._wait_slot(urgent):
+                await asyncio.sleep(0)  # stepped back: the urgent waiter goes first
+        finally:
+            if urgent:
+                self._urgent -= 1
         if self._on_wait is not None:
             self._on_wait(self._clock() - started)
         return Hold(self)
+
+    async def _wait_slot(self, urgent: bool) -> bool:
+        """Hold a slot once it is free (True), unless an urgent waiter came first (False)."""
+        async with self._lock:
+            while True:
+                if not urgent and self._urgent:
+                    return False
+                wait = self.log.delay(self._clock())
+                if wait <= 0:
+                    self.log.held += 1
+                    return True
+                await asyncio.sleep(wait)
 
     def observe_timing(self, send_delay: float, round_trip: float) -> None:
         self.log.observe_timing(send_delay, round_trip)

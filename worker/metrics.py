@@ -141,6 +141,25 @@ class Metrics:
             buckets=_LATENCY,
             registry=registry,
         )
+        self.lane_latency = Histogram(
+            "bulkops_lane_latency_seconds",
+            "Request message timestamp to outcome published, per lane (main or priority).",
+            ["lane"],
+            buckets=_LATENCY,
+            registry=registry,
+        )
+        self.lane_items = Counter(
+            "bulkops_lane_items",
+            "Ids consumed per lane (main or priority).",
+            ["lane"],
+            registry=registry,
+        )
+        self.lane_depth = Gauge(
+            "bulkops_lane_queue_depth",
+            "Messages ready in each lane's request queue (main or priority), as last sampled.",
+            ["lane"],
+            registry=registry,
+        )
         self.partitions_owned = Gauge(
             "bulkops_partitions_owned",
             "Partitioned mode: partition queues this replica consumes as the active consumer "

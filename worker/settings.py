@@ -53,6 +53,12 @@ class Settings(BaseSettings):
 
     # Tuning. Defaults suit the APIs' documented limits.
     prefetch: int = Field(default=4000, ge=1, le=65535)
+    # The priority lane (`<request queue>.priority`) is consumed on a channel of its own
+    # with this prefetch, so urgent messages are taken while the main prefetch is full.
+    priority_prefetch: int = Field(default=500, ge=1, le=65535)
+    # While both lanes have work in a rate scope, the backlog keeps at least this share of
+    # its requests (0.1: after 9 requests of urgent items only, one is taken backlog first).
+    priority_backlog_share: float = Field(default=0.1, ge=0.01, le=0.5)
     linger_seconds: float = Field(default=0.3, ge=0, le=60)
     max_inflight_batches: int = Field(default=64, ge=1, le=1000)
     max_attempts: int = Field(default=6, ge=1, le=50)

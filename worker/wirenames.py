@@ -7,12 +7,26 @@ from __future__ import annotations
 from typing import Protocol
 
 REASON_HEADER = "x-bulkops-reason"
+ORIGIN_HEADER = "x-bulkops-original-queue"  # the request queue (or lane) a dead letter left
 UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
+
+
+PRIORITY_SUFFIX = ".priority"
 
 
 class _Named(Protocol):
     @property
     def results_exchange(self) -> str: ...
+
+
+class _Requests(Protocol):
+    @property
+    def request_queue(self) -> str: ...
+
+
+def priority_name(settings: _Requests) -> str:
+    """The priority lane: ``<request queue>.priority`` (CONTRACT "Priority lane")."""
+    return settings.request_queue + PRIORITY_SUFFIX
 
 
 def unrouted_name(settings: _Named) -> str:

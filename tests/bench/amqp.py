@@ -48,10 +48,14 @@ async def declare(channel: AbstractChannel, names: Names) -> None:
 
 
 async def delete(channel: AbstractChannel, names: Names) -> None:
-    for queue in (names.requests, names.dlq, f"{names.results}.unrouted"):
+    lanes = [f"{names.requests}{lane}" for lane in ("", ".priority")]
+    parts = [f"{names.requests}.p{i}{lane}" for i in range(8) for lane in ("", ".priority")]
+    queues = [*lanes, names.dlq, f"{names.results}.unrouted", *parts, f"{names.requests}.replicas"]
+    for queue in queues:
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    for exchange in (names.results, f"{names.results}.unrouted"):
+    exchanges = (names.results, f"{names.results}.unrouted", f"{names.requests}.partitions")
+    for exchange in exchanges:
         with contextlib.suppress(Exception):
             await channel.exchange_delete(exchange)
 

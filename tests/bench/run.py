@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import orjson
 
-from tests.bench import amqp, formats, procs
+from tests.bench import amqp, formats, priority, procs
 from tests.bench.amqp import AMQP_URL, Names, request_body
 
 DATO_OP = "datocms.items.publish"
@@ -72,6 +72,8 @@ class Plan:
     formats: tuple[str, ...] = ("item", "batch")
     formats_scale: float = 1.0  # of 12,000 DatoCMS + 2 x 60,000 Bloomreach ids
     only_formats: bool = False  # (1) and (8) only
+    # (9) the priority lane behind a backlog (tests/bench/priority.py); off unless asked.
+    priority_scale: float = 0.0  # of 30,000 DatoCMS + 120,000 Bloomreach ids
 
 
 SMALL = Plan(
@@ -576,6 +578,10 @@ async def main(plan: Plan) -> Report:
 
 
 async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
+    if plan.priority_scale:
+        note("(9) the priority lane behind a backlog")
+        await priority.priority(connection, emu, report, plan.priority_scale)
+        return
     note("(1) broker ceiling")
     ceiling = await broker_ceiling(connection, plan, report)
     if plan.only_modes:
@@ -634,6 +640,9 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--formats", help="only (1) and (8), for these formats (item,batch)")
     parser.add_argument("--formats-scale", type=float, default=1.0,
                         help="(8)'s backlog as a share of the issue's (1.0)")  # fmt: skip
+    parser.add_argument("--priority", type=float, nargs="?", const=1.0,
+                        help="only (9), the priority lane behind a backlog, at this share of "
+                        "the issue's backlog (default 1.0)")  # fmt: skip
     args = parser.parse_args(argv)
     plan = SMALL if args.small else Plan()
     if args.throughput:
@@ -650,6 +659,8 @@ def cli(argv: list[str] | None = None) -> int:
     if args.formats_scale != 1.0 or args.small:
         scale = 0.05 if args.small and args.formats_scale == 1.0 else args.formats_scale
         plan = dataclasses.replace(plan, formats_scale=scale)
+    if args.priority:
+        plan = dataclasses.replace(plan, priority_scale=args.priority)
     report = asyncio.run(main(plan))
     print(report.table())
     print(f"\nmachine: {report.facts['machine']}; took {report.facts['seconds']:.0f} s")

@@ -122,7 +122,8 @@ class Rig:
         base.update(overrides)
         return Settings(_env_file=None, **base)  # type: ignore[call-arg]
 
-    async def publish(self, body: dict[str, Any] | bytes, **props: Any) -> None:
+    async def publish(self, body: dict[str, Any] | bytes, lane: str = "", **props: Any) -> None:
+        """Publish to the request queue (``lane=".priority"``: to the priority lane)."""
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         props.setdefault("timestamp", datetime.now(UTC))
         message = aio_pika.Message(
@@ -131,7 +132,7 @@ class Rig:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             **props,
         )
-        await self.channel.default_exchange.publish(message, self.request_queue)
+        await self.channel.default_exchange.publish(message, self.request_queue + lane)
 
     async def publish_many(self, bodies: list[dict[str, Any]]) -> None:
         await asyncio.gather(*(self.publish(b) for b in bodies))
@@ -235,7 +236,7 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
         try:
             yield r
         finally:
-            for name in (*names[:2], f"{names[2]}.unrouted"):
+            for name in (*names[:2], f"{names[0]}.priority", f"{names[2]}.unrouted"):
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
             for name in (names[2], f"{names[2]}.unrouted"):

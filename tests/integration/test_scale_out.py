@@ -62,6 +62,7 @@ async def partitioned_env(
     queue for one replica; partitioned mode declares it single-active-consumer, and RabbitMQ
     refuses to change a queue's arguments, so it goes first."""
     await r.channel.queue_delete(r.request_queue)
+    await r.channel.queue_delete(r.request_queue + ".priority")  # single-active too
     settings = r.settings()
     targets = {
         # Small batches (50 and 250 ids) so that a backlog of a few limiter windows costs few

@@ -59,6 +59,7 @@ from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
 from worker.registry import rate_scope
 from worker.settings import Settings
+from worker.wirenames import PRIORITY_SUFFIX
 
 log = logging.getLogger("bulkops.partitions")
 
@@ -83,8 +84,13 @@ def presence_queue(settings: Settings) -> str:
     return f"{settings.request_queue}.replicas"
 
 
-def routing_key(index: int) -> str:
-    return f"p{index}"
+def routing_key(index: int, lane: str = "") -> str:
+    return f"p{index}{lane}"
+
+
+def lane_queue(settings: Settings, index: int, lane: str) -> str:
+    """A partition's queue of one lane: ``<request queue>.p<i>`` or ``....p<i>.priority``."""
+    return queue_name(settings, index) + lane
 
 
 async def declare_partitions(channel: AbstractChannel, settings: Settings) -> list[AbstractQueue]:
@@ -94,12 +100,22 @@ async def declare_partitions(channel: AbstractChannel, settings: Settings) -> li
     )
     queues = []
     for index in range(settings.partitions):
-        queue = await declare_queue(
-            channel, queue_name(settings, index), request_arguments(settings, True), RECREATE
-        )
-        await queue.bind(exchange, routing_key(index))
-        queues.append(queue)
+        for lane in LANES:
+            queue = await declare_queue(
+                channel, lane_queue(settings, index, lane), request_arguments(settings, True),
+                RECREATE,
+            )  # fmt: skip
+            await queue.bind(exchange, routing_key(index, lane))
+            queues.append(queue)
     return queues
+
+
+LANES = ("", PRIORITY_SUFFIX)  # the main lane's queues, the priority lane's
+# A partition's priority queue is consumed only by the replica that owns the partition (it
+# subscribes once the partition's main queue delivers to it). The router puts a marker in
+# the main queue with each priority message it forwards, so that an idle partition's owner
+# hears of it; a replica handing a partition on leaves one there for the next owner.
+MARKER_HEADER = "x-bulkops-priority-marker"
 
 
 class Intake(Protocol):
@@ -115,10 +131,16 @@ class Intake(Protocol):
     @property
     def ackers(self) -> Ackers: ...
 
-    async def screen(self, message: AbstractIncomingMessage, acker: Acker) -> Request | None: ...
+    async def screen(
+        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
+    ) -> Request | None: ...
 
     async def handle(
-        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None
+        self,
+        message: AbstractIncomingMessage,
+        acker: Acker,
+        partition: int | None,
+        priority: bool = False,
     ) -> None: ...
 
 
@@ -143,20 +165,34 @@ class Router:
         self.routing = True  # False: the router is being handed on
         self.forwarding = 0  # messages being forwarded right now
 
-    async def route(self, message: AbstractIncomingMessage, acker: Acker) -> None:
+    async def route(self, message: AbstractIncomingMessage, acker: Acker, lane: str = "") -> None:
+        """Forward a request of one lane (``lane``: "" or ".priority") to its partition's
+        queue of that lane."""
         acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
         if not self.routing:
             return  # left unacked: it goes back to the queue's head when the channel closes
         self.forwarding += 1
         try:
-            parsed = await self.intake.screen(message, acker)
+            parsed = await self.intake.screen(message, acker, bool(lane))
             if parsed is None:
                 return
             index = partition_of(parsed, self.intake.settings.partitions)
-            await self.forward(message, routing_key(index))
+            await self.forward(message, routing_key(index, lane))
+            if lane:
+                await self.mark(index)
             await AmqpDelivery(message, acker).ack()
         finally:
             self.forwarding -= 1
+
+    async def mark(self, index: int) -> None:
+        """Tell partition ``index``'s owner (whoever it is) that its priority queue has work."""
+        marker = aio_pika.Message(
+            b"{}", headers={MARKER_HEADER: 1}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+        )
+        exchange = self.exchange
+        await confirmed(
+            lambda: exchange.publish(marker, routing_key(index), mandatory=True), "marker"
+        )
 
     async def forward(self, message: AbstractIncomingMessage, key: str) -> None:
         """Move a consumed request to a partition queue, body and properties unchanged (the
@@ -172,7 +208,8 @@ class Router:
 class _Member:
     """One queue (the router's or a partition's) as this replica consumes it."""
 
-    index: int | None  # None: the request queue, as router
+    index: int | None  # None: the request queue (or its priority lane), as router
+    lane: str = ""  # "": the main lane's queue; ".priority": the priority lane's
     channel: AbstractChannel | None = None
     acker: Acker | None = None
     closing: bool = False
@@ -206,8 +243,9 @@ class Owner:
         self.lost = lost
         self.router = router
         self.held = _Held()
-        self._router = _Member(None)
+        self._routers = [_Member(None, lane) for lane in LANES]
         self.members = [_Member(i) for i in range(self.settings.partitions)]
+        self.urgent = [_Member(i, PRIORITY_SUFFIX) for i in range(self.settings.partitions)]
         self._presence: AbstractChannel | None = None
         self._counted = False  # whether the presence queue is there to count replicas
 
@@ -224,7 +262,8 @@ class Owner:
         self._counted = queue is not None  # else: no count of replicas, no rebalancing
         if queue is not None:
             await queue.consume(_ignore, no_ack=True)  # counted, never fed
-        await self._subscribe(self._router)
+        for router in self._routers:
+            await self._subscribe(router)
         for member in self.members:
             await self._subscribe(member)
 
@@ -243,13 +282,19 @@ class Owner:
     async def _subscribe(self, member: _Member) -> None:
         channel = member.channel = await self._channel(member)
         member.closing = False
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        settings = self.settings
+        prefetch = settings.priority_prefetch if member.lane else settings.prefetch
+        await channel.set_qos(prefetch_count=prefetch)
         acker = member.acker = self.intake.ackers.start(await channel.get_underlay_channel())
         if member.index is None:
-            queue = await channel.get_queue(self.settings.request_queue)
-            await queue.consume(functools.partial(self.router.route, acker=acker))
+            queue = await channel.get_queue(settings.request_queue + member.lane)
+            route = functools.partial(self.router.route, acker=acker, lane=member.lane)
+            await queue.consume(route)
+        elif member.lane:
+            queue = await channel.get_queue(lane_queue(settings, member.index, member.lane))
+            await queue.consume(functools.partial(self._deliver_urgent, acker, member.index))
         else:
-            queue = await channel.get_queue(queue_name(self.settings, member.index))
+            queue = await channel.get_queue(queue_name(settings, member.index))
             await queue.consume(functools.partial(self._deliver, acker, member.index))
 
     async def _deliver(self, acker: Acker, index: int, message: AbstractIncomingMessage) -> None:
@@ -258,13 +303,31 @@ class Owner:
         held = self.held
         if index in held.holding:
             return  # left unacked: the next owner gets it when the channel closes
-        if index not in held.owned:
-            held.owned[index] = time.monotonic()
-            self.metrics.partitions_owned.set(len(held.owned))
-            log.info("owning partition %d", index)
         held.handling[index] += 1  # a hand-over waits for this (outcomes, dead letters)
         try:
+            if index not in held.owned:
+                held.owned[index] = time.monotonic()
+                self.metrics.partitions_owned.set(len(held.owned))
+                log.info("owning partition %d", index)
+                await self._subscribe(self.urgent[index])  # its priority queue: ours too
+            if (message.headers or {}).get(MARKER_HEADER):
+                await AmqpDelivery(message, acker).ack()  # it has done its work
+                return
             await self.intake.handle(message, acker, index)
+        finally:
+            held.handling[index] -= 1
+
+    async def _deliver_urgent(
+        self, acker: Acker, index: int, message: AbstractIncomingMessage
+    ) -> None:
+        """A partition's priority queue's consumer (subscribed while owning the partition)."""
+        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
+        held = self.held
+        if index in held.holding or index not in held.owned:
+            return  # left unacked: the next owner gets it when the channel closes
+        held.handling[index] += 1
+        try:
+            await self.intake.handle(message, acker, index, priority=True)
         finally:
             held.handling[index] -= 1
 
@@ -303,6 +366,11 @@ class Owner:
                 index,
                 len(unfinished),
             )
+        urgent = self.urgent[index]
+        if urgent.channel is not None and not urgent.channel.is_closed:
+            await self._close(urgent, deadline)
+            if not self.lost.is_set():  # the next owner hears of what waits there
+                await self.router.mark(index)
         await self._close(member, deadline)
         self.held.holding.discard(index)
         if self.held.owned.pop(index, None) is not None:
@@ -336,7 +404,8 @@ class Owner:
         deadline = time.monotonic() + self.settings.drain_timeout_seconds
         while router.forwarding and time.monotonic() < deadline and not self.lost.is_set():
             await asyncio.sleep(0.01)
-        await self._close(self._router, deadline)
+        for member in self._routers:
+            await self._close(member, deadline)
         results = await asyncio.gather(
             *(self.hand_on(m, "stopping", False, deadline) for m in self.members),
             return_exceptions=True,

@@ -16,7 +16,7 @@ from worker.messages import REPLY_TYPE, Outcome, Reply
 from worker.metrics import Metrics
 from worker.outcomes import OUTCOME_TYPE, OUTCOMES_TYPE, OutcomeBatch
 from worker.settings import Settings
-from worker.wirenames import REASON_HEADER, unrouted_name
+from worker.wirenames import ORIGIN_HEADER, REASON_HEADER, priority_name, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
 
@@ -181,10 +181,15 @@ class Publisher:
         self.metrics.replies_published.inc()
         return True
 
-    async def dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+    async def dead_letter(
+        self, message: AbstractIncomingMessage, reason: str, priority: bool = False
+    ) -> None:
+        """Park a refused message in the DLQ with its reason and the lane it came from
+        (``bulkops dlq replay`` sends it back there)."""
         headers: dict[str, Any] = dict(message.headers or {})
         headers[REASON_HEADER] = reason[:1000]
-        headers["x-bulkops-original-queue"] = self.settings.request_queue
+        lane = priority_name(self.settings) if priority else self.settings.request_queue
+        headers[ORIGIN_HEADER] = lane
         copy = copy_of(message, headers, message.message_id)
         await confirmed(
             lambda: self.default.publish(copy, self.settings.dead_letter_queue, mandatory=True),

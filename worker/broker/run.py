@@ -26,6 +26,7 @@ from worker.limiter import Limiters
 from worker.metrics import Metrics
 from worker.pipeline.engine import Engine
 from worker.settings import Settings
+from worker.wirenames import priority_name
 
 log = logging.getLogger("bulkops.broker")
 
@@ -100,6 +101,7 @@ async def run_session(
                 acker = session.ackers.start(underlay)
                 consume = functools.partial(session.on_message, acker=acker)
                 consumers.append((queue, await queue.consume(consume)))
+                consumers.append(await _consume_priority(consuming, session, settings, lost))
                 rebalancing = asyncio.Event().wait()
             sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
             health.set_ready(True)
@@ -122,7 +124,8 @@ async def run_session(
                     await _drain(engine, settings, lost)
                     if not lost.is_set():
                         await session.ackers.flush(None, timeout=10.0)
-                        await channel.close()  # after the acks: they reach the broker
+                        for consumer, _ in consumers:  # after the acks: they reach the broker
+                            await consumer.channel.close()
             finally:
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
@@ -130,6 +133,25 @@ async def run_session(
                 engine.cancel()
                 session.ackers.stop()
     return False
+
+
+async def _consume_priority(
+    connection: Any, session: Session, settings: Settings, lost: asyncio.Event
+) -> tuple[AbstractQueue, str]:
+    """Consume the priority lane on a channel of its own, with a prefetch of its own: its
+    messages are taken while the main queue's prefetch is full of backlog."""
+    channel = await connection.channel()
+    channel.close_callbacks.add(lambda *_: lost.set())
+    underlay = await channel.get_underlay_channel()
+    underlay.on_consumer_cancel_callbacks.add(lambda *_: lost.set())
+    await channel.set_qos(prefetch_count=settings.priority_prefetch)
+    queue = await channel.declare_queue(priority_name(settings), passive=True)
+    acker = session.ackers.start(underlay)
+    consume = functools.partial(session.on_message, acker=acker, priority=True)
+    log.info(
+        "consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch
+    )
+    return queue, await queue.consume(consume)
 
 
 async def _idle(session: Session, engine: Engine, settings: Settings) -> None:

@@ -61,31 +61,40 @@ class Session:
         # not see (100,000 rejections take minutes on a slow broker), so not idle.
         self.answering = 0
 
-    async def on_message(self, message: AbstractIncomingMessage, acker: Acker) -> None:
-        """The consumer of the request queue (one replica, not partitioned)."""
+    async def on_message(
+        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
+    ) -> None:
+        """The consumer of a request queue (one replica, not partitioned): the main one, or
+        the priority lane (``priority``)."""
         acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
-        await self.handle(message, acker, None)
+        await self.handle(message, acker, None, priority)
 
-    async def screen(self, message: AbstractIncomingMessage, acker: Acker) -> Request | None:
+    async def screen(
+        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
+    ) -> Request | None:
         """The message's request; None for an invalid one, which is dead-lettered (and
-        answered, and acked) here."""
+        answered, and acked) here. ``priority``: it came from the priority lane."""
         self.last_delivery = time.monotonic()
         parsed = parse_request(message.body, message.message_id, self.kinds)
         if isinstance(parsed, Invalid):
             self.answering += 1
             try:
-                await self._invalid(message, AmqpDelivery(message, acker), parsed)
+                await self._invalid(message, AmqpDelivery(message, acker), parsed, priority)
             finally:
                 self.answering -= 1
             return None
         return parsed
 
     async def handle(
-        self, message: AbstractIncomingMessage, acker: Acker, partition: int | None
+        self,
+        message: AbstractIncomingMessage,
+        acker: Acker,
+        partition: int | None,
+        priority: bool = False,
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
         answered at once."""
-        parsed = await self.screen(message, acker)
+        parsed = await self.screen(message, acker, priority)
         if parsed is None:
             return
         self.metrics.messages_consumed.labels(parsed.operation.name, parsed.target).inc()
@@ -99,6 +108,7 @@ class Session:
             partition=partition,
             reply_to=message.reply_to or None,
             trace=tracing.current(),
+            priority=priority,
         )
         if parsed.ids:
             self.engine.accept(tracked)
@@ -111,7 +121,11 @@ class Session:
             )
 
     async def _invalid(
-        self, message: AbstractIncomingMessage, delivery: AmqpDelivery, invalid: Invalid
+        self,
+        message: AbstractIncomingMessage,
+        delivery: AmqpDelivery,
+        invalid: Invalid,
+        priority: bool = False,
     ) -> None:
         """Dead-letter a message refused as a whole; the settlement answers it."""
         target_label = invalid.target if invalid.target in self.kinds else "unknown"
@@ -119,7 +133,7 @@ class Session:
         self.metrics.messages_consumed.labels(*labels).inc()
         self.metrics.dead_lettered.labels(invalid.code).inc()
         log.warning("dead-lettering message %s: %s", invalid.request_id, invalid.reason)
-        await self.publisher.dead_letter(message, invalid.reason)
+        await self.publisher.dead_letter(message, invalid.reason, priority)
         await self.settlement.refuse(
             invalid,
             delivery,

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from worker.metrics import Metrics
 from worker.settings import Settings
-from worker.wirenames import UNROUTED_MAX_LENGTH, unrouted_name
+from worker.wirenames import UNROUTED_MAX_LENGTH, priority_name, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
 
@@ -121,7 +121,8 @@ RECREATE = (
 
 
 async def declare_topology(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
-    """The DLQ, the results exchange and its parking queue, and the request queue (returned).
+    """The DLQ, the results exchange and its parking queue, the priority lane and the
+    request queue (returned).
 
     The results exchange is a plain durable topic exchange, as any consumer would declare
     it. Outcomes are published ``mandatory``: one that matches no binding comes back and is
@@ -131,12 +132,10 @@ async def declare_topology(channel: AbstractChannel, settings: Settings) -> Abst
     major = await broker_major(channel)
     await declare_queue(channel, settings.dead_letter_queue, holding_arguments(major), RECREATE)
     await _declare_results(channel, settings, major)
-    return await declare_queue(
-        channel,
-        settings.request_queue,
-        request_arguments(settings, single_active=bool(settings.partitions)),
-        RECREATE,
-    )
+    arguments = request_arguments(settings, single_active=bool(settings.partitions))
+    # The priority lane: the same arguments (dead-lettering, delivery limit) as the main one.
+    await declare_queue(channel, priority_name(settings), arguments, RECREATE)
+    return await declare_queue(channel, settings.request_queue, arguments, RECREATE)
 
 
 async def _declare_results(channel: AbstractChannel, settings: Settings, major: int) -> None:
@@ -167,15 +166,20 @@ async def _declare_results(channel: AbstractChannel, settings: Settings, major: 
 async def sample_unrouted(
     connection: aio_pika.abc.AbstractConnection, settings: Settings, metrics: Metrics
 ) -> None:
-    """Keep the gauge of parked (unrouted) outcomes: the parking queue's depth, read with a
-    passive declare every ``unrouted_sample_seconds`` on a channel of its own (a queue
-    deleted by hand closes that channel, not the session's)."""
-    name = unrouted_name(settings)
+    """Keep the gauge of parked (unrouted) outcomes (the parking queue's depth) and the
+    lanes' depths, read with a passive declare every ``unrouted_sample_seconds`` on a
+    channel of its own (a queue deleted by hand closes that channel, not the session's)."""
+    gauges = [
+        (unrouted_name(settings), metrics.unrouted_outcomes),
+        (settings.request_queue, metrics.lane_depth.labels("main")),
+        (priority_name(settings), metrics.lane_depth.labels("priority")),
+    ]
     channel = await connection.channel()
     while True:
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-            metrics.unrouted_outcomes.set(queue.declaration_result.message_count or 0)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            channel = await connection.channel()
+        for name, gauge in gauges:
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                gauge.set(queue.declaration_result.message_count or 0)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                channel = await connection.channel()
         await asyncio.sleep(settings.unrouted_sample_seconds)

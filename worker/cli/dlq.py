@@ -29,9 +29,9 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from worker.cli.common import BROKER_ERRORS, EXIT_OK, ClientSettings, CliError, connect, say
 from worker.client import BrokerError, queue_exists
-from worker.wirenames import REASON_HEADER
+from worker.wirenames import ORIGIN_HEADER, PRIORITY_SUFFIX, REASON_HEADER
 
-WORKER_HEADERS = frozenset({REASON_HEADER, "x-bulkops-original-queue"})
+WORKER_HEADERS = frozenset({REASON_HEADER, ORIGIN_HEADER})
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
 GET_TIMEOUT = 10.0
 
@@ -90,6 +90,18 @@ def reason_of(headers: Mapping[str, Any]) -> str:
     if isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
         return f"dead-lettered by the broker: {_text(deaths[0].get('reason'))}"
     return "-"
+
+
+def origin_lane(headers: Mapping[str, Any], request_queue: str) -> str:
+    """The lane a dead letter goes back to: the priority lane when it came from there (the
+    worker's ``x-bulkops-original-queue`` header, else the broker's ``x-death`` queue), the
+    request queue otherwise (a partition queue's dead letter too: the router routes it)."""
+    origin = headers.get(ORIGIN_HEADER)
+    deaths = headers.get("x-death")
+    if not origin and isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
+        origin = deaths[0].get("queue")
+    priority = request_queue + PRIORITY_SUFFIX
+    return priority if _text(origin) == priority else request_queue
 
 
 def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
@@ -163,6 +175,7 @@ async def _replay(
     out = await connection.channel(publisher_confirms=True, on_return_raises=True)
     held: AbstractIncomingMessage | None = None
     replayed = skipped = 0
+    lanes: dict[str, int] = {}
     try:
         for _ in range(depth):  # never more than were there: a replayed message that comes back
             if args.limit and replayed >= args.limit:
@@ -174,16 +187,21 @@ async def _replay(
             if args.reason and args.reason.lower() not in letter.reason.lower():
                 held, skipped = message, skipped + 1
                 continue
-            await _republish(out, message, settings.request_queue)
+            lane = origin_lane(message.headers or {}, settings.request_queue)
+            await _republish(out, message, lane)
             await message.ack()
             replayed += 1
-            print(f"replayed {letter.line()}", flush=True)
+            lanes[lane] = lanes.get(lane, 0) + 1
+            print(f"replayed {letter.line()} to {lane}", flush=True)
     finally:
         await _give_back(held)
     kept = max(depth - replayed, 0)  # every dead letter not replayed stays, examined or not
     unmatched = f", {skipped} of them examined and not matching the reason" if args.reason else ""
+    where = ", ".join(f"{lane} ({n})" for lane, n in sorted(lanes.items()))
+    if len(lanes) < 2:
+        where = next(iter(lanes), settings.request_queue)
     say(
-        f"replayed {replayed} to {settings.request_queue}; "
+        f"replayed {replayed} to {where}; "
         f"{kept} kept in {settings.dead_letter_queue}{unmatched}"
     )
     return EXIT_OK

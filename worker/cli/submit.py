@@ -55,6 +55,12 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--no-wait", action="store_true", help="publish without reply_to and exit")
     parser.add_argument(
+        "--priority",
+        action="store_true",
+        help="publish to the priority lane (<request queue>.priority): answered ahead of the "
+        "backlog, under the same rate limits",
+    )
+    parser.add_argument(
         "--dry-run",
         action="store_true",
         help="validate the whole input as the worker would, show the request messages and how "
@@ -162,7 +168,9 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
         try:
             # An id or item the worker would reject is published and answered `rejected`
             # (exit 1, as the contract says); `--dry-run` shows them before anything is sent.
-            client = await Client.create(connection, settings.request_queue, every_item=False)
+            client = await Client.create(
+                connection, settings.request_queue, every_item=False, priority=args.priority
+            )
             if args.no_wait:
                 return await _publish_only(client, job, source, args.chunk)
             return await _submit(client, job, source, args, total)

@@ -37,6 +37,7 @@ from worker.client.control import ControlClient
 from worker.client.job import Job
 from worker.client.outcomes import outcome_items
 from worker.client.replies import Reply
+from worker.wirenames import PRIORITY_SUFFIX
 
 log = logging.getLogger("bulkops.client")
 
@@ -122,26 +123,36 @@ class Client:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, url: str, request_queue: str = DEFAULT_REQUEST_QUEUE
+        cls, url: str, request_queue: str = DEFAULT_REQUEST_QUEUE, *, priority: bool = False
     ) -> AsyncIterator[Client]:
         """Connect (``url`` may list a cluster's nodes, comma-separated: the first that
-        answers is used), check that ``request_queue`` exists, and yield a client."""
+        answers is used), check that ``request_queue`` exists, and yield a client.
+        ``priority``: publish to its priority lane (``<request queue>.priority``)."""
         addresses = Addresses.parse(url)
         connection = await addresses.connect(
             client_properties={"connection_name": "bulkops-client"}
         )
         async with connection:
-            yield await cls.create(connection, request_queue)
+            yield await cls.create(connection, request_queue, priority=priority)
 
     @classmethod
     async def create(
-        cls, connection: AbstractConnection, request_queue: str, *, every_item: bool = True
+        cls,
+        connection: AbstractConnection,
+        request_queue: str,
+        *,
+        every_item: bool = True,
+        priority: bool = False,
     ) -> Client:
         """A client over a connection the caller opened (and closes). With ``every_item``
         (the default) a request holding an id or item the worker would reject raises JobError
         unpublished; without it, such ids and items are published and answered ``rejected``
         by the worker (what ``bulkops submit`` does with a file: exit 1, as the contract
-        says). A request the worker would refuse as a whole raises JobError either way."""
+        says). A request the worker would refuse as a whole raises JobError either way.
+        With ``priority`` the requests go to the priority lane, ahead of the backlog
+        (CONTRACT "Priority lane")."""
+        if priority:
+            request_queue += PRIORITY_SUFFIX
         await queue_exists(connection, request_queue)
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return cls(connection, channel, request_queue, every_item=every_item)

@@ -8,6 +8,12 @@ ids keep joining it (``Coalescer.still_filling``). Of the due keys the one due f
 the oldest on a tie. Then it goes only if the scope has fewer than ``max_inflight`` batches
 running, and once its limiter has room: while it has none, nothing is taken, so batches keep
 growing, and under backlog every request is full.
+
+The priority lane's items (urgent) go first: a key with urgent items is due at once, the
+one whose urgent items are oldest goes before any other, and the cap on batches in flight
+does not hold it back. The backlog keeps a share of the scope's requests while both have
+work: after ``backlog_every`` requests that carried urgent items only, the next is taken
+backlog first (``Step.backlog_first``), cap permitting.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Pace:
     linger: float
     scarce: bool
     max_inflight: int
+    backlog_every: int = 9  # urgent-only requests in a row before the backlog's turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +41,8 @@ class Step:
 
     key: BatchKey | None
     wait: float | None = None
+    urgent: bool = False  # for the priority lane (its slot is taken ahead of others)
+    backlog_first: bool = False  # the backlog's turn: its items first in the batch
 
 
 def next_key(
@@ -64,9 +73,20 @@ def decide(
     pace: Pace,
     inflight: int,
     room_in: Callable[[], float],
+    backlog_turn: bool = False,
 ) -> Step:
     """The dispatcher's next step; ``room_in`` is the limiter's wait for a free slot (asked
-    only once a batch is due and may run)."""
+    only once a batch is due and may run). ``backlog_turn``: the backlog's share is due."""
+    urgent = _oldest(coalescer, keys, coalescer.urgent_since)
+    if urgent is not None:
+        behind = backlog_turn and inflight < pace.max_inflight
+        backlog = _oldest(coalescer, keys, coalescer.backlog_since) if behind else None
+        room = room_in()
+        if room > 0:
+            return Step(None, room)
+        if backlog is not None:
+            return Step(backlog, backlog_first=True)
+        return Step(urgent, urgent=True)
     key, due = next_key(coalescer, keys, now, pace)
     if key is None:
         return Step(None)
@@ -78,3 +98,17 @@ def decide(
     if room > 0:
         return Step(None, room)  # items keep arriving: the batch keeps growing
     return Step(key)
+
+
+def _oldest(
+    coalescer: Coalescer, keys: set[BatchKey], since: Callable[[BatchKey], float | None]
+) -> BatchKey | None:
+    """The key whose items of one side (``since``: when its oldest became ready, None when
+    it has none) are oldest."""
+    best: BatchKey | None = None
+    best_at = float("inf")
+    for key in keys:
+        at = since(key)
+        if at is not None and at < best_at:
+            best, best_at = key, at
+    return best

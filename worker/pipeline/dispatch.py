@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from worker.errors import ErrorCode, ErrorInfo
 from worker.http import ScopedClient
 from worker.limiter import Hold, Limiter, Limiters
 from worker.metrics import Metrics
-from worker.pipeline.decisions import Pace, decide
+from worker.pipeline.decisions import Pace, Step, decide
 from worker.pipeline.execution import Execution
 from worker.pipeline.requests import Answer, Publish
 from worker.registry import rate_scope
@@ -52,6 +52,7 @@ class Scope:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     inflight: int = 0
     flush: bool = False  # being handed over: send what stays without lingering
+    urgent_run: int = 0  # requests in a row of urgent items only while the backlog waited
     batches: set[asyncio.Task[None]] = field(default_factory=set)  # running or publishing
 
     @property
@@ -161,29 +162,45 @@ class Dispatcher:
     def pace(self, scope: Scope) -> Pace:
         """The scope's pacing now: no lingering while draining or handing it over."""
         linger = 0.0 if self.flush or scope.flush else self.settings.linger_seconds
-        return Pace(linger, scope.scarce, self.settings.max_inflight_batches)
+        share = self.settings.priority_backlog_share
+        every = max(1, round((1 - share) / share))
+        return Pace(linger, scope.scarce, self.settings.max_inflight_batches, every)
+
+    def _decide(self, scope: Scope, room_in: Callable[[], float]) -> Step:
+        pace = self.pace(scope)
+        turn = scope.urgent_run >= pace.backlog_every
+        return decide(
+            self.coalescer, scope.keys, time.monotonic(), pace, scope.inflight, room_in, turn
+        )
 
     async def _dispatch(self, scope: Scope) -> None:
         while True:
-            step = decide(
-                self.coalescer,
-                scope.keys,
-                time.monotonic(),
-                self.pace(scope),
-                scope.inflight,
-                scope.limiter.room_in,
-            )
+            step = self._decide(scope, scope.limiter.room_in)
             if step.key is None:
                 await scope.sleep(step.wait)
                 continue
+            hold = await scope.limiter.hold(step.urgent)
+            if not step.urgent:
+                # The slot is ours: urgent items that came while it was awaited take it.
+                again = self._decide(scope, _now)
+                if again.key is not None and again.urgent:
+                    step = again
             key = step.key
-            hold = await scope.limiter.hold()
-            items = self.coalescer.take(key, now=time.monotonic())
+            assert key is not None
+            items = self.coalescer.take(key, now=time.monotonic(), backlog_first=step.backlog_first)
             if items:
+                self._count_turn(scope, items)
                 self._start(scope, key, items, hold)
             else:
                 hold.release()
             self._update_rate_gauge(key.target, scope)
+
+    def _count_turn(self, scope: Scope, items: list[Item]) -> None:
+        """Keep the backlog's share: count requests of urgent items only while it waits."""
+        if not all(item.urgent for item in items):
+            scope.urgent_run = 0
+        elif any(self.coalescer.backlog_since(k) is not None for k in scope.keys):
+            scope.urgent_run += 1
 
     def _update_rate_gauge(self, target: str, scope: Scope) -> None:
         self.metrics.rate_limit_used.labels(target).set(scope.limiter.used())
@@ -257,3 +274,8 @@ class Dispatcher:
 def unresolved(result: ItemResult) -> bool:
     """Whether the item's operation may still apply at the API (a job given up unfinished)."""
     return result.error is not None and result.error.code == ErrorCode.JOB_TIMEOUT
+
+
+def _now() -> float:
+    """``room_in`` for a slot already held: there is room."""
+    return 0.0

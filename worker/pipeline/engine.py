@@ -85,9 +85,10 @@ class Engine:
         for item_id in req.ids:
             payload = req.payload(item_id)
             cost = adapter.cost(op, item_id, payload)
-            self.coalescer.add(op, key, item_id, tracked, now, cost, payload)
+            self.coalescer.add(op, key, item_id, tracked, now, cost, payload, tracked.priority)
         # Ids that joined an item already pending add nothing: the gauge counts items.
         self.metrics.pending_items.labels(*key.labels).inc(self.coalescer.pending - before)
+        self.metrics.lane_items.labels(tracked.lane).inc(len(req.ids))
         self.dispatcher.ready(scope, key)
 
     def _operation(self, req: Request) -> Operation:

@@ -35,7 +35,10 @@ class Execution:
         self.metrics.batch_fill.labels(*labels).observe(len(items) / op.max_items)
         self.metrics.inflight_batches.labels(*labels).inc()
         started = time.monotonic()
-        client = scope.for_batch(tracing.links(t.trace for i in items for t in i.waiters))
+        client = scope.for_batch(
+            tracing.links(t.trace for i in items for t in i.waiters),
+            urgent=lambda: any(item.urgent for item in items),
+        )
         try:
             results = await self._execute(client, key, items, hold)
         finally:

@@ -41,6 +41,12 @@ class Tracked:
     # succeeded ones are implied, so a healthy message of 10,000 ids holds nothing here).
     answers: dict[str, ItemResult] = field(default_factory=dict)
     trace: Any = None  # the consume span's context when tracing is on (worker/tracing.py)
+    priority: bool = False  # consumed from the priority lane
+
+    @property
+    def lane(self) -> str:
+        """The lane it came from, as the metrics label it: ``priority`` or ``main``."""
+        return "priority" if self.priority else "main"
 
     def note(self, item_id: str, result: ItemResult) -> None:
         if self.reply_to is not None and result.status != "succeeded":

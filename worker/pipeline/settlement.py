@@ -175,7 +175,7 @@ class Settlement:
         items must not cost 30,000 label lookups."""
         done: list[Tracked] = []
         counts: _Counts = collections.Counter()
-        latencies: dict[tuple[str, str], list[float]] = {}
+        latencies: dict[tuple[str, str, str], list[float]] = {}
         now = time.time()
         for tracked, item_id, result, _ in answers:
             req = tracked.request
@@ -183,7 +183,9 @@ class Settlement:
             counts[req.operation.name, req.target, result.status, code] += 1
             if tracked.timestamp is not None:
                 latency = max(0.0, now - tracked.timestamp)
-                latencies.setdefault((req.operation.name, req.target), []).append(latency)
+                latencies.setdefault((req.operation.name, req.target, tracked.lane), []).append(
+                    latency
+                )
             tracked.note(item_id, result)
             tracked.remaining -= 1
             if tracked.remaining == 0 and not tracked.settled:
@@ -192,16 +194,18 @@ class Settlement:
         self._count(counts, latencies)
         return done
 
-    def _count(self, counts: _Counts, latencies: dict[tuple[str, str], list[float]]) -> None:
+    def _count(self, counts: _Counts, latencies: dict[tuple[str, str, str], list[float]]) -> None:
         metrics = self.metrics
         for (operation, target, status, code), n in counts.items():
             metrics.item_outcomes.labels(operation, target, status).inc(n)
             if code is not None:
                 metrics.item_failures.labels(operation, target, code).inc(n)
-        for labels, values in latencies.items():
-            histogram = metrics.end_to_end.labels(*labels)
+        for (operation, target, lane), values in latencies.items():
+            histogram = metrics.end_to_end.labels(operation, target)
+            by_lane = metrics.lane_latency.labels(lane)
             for value in values:
                 histogram.observe(value)
+                by_lane.observe(value)
 
     async def _settle(self, done: list[Tracked]) -> None:
         """Reply to the answered requests that asked for it (pipelined; each confirmed, or
