@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -35,26 +36,35 @@ class Names:
 DECLARED: list[Names] = []  # deleted at the end of the run, whatever happens
 
 
-async def declare(channel: AbstractChannel, names: Names) -> None:
-    """The worker's own topology (quorum request queue, DLQ, results exchange)."""
+async def declare(channel: AbstractChannel, names: Names, **settings: Any) -> None:
+    """The worker's own topology (quorum request queue, DLQ, results exchange); with
+    ``partitions``, the request queue as partitioned mode declares it."""
     DECLARED.append(names)
-    settings = Settings(
-        _env_file=None,
-        request_queue=names.requests,
-        dead_letter_queue=names.dlq,
-        results_exchange=names.results,
+    await declare_topology(
+        channel,
+        Settings(
+            _env_file=None,
+            request_queue=names.requests,
+            dead_letter_queue=names.dlq,
+            results_exchange=names.results,
+            **settings,
+        ),
     )
-    await declare_topology(channel, settings)
 
 
-async def delete(channel: AbstractChannel, names: Names) -> None:
+async def delete(channel: AbstractChannel, names: Names, partitions: int = 8) -> None:
     lanes = [f"{names.requests}{lane}" for lane in ("", ".priority")]
-    parts = [f"{names.requests}.p{i}{lane}" for i in range(8) for lane in ("", ".priority")]
+    parts = [
+        f"{names.requests}.p{i}{lane}" for i in range(partitions) for lane in ("", ".priority")
+    ]
     queues = [*lanes, names.dlq, f"{names.results}.unrouted", *parts, f"{names.requests}.replicas"]
     for queue in queues:
         with contextlib.suppress(Exception):
             await channel.queue_delete(queue)
-    exchanges = (names.results, f"{names.results}.unrouted", f"{names.requests}.partitions")
+    exchanges = (
+        names.results, f"{names.results}.unrouted", f"{names.requests}.partitions",
+        f"{names.requests}.parts",
+    )  # fmt: skip
     for exchange in exchanges:
         with contextlib.suppress(Exception):
             await channel.exchange_delete(exchange)

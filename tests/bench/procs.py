@@ -102,6 +102,11 @@ def worker_env(
     return env
 
 
+def fresh_port(env: dict[str, str]) -> dict[str, str]:
+    """The same settings on a port of its own: for a second replica beside the first."""
+    return {**env, "BULKOPS_HTTP_PORT": str(free_port())}
+
+
 @contextlib.asynccontextmanager
 async def worker(env: dict[str, str]) -> AsyncIterator[Proc]:
     """The worker as a real process, ready (``/readyz``) when yielded; SIGTERM on leaving."""

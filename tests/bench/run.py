@@ -71,6 +71,7 @@ class Plan:
     # (8) outcome formats (tests/bench/formats.py): the mixed backlog in each format.
     formats: tuple[str, ...] = ("item", "batch")
     formats_scale: float = 1.0  # of 12,000 DatoCMS + 2 x 60,000 Bloomreach ids
+    formats_replicas: int = 1  # (8) through this many partitioned replicas
     only_formats: bool = False  # (1) and (8) only
     # (9) the priority lane behind a backlog (tests/bench/priority.py); off unless asked.
     priority_scale: float = 0.0  # of 30,000 DatoCMS + 120,000 Bloomreach ids
@@ -588,7 +589,9 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
         await modes(connection, emu, plan, report, ceiling)
         return
     if plan.only_formats:
-        await formats.formats(connection, emu, report, plan.formats, plan.formats_scale)
+        await formats.formats(
+            connection, emu, report, plan.formats, plan.formats_scale, plan.formats_replicas
+        )
         return
     if plan.only_sync:
         note("(7) sync operations under the limits")
@@ -626,7 +629,9 @@ async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: R
     note("(7) sync operations under the limits")
     await sync_operations(connection, emu, plan, report, ceiling)
     note("(8) outcome formats: the mixed backlog")
-    await formats.formats(connection, emu, report, plan.formats, plan.formats_scale)
+    await formats.formats(
+        connection, emu, report, plan.formats, plan.formats_scale, plan.formats_replicas
+    )
     note("done")
 
 
@@ -643,6 +648,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority", type=float, nargs="?", const=1.0,
                         help="only (9), the priority lane behind a backlog, at this share of "
                         "the issue's backlog (default 1.0)")  # fmt: skip
+    parser.add_argument("--formats-replicas", type=int, default=1,
+                        help="(8) through this many partitioned replicas (3: issue 21's row)")  # fmt: skip
     args = parser.parse_args(argv)
     plan = SMALL if args.small else Plan()
     if args.throughput:
@@ -661,6 +668,8 @@ def cli(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, formats_scale=scale)
     if args.priority:
         plan = dataclasses.replace(plan, priority_scale=args.priority)
+    if args.formats_replicas != 1:
+        plan = dataclasses.replace(plan, formats_replicas=args.formats_replicas)
     report = asyncio.run(main(plan))
     print(report.table())
     print(f"\nmachine: {report.facts['machine']}; took {report.facts['seconds']:.0f} s")
