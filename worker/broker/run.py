@@ -17,6 +17,7 @@ import httpx
 from aio_pika.abc import AbstractQueue
 
 from worker.addresses import Addresses
+from worker.broker.control import ControlLink
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
@@ -64,6 +65,7 @@ async def run_session(
     health: Health,
     limiters: Limiters,
     addresses: Addresses,
+    link: ControlLink,
 ) -> bool:
     """One broker session (on the first of ``addresses`` that answers). Returns False after
     a clean drain, True when the session ended on purpose to be renewed (see ``_idle``);
@@ -87,7 +89,7 @@ async def run_session(
         out.close_callbacks.add(lambda *_: lost.set())
         publisher = await Publisher.open(out, settings, metrics)
         async with asyncio.TaskGroup() as tasks:
-            session = Session(settings, metrics, publisher, http, tasks, limiters)
+            session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
             engine = session.engine
             owner: Owner | None = None
             consumers: list[tuple[AbstractQueue, str]] = []
@@ -103,6 +105,7 @@ async def run_session(
                 consumers.append((queue, await queue.consume(consume)))
                 consumers.append(await _consume_priority(consuming, session, settings, lost))
                 rebalancing = asyncio.Event().wait()
+            link.attach(session, None if owner is None else owner.held.owned)
             sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
@@ -127,6 +130,7 @@ async def run_session(
                         for consumer, _ in consumers:  # after the acks: they reach the broker
                             await consumer.channel.close()
             finally:
+                link.detach(session)
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
                 sampler.cancel()
@@ -148,9 +152,7 @@ async def _consume_priority(
     queue = await channel.declare_queue(priority_name(settings), passive=True)
     acker = session.ackers.start(underlay)
     consume = functools.partial(session.on_message, acker=acker, priority=True)
-    log.info(
-        "consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch
-    )
+    log.info("consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch)
     return queue, await queue.consume(consume)
 
 

@@ -19,6 +19,7 @@ from worker import tracing
 from worker.apis.adapters import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.publishing import Publisher
+from worker.control.state import ControlState
 from worker.limiter import Limiters
 from worker.messages import (
     Invalid,
@@ -27,6 +28,7 @@ from worker.messages import (
     routing_operation,
 )
 from worker.metrics import Metrics
+from worker.pipeline import control
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Answer, Tracked
 from worker.pipeline.settlement import Settlement
@@ -46,8 +48,10 @@ class Session:
         http: httpx.AsyncClient,
         tasks: asyncio.TaskGroup,
         limiters: Limiters,
+        control_state: ControlState | None = None,
     ) -> None:
         self.settings = settings
+        self.control = control_state  # the process's control state (cancels, pauses)
         self.metrics = metrics
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
@@ -110,7 +114,13 @@ class Session:
             trace=tracing.current(),
             priority=priority,
         )
-        if parsed.ids:
+        cancel = None
+        if self.control is not None and parsed.ids:
+            now = time.time()
+            cancel = control.cancel_of(self.control, parsed, now if stamp is None else stamp, now)
+        if cancel is not None:  # an operator's cancel in force: nothing of it is sent
+            await self.settlement.answer(control.intake_answers(tracked, cancel))
+        elif parsed.ids:
             self.engine.accept(tracked)
         if parsed.rejected:
             await self.settlement.answer(
