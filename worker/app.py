@@ -58,10 +58,14 @@ async def run(
     link = ControlLink(settings, metrics)
     try:
         if await link.start(stopping):
-            async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-                await _sessions(
-                    settings, metrics, http, stopping, health, limiters, addresses, link
-                )
+            sampling = asyncio.create_task(link.sampling())
+            try:
+                async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+                    await _sessions(
+                        settings, metrics, http, stopping, health, limiters, addresses, link
+                    )
+            finally:
+                sampling.cancel()
     finally:
         await link.close()
         await health.stop()

@@ -98,9 +98,42 @@ class ControlLink:
 
     async def on_record(self, record: Control, changed: bool) -> None:
         session = self.session
+        if record.command in ("pause", "resume") and changed:
+            log.info(
+                "%s of %s %s (by %s: %s)", record.command, record.target, record.scope,
+                record.user_id or record.app_id, record.reason,
+            )  # fmt: skip
+            self.sample()
+            if session is not None and record.command == "resume":
+                session.engine.dispatcher.wake_all()  # its waiting items may go now
         if session is None or record.command != "cancel" or not changed:
             return
         await withdraw(session)
+
+    def sample(self) -> None:
+        """The pause metrics, per target: scopes paused, the oldest pause's start, and the
+        unsent items this worker holds in paused scopes."""
+        metrics = self.metrics
+        paused: dict[str, list[float]] = {name: [] for name in self.settings.targets}
+        for pause in self.state.pauses():
+            paused.setdefault(pause.target, []).append(pause.at)
+        held: dict[str, int] = dict.fromkeys(paused, 0)
+        session = self.session
+        if session is not None and self.state.any_paused:
+            for (target, scope), (pending, _) in control.holdings(session.engine.coalescer).items():
+                if self.state.paused(target, scope) is not None:
+                    held[target] = held.get(target, 0) + pending
+        for target, starts in paused.items():
+            metrics.paused_scopes.labels(target).set(len(starts))
+            metrics.pause_oldest.labels(target).set(min(starts, default=0.0))
+            metrics.held_items.labels(target).set(held.get(target, 0))
+
+    async def sampling(self, every: float = 5.0) -> None:
+        """Sample the pause metrics every ``every`` seconds (the held items change as work
+        comes in)."""
+        while True:
+            self.sample()
+            await asyncio.sleep(every)
 
     def snapshot(self) -> WorkerSnapshot:
         session = self.session

@@ -60,6 +60,8 @@ class Session:
             settings.item_outcomes, metrics, publisher, settings.outcome_format
         )
         self.engine = Engine(settings, metrics, http, self.settlement, tasks, limiters)
+        if control_state is not None:
+            self.engine.dispatcher.paused = control.key_paused(control_state)
         self.last_delivery = time.monotonic()
         # Invalid messages being dead-lettered and answered: work in flight the engine does
         # not see (100,000 rejections take minutes on a slow broker), so not idle.

@@ -172,6 +172,10 @@ class ControlState:
         own = self._pauses.get((target, scope)) if scope is not None else None
         return own or self._pauses.get((target, None))
 
+    @property
+    def any_paused(self) -> bool:
+        return bool(self._pauses)
+
     def pauses(self) -> list[Pause]:
         """The pauses in force, oldest first."""
         return sorted(self._pauses.values(), key=lambda p: p.at)

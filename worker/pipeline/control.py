@@ -10,9 +10,10 @@ Coalescer. Answering stays the settlement's: the withdrawn items go to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from worker.apis.adapters import ItemResult
-from worker.batching import Coalescer, Item
+from worker.batching import BatchKey, Coalescer, Item
 from worker.batching import withdraw as take_off
 from worker.control.messages import ScopeSel
 from worker.control.state import Cancel, ControlState
@@ -20,6 +21,7 @@ from worker.errors import ErrorCode, ErrorInfo
 from worker.messages import Request
 from worker.metrics import Metrics
 from worker.pipeline.requests import Answer, Tracked
+from worker.registry import OPERATIONS
 
 
 def request_scope(req: Request) -> ScopeSel:
@@ -84,6 +86,19 @@ def withdraw(
             gone.add(id(item))
             metrics.pending_items.labels(*item.key.labels).dec()
     return answers
+
+
+def key_paused(state: ControlState) -> Callable[[BatchKey], bool]:
+    """For the dispatcher: whether a batch key's scope is paused (cheap while none is)."""
+
+    def paused(key: BatchKey) -> bool:
+        if not state.any_paused:
+            return False
+        op = OPERATIONS.get(key.operation)
+        scope = None if op is None else (op.scope_field, key.scope)
+        return state.paused(key.target, scope) is not None
+
+    return paused
 
 
 ScopeKey = tuple[str, ScopeSel | None]
