@@ -40,34 +40,95 @@ async def until(check: Any, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.05)
 
 
+async def hold_depth(r: Rig, name: str) -> int | None:
+    """Messages in a hold queue; None when it does not exist."""
+    channel = await r.channel.get_underlay_channel()
+    probe = await channel.connection.channel()
+    try:
+        ok = await probe.queue_declare(name, passive=True)
+    except Exception:
+        return None
+    await probe.close()
+    return int(ok.message_count or 0)
+
+
 async def test_a_paused_catalog_sends_nothing_until_resumed_across_a_restart(r: Rig) -> None:
+    """cat-2 paused before the worker starts: its messages go to its hold queue (nothing
+    unacked in the worker), cat-1 runs to the end; a restart keeps the pause; after resume
+    the hold queue is drained and deleted, every id answered once."""
     settings = limited(r, 4, 50, linger_seconds=0.05)
     url = settings.amqp_url.get_secret_value()
+    hold = f"{r.request_queue}.held.shop.catalog_id.cat-2"
     one, two = ids("one", 300), ids("two", 300)
     async with ControlClient.connect(url, exchange=settings.control_exchange) as control:
         await control.pause("shop", catalog_id="cat-2", reason="vendor maintenance")
         for n in range(0, 300, 50):
             await r.publish(delete("cat-1", one[n : n + 50]))
             await r.publish(delete("cat-2", two[n : n + 50]))
-        async with r.worker(settings):
-            await r.results.wait_for(300, timeout=30)  # cat-1 ran at its limit
-            await until(lambda: r.metric("bulkops_held_items", target="shop") == 300)
-            assert r.metric("bulkops_paused_scopes", target="shop") == 1
-            assert r.metric("bulkops_pause_started_seconds", target="shop") > 0
-            (report,) = await control.status(timeout=5, expect=1)
-        assert {o["id"] for o in r.results.bodies} == set(one)
-        assert r.emulator.bloomreach.deleted("cat-2") == []
-        scopes = {s["scope"]["catalog_id"]: s for s in report["scopes"]}
-        assert scopes["cat-2"]["paused"] and scopes["cat-2"]["pending"] == 300
-        (pause,) = report["pauses"]
-        assert pause["reason"] == "vendor maintenance" and pause["app_id"] == "bulkops-client"
-        r.registry = CollectorRegistry()  # a new process's metrics
-        async with r.worker(settings):  # a restart: still paused
-            await asyncio.sleep(2.0)
+        try:
+            async with r.worker(settings):
+                await r.results.wait_for(300, timeout=30)  # cat-1 ran at its limit
+                await until(lambda: r.metric("bulkops_held_items", target="shop") == 300)
+                assert r.metric("bulkops_paused_scopes", target="shop") == 1
+                assert r.metric("bulkops_pause_started_seconds", target="shop") > 0
+                (report,) = await control.status(timeout=5, expect=1)
+                assert await hold_depth(r, hold) == 6
+                assert await r.queue_depth(r.request_queue) == 0  # nothing left unacked
+            assert {o["id"] for o in r.results.bodies} == set(one)
             assert r.emulator.bloomreach.deleted("cat-2") == []
-            await control.resume("shop", catalog_id="cat-2")
-            outcomes = await r.results.wait_for(600, timeout=30)
+            scopes = {s["scope"]["catalog_id"]: s for s in report["scopes"]}
+            assert scopes["cat-2"]["paused"] and scopes["cat-2"]["held"] == 300
+            (pause,) = report["pauses"]
+            assert pause["reason"] == "vendor maintenance"
+            assert pause["app_id"] == "bulkops-client"
+            r.registry = CollectorRegistry()  # a new process's metrics
+            async with r.worker(settings):  # a restart: still paused
+                await asyncio.sleep(1.5)
+                assert r.emulator.bloomreach.deleted("cat-2") == []
+                assert await hold_depth(r, hold) == 6
+                await control.resume("shop", catalog_id="cat-2")
+                outcomes = await r.results.wait_for(600, timeout=30)
+                await until_async(lambda: hold_depth(r, hold), None)  # drained, deleted
+        finally:
+            if await hold_depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
     assert sorted(o["id"] for o in outcomes) == sorted(one + two)  # each once
     assert {o["status"] for o in outcomes} == {"succeeded"}
     assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(two)
     assert r.emulator.breaches() == []
+
+
+async def test_a_live_pause_moves_what_was_not_sent_and_resume_brings_it_back(r: Rig) -> None:
+    """A backlog of cat-2 under way (1 request of 50 ids a second): paused live, requests none
+    of whose ids were sent move to the hold queue, those under way finish; no cat-2 request
+    is sent during the pause; after resume every id is answered once."""
+    settings = limited(r, 1, 50, linger_seconds=0.05)
+    url = settings.amqp_url.get_secret_value()
+    hold = f"{r.request_queue}.held.shop"
+    wanted = ids("w", 500)
+    for n in range(0, 500, 50):
+        await r.publish(delete("cat-2", wanted[n : n + 50]))
+    async with ControlClient.connect(url, exchange=settings.control_exchange) as control:
+        try:
+            async with r.worker(settings):
+                await r.results.wait_for(50, timeout=30)
+                await control.pause("shop")  # the whole target
+                await until(lambda: r.metric("bulkops_held_items", target="shop") >= 250)
+                sent = len(r.emulator.requests(api="bloomreach"))
+                await asyncio.sleep(2.5)
+                assert len(r.emulator.requests(api="bloomreach")) <= sent + 1  # one in flight
+                assert (await hold_depth(r, hold) or 0) >= 5
+                await control.resume("shop")
+                outcomes = await r.results.wait_for(500, timeout=60)
+                await until_async(lambda: hold_depth(r, hold), None)
+        finally:
+            if await hold_depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
+    assert sorted(o["id"] for o in outcomes) == sorted(wanted)
+    assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(wanted)
+
+
+async def until_async(probe: Any, expected: Any, timeout: float = 15.0) -> None:
+    async with asyncio.timeout(timeout):
+        while await probe() != expected:
+            await asyncio.sleep(0.2)

@@ -104,8 +104,13 @@ class ControlLink:
                 record.user_id or record.app_id, record.reason,
             )  # fmt: skip
             self.sample()
+            key = (record.target or "", record.scope)
             if session is not None and record.command == "resume":
                 session.engine.dispatcher.wake_all()  # its waiting items may go now
+                if session.holds is not None:
+                    await session.holds.resume(key)
+            if session is not None and record.command == "pause" and session.holds is not None:
+                await session.holds.pause(key)
         if session is None or record.command != "cancel" or not changed:
             return
         await withdraw(session)
@@ -119,6 +124,9 @@ class ControlLink:
             paused.setdefault(pause.target, []).append(pause.at)
         held: dict[str, int] = dict.fromkeys(paused, 0)
         session = self.session
+        if session is not None and session.holds is not None:
+            for (target, _), count in session.holds.held.items():
+                held[target] = held.get(target, 0) + count
         if session is not None and self.state.any_paused:
             for (target, scope), (pending, _) in control.holdings(session.engine.coalescer).items():
                 if self.state.paused(target, scope) is not None:
@@ -142,7 +150,13 @@ class ControlLink:
             held = control.holdings(session.engine.coalescer)
             for (target, scope), (pending, in_flight) in sorted(held.items(), key=str):
                 paused = self.state.paused(target, scope) is not None
-                scopes.append(ScopeCounts(target, scope, pending, in_flight, paused))
+                in_hold = 0 if session.holds is None else session.holds.held.get((target, scope), 0)
+                scopes.append(ScopeCounts(target, scope, pending, in_flight, paused, in_hold))
+            if session.holds is not None:  # scopes held away entirely
+                for (target, scope), count in session.holds.held.items():
+                    if count and (target, scope) not in held:
+                        paused = self.state.paused(target, scope) is not None
+                        scopes.append(ScopeCounts(target, scope, 0, 0, paused, count))
         owned = None if self.partitions is None else self.partitions()
         return WorkerSnapshot(self.worker, tuple(scopes), owned)
 

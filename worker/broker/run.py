@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractQueue
 
 from worker.addresses import Addresses
 from worker.broker.control import ControlLink
+from worker.broker.hold import Holds
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
@@ -91,6 +92,7 @@ async def run_session(
         async with asyncio.TaskGroup() as tasks:
             session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
             engine = session.engine
+            watcher = await _holds(session, consuming, link, tasks, not settings.partitions)
             owner: Owner | None = None
             consumers: list[tuple[AbstractQueue, str]] = []
             if settings.partitions:
@@ -124,6 +126,8 @@ async def run_session(
                 else:
                     for consumer, tag in consumers:
                         await consumer.cancel(tag)
+                    if session.holds is not None:
+                        await session.holds.stop()
                     await _drain(engine, settings, lost)
                     if not lost.is_set():
                         await session.ackers.flush(None, timeout=10.0)
@@ -134,9 +138,27 @@ async def run_session(
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
                 sampler.cancel()
+                watcher.cancel()
                 engine.cancel()
                 session.ackers.stop()
     return False
+
+
+async def _holds(
+    session: Session, connection: Any, link: ControlLink, tasks: asyncio.TaskGroup, use: bool
+) -> asyncio.Task[None]:
+    """Hold queues of paused scopes (not partitioned): drain those the stream saw resumed
+    (a restart after a resume), and watch the drains; returns the watcher."""
+    if not use:
+        return tasks.create_task(_never())
+    holds = session.holds = Holds(session, connection)
+    for key in sorted(link.state.resumed, key=str):
+        await holds.resume(key)
+    return tasks.create_task(holds.watch())
+
+
+async def _never() -> None:
+    await asyncio.Event().wait()
 
 
 async def _consume_priority(

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from worker import tracing
 from worker.apis.adapters import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker.hold import Holds
 from worker.broker.publishing import Publisher
 from worker.control.state import ControlState
 from worker.limiter import Limiters
@@ -52,6 +53,7 @@ class Session:
     ) -> None:
         self.settings = settings
         self.control = control_state  # the process's control state (cancels, pauses)
+        self.holds: Holds | None = None  # hold queues of paused scopes (not partitioned)
         self.metrics = metrics
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
@@ -97,9 +99,11 @@ class Session:
         acker: Acker,
         partition: int | None,
         priority: bool = False,
+        held: bool = False,
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
-        answered at once."""
+        answered at once (``held``: it comes from a hold queue). A cancel in force answers
+        it at once; a pause moves it to its hold queue (``worker.broker.hold``)."""
         parsed = await self.screen(message, acker, priority)
         if parsed is None:
             return
@@ -120,10 +124,18 @@ class Session:
         if self.control is not None and parsed.ids:
             now = time.time()
             cancel = control.cancel_of(self.control, parsed, now if stamp is None else stamp, now)
+        hold = None if self.holds is None else self.holds.key_for(parsed, held)
         if cancel is not None:  # an operator's cancel in force: nothing of it is sent
             await self.settlement.answer(control.intake_answers(tracked, cancel))
+        elif hold is not None:  # its scope is paused: to its hold queue, answered later
+            assert self.holds is not None
+            delivery = AmqpDelivery(message, acker)
+            await self.holds.move(message, delivery, hold, priority, len(parsed.ids))
+            return
         elif parsed.ids:
             self.engine.accept(tracked)
+        if held and self.holds is not None:
+            self.holds.came_back(parsed)
         if parsed.rejected:
             await self.settlement.answer(
                 [

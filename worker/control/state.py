@@ -79,6 +79,7 @@ class ControlState:
         self._by_scope: dict[PauseKey, Cancel] = {}
         self._pauses: dict[PauseKey, Pause] = {}
         self._resumed: set[str] = set()  # origins of pauses resumed: their rewrites are late
+        self.resumed: set[PauseKey] = set()  # scopes resumed and not paused again (hold queues)
 
     def apply(self, control: Control, now: float | None = None) -> bool:
         """Apply one valid record; True when it changed what is in force (a cancel already
@@ -92,10 +93,13 @@ class ControlState:
                 gone = self._pauses.pop(key, None)
                 if gone is not None and gone.origin is not None:
                     self._resumed.add(gone.origin)
+                if gone is not None:
+                    self.resumed.add(key)
                 return gone is not None
             origin = control.rewrite_of or control.message_id
             if key in self._pauses or (control.rewrite_of and origin in self._resumed):
                 return False  # a rewrite, a second pause, or a rewrite that crossed a resume
+            self.resumed.discard(key)
             self._pauses[key] = Pause(
                 control.target,
                 control.scope,

@@ -1,0 +1,238 @@
+"""Hold queues of paused scopes (CONTRACT "Control" and "Topology", issue 23).
+
+RabbitMQ 3.10 has only the global consumer timeout (30 min by default) and a message handed
+back again and again runs into the delivery limit, so a paused scope's request messages do
+not stay unacked in the worker: each is moved (a confirmed persistent copy, then the ack of
+the original) to the scope's durable quorum hold queue ``<request queue>.held.<target>[.
+<scope field>.<value>]`` and comes back from it on resume, through the same intake.
+
+- At intake, a message of a paused scope is moved at once; while a resumed scope's hold
+  queue is being drained, new messages of that scope are moved to its tail too (the held
+  work is earlier: per-id order holds).
+- When a pause arrives, the requests of that scope the worker holds none of whose ids was
+  sent (and none that must stay for per-id order: ``Engine.give_back``) are moved, in
+  consumption order; the others finish their sent items and their unsent ones wait (the
+  dispatcher takes nothing of a paused scope).
+- On resume (or at a session's start, for every scope the stream saw resumed) the hold queue
+  is consumed; once it is empty and everything taken from it is answered, it is deleted
+  (``if-empty``) and the scope runs as usual.
+
+Not in partitioned mode (see the README): there a paused scope's items wait in the worker.
+Nothing is lost if the worker dies between the copy's confirm and the ack: the original is
+redelivered and moved again; the duplicate is answered like any redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from worker.broker.acker import Acker, AmqpDelivery
+from worker.broker.publishing import confirmed, copy_of
+from worker.broker.topology import declare_queue
+from worker.control.state import PauseKey
+from worker.messages import Request
+from worker.pipeline.control import request_scope
+from worker.pipeline.requests import Tracked
+from worker.settings import Settings
+
+log = logging.getLogger("bulkops.control")
+
+LANE_HEADER = "x-bulkops-lane"
+DRAIN_CHECK_SECONDS = 1.0
+
+
+def hold_name(settings: Settings, key: PauseKey) -> str:
+    """``<request queue>.held.<target>[.<field>.<value>]`` (the primary: ``~primary``),
+    percent-encoded; past 255 bytes, cut with a hash of the whole."""
+    target, scope = key
+    parts = [settings.request_queue, "held", quote(target, safe="")]
+    if scope is not None:
+        parts += [scope[0], "~primary" if scope[1] is None else quote(scope[1], safe="")]
+    name = ".".join(parts)
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = name.encode()[:230].decode(errors="ignore") + "." + digest
+    return name
+
+
+def hold_arguments(settings: Settings) -> dict[str, Any]:
+    """Quorum, durable, dead-lettering to the DLQ like the request queues, no delivery limit
+    (RabbitMQ 3.x: none; it is consumed only on resume)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+@dataclass(eq=False)
+class _Drain:
+    channel: AbstractChannel
+    queue: AbstractQueue
+    acker: Acker
+    tag: str
+
+
+class Holds:
+    """One broker session's hold queues: moves in, drains out."""
+
+    def __init__(self, session: Any, connection: AbstractConnection) -> None:
+        """``session``: the ``worker.broker.session.Session`` (not imported: it imports
+        this module)."""
+        self.session = session
+        self.settings = session.settings
+        self.connection = connection
+        self.draining: dict[PauseKey, _Drain] = {}
+        self.moving: dict[PauseKey, int] = {}
+        self.declared: set[str] = set()
+        self.moved = 0
+        self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
+        self._declaring: AbstractChannel | None = None
+
+    # -- in ---------------------------------------------------------------------------------
+
+    def key_for(self, req: Request, held: bool) -> PauseKey | None:
+        """The hold queue a consumed request goes to now, if any: its scope's pause's (own,
+        else its target's), or, for a message from a request queue, the hold queue of its
+        scope still being drained."""
+        state = self.session.control
+        if state is None:
+            return None
+        scope = request_scope(req)
+        pause = state.paused(req.target, scope)
+        if pause is not None:
+            return (pause.target, pause.scope)
+        if not held:
+            for key in ((req.target, scope), (req.target, None)):
+                if key in self.draining:
+                    return key
+        return None
+
+    async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
+                   key: PauseKey, priority: bool, items: int) -> None:  # fmt: skip
+        """A confirmed copy to the hold queue, then the original's ack (``items``: its ids,
+        counted as held until they come back)."""
+        name = hold_name(self.settings, key)
+        self.moving[key] = self.moving.get(key, 0) + 1
+        try:
+            if name not in self.declared:
+                if self._declaring is None or self._declaring.is_closed:
+                    self._declaring = await self.connection.channel()
+                await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
+                self.declared.add(name)
+            headers = dict(message.headers or {})
+            headers[LANE_HEADER] = "priority" if priority else "main"
+            copy = copy_of(message, headers, message.message_id)
+            default = self.session.publisher.default
+            await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
+            await delivery.ack()
+        finally:
+            self.moving[key] -= 1
+        self.moved += 1
+        self.held[key] = self.held.get(key, 0) + items
+
+    def came_back(self, req: Request) -> None:
+        """A request taken in from a hold queue: its ids are no longer held."""
+        scope = request_scope(req)
+        for key in ((req.target, scope), (req.target, None)):
+            if self.held.get(key):
+                self.held[key] = max(0, self.held[key] - len(req.ids))
+                return
+
+    async def pause(self, key: PauseKey) -> int:
+        """Move the requests of ``key``'s scope(s) the worker holds and may let go of (none
+        of their ids sent, none an earlier operation of one that stays); how many."""
+        target, scope = key
+
+        def covered(tracked: Tracked) -> bool:
+            req = tracked.request
+            return req.target == target and (scope is None or request_scope(req) == scope)
+
+        let_go = self.session.engine.give_back(covered)
+        for tracked in let_go:  # consumption order
+            delivery = tracked.delivery
+            assert isinstance(delivery, AmqpDelivery)
+            items = len(tracked.request.ids)
+            await self.move(delivery.message, delivery, key, tracked.priority, items)
+        if let_go:
+            log.info("pause: %d requests moved to %s", len(let_go), hold_name(self.settings, key))
+        return len(let_go)
+
+    # -- out --------------------------------------------------------------------------------
+
+    async def resume(self, key: PauseKey) -> None:
+        """Consume ``key``'s hold queue, if there is one, through the usual intake."""
+        if key in self.draining:
+            return
+        name = hold_name(self.settings, key)
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return  # nothing was held (the failed declaration closed that channel)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        underlay = await channel.get_underlay_channel()
+        acker = self.session.ackers.start(underlay)
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            acker.delivered(message.delivery_tag)
+            lane = (message.headers or {}).get(LANE_HEADER)
+            priority = lane in ("priority", b"priority")
+            await self.session.handle(message, acker, None, priority, held=True)
+
+        tag = await queue.consume(take)
+        self.draining[key] = _Drain(channel, queue, acker, tag)
+        log.info("resume: draining %s", name)
+
+    async def stop(self) -> None:
+        """No more deliveries from hold queues (shutting down)."""
+        for drain in self.draining.values():
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
+
+    async def watch(self) -> None:
+        """Finish the drains whose hold queue is empty and whose messages are answered."""
+        while True:
+            await asyncio.sleep(DRAIN_CHECK_SECONDS)
+            for key, drain in list(self.draining.items()):
+                if self.moving.get(key, 0) or drain.acker.outstanding:
+                    continue
+                ok = await drain.channel.declare_queue(drain.queue.name, passive=True)
+                result = ok.declaration_result
+                if result.message_count or (result.consumer_count or 0) > 1:
+                    continue  # messages left, or another replica drains it too
+                await self._finish(key, drain)
+
+    async def _finish(self, key: PauseKey, drain: _Drain) -> None:
+        """Stop draining and delete the hold queue. RabbitMQ 3.10 refuses ``if-empty`` on a
+        quorum queue (NOT_IMPLEMENTED, and it closes the connection: measured), so the
+        emptiness is checked just before: nothing ready, nothing of ours unanswered, no
+        other consumer, and nothing being moved in (``draining`` no longer names the key,
+        so nothing new starts)."""
+        del self.draining[key]  # from here on, new messages of the scope run as usual
+        with contextlib.suppress(Exception):
+            await drain.queue.cancel(drain.tag)
+        if self.moving.get(key, 0):
+            await self.resume(key)  # a move started meanwhile: drain on
+            return
+        with contextlib.suppress(Exception):
+            await drain.queue.delete(if_unused=False, if_empty=False)
+        with contextlib.suppress(Exception):
+            await drain.channel.close()
+        if self.session.control is not None:
+            self.session.control.resumed.discard(key)
+        log.info("resume: %s drained and deleted", drain.queue.name)
+
+
+_ADVICE = "delete it once empty so the worker declares it anew"
