@@ -7,12 +7,13 @@ id once and in per-id order."""
 from __future__ import annotations
 
 import asyncio
+import collections
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.harness import Rig, ids
+from tests.integration.harness import Rig, ids, start_worker
 from worker.client.control import ControlClient
 
 pytestmark = pytest.mark.integration
@@ -132,3 +133,39 @@ async def until_async(probe: Any, expected: Any, timeout: float = 15.0) -> None:
     async with asyncio.timeout(timeout):
         while await probe() != expected:
             await asyncio.sleep(0.2)
+
+
+async def test_a_pause_survives_kill_9_and_resume_keeps_per_id_order(r: Rig) -> None:
+    """The whole DatoCMS target paused before the worker starts; publish, unpublish, publish
+    of the same 20 ids move to the hold queue; the worker is killed (-9) and started again:
+    still paused, nothing sent; after resume every id ends published (the operations ran in
+    their order) and each operation is answered once."""
+    hold = f"{r.request_queue}.held.main"
+    targets = ids("k", 20)
+    env = r.env()
+    url = env["BULKOPS_AMQP_URL"]
+    async with ControlClient.connect(url, exchange=env["BULKOPS_CONTROL_EXCHANGE"]) as control:
+        await control.pause("main", reason="kill -9 test")
+        for operation in ("publish", "unpublish", "publish"):
+            await r.publish(
+                {"operation": f"datocms.items.{operation}", "target": "main", "ids": targets}
+            )
+        try:
+            first = await start_worker(env)
+            await until_async(lambda: hold_depth(r, hold), 3)
+            first.kill()
+            await first.process.wait()
+            async with r.worker_process(env):  # a new process: reads the pause again
+                await asyncio.sleep(1.5)
+                assert r.emulator.requests(api="datocms") == []
+                assert await hold_depth(r, hold) == 3
+                await control.resume("main")
+                outcomes = await r.results.wait_for(60, timeout=30)
+                await until_async(lambda: hold_depth(r, hold), None)
+        finally:
+            if await hold_depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
+    by_op = collections.Counter((o["operation"], o["id"]) for o in outcomes)
+    assert set(by_op.values()) == {1, 2}  # publish twice, unpublish once, per id
+    assert len(outcomes) == 60 and {o["status"] for o in outcomes} == {"succeeded"}
+    assert {r.emulator.datocms.record_status(i) for i in targets} == {"published"}

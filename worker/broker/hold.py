@@ -154,6 +154,10 @@ class Holds:
         """Move the requests of ``key``'s scope(s) the worker holds and may let go of (none
         of their ids sent, none an earlier operation of one that stays); how many."""
         target, scope = key
+        drain = self.draining.pop(key, None)
+        if drain is not None:  # paused again while draining: it stays held
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
 
         def covered(tracked: Tracked) -> bool:
             req = tracked.request
