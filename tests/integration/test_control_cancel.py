@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from tests.integration.harness import Rig, collect_queue, ids
+from worker.client.control import ControlClient
 from worker.control.transport import publish_control
 
 pytestmark = pytest.mark.integration
@@ -101,9 +102,16 @@ async def test_a_cancel_sent_before_the_worker_starts_holds_for_it(r: Rig) -> No
     await r.publish(delete("gone-1", "cat-1", ids("a", 50)))
     await r.publish(delete("kept", "cat-1", ids("b", 50)))
     await r.publish(delete("gone-2", "cat-1", ids("c", 50)))
-    async with r.worker(limited(r, 5, 1000, outcome_format="batch")):
+    settings = limited(r, 5, 1000, outcome_format="batch")
+    async with r.worker(settings):
         await r.results.wait_for(3, timeout=30)
         await asyncio.sleep(0.3)  # nothing more comes
+        url = settings.amqp_url.get_secret_value()
+        async with ControlClient.connect(url, exchange=settings.control_exchange) as client:
+            (report,) = await client.status(timeout=5, expect=1)
+    (cancel,) = report["cancels"]  # the cancel in force: what, who, why, since when
+    assert cancel["request_ids"] == ["gone-1", "gone-2"] and cancel["reason"] == "x"
+    assert cancel["app_id"] == "bulkops" and cancel["since"] > 0 and report["partitions"] is None
     messages = {m.message_id: orjson.loads(m.body) for m in r.results.messages}
     assert len(r.results.messages) == 3
     for request_id, prefix in (("gone-1", "a"), ("gone-2", "c")):

@@ -3,6 +3,8 @@ message id of cancellations."""
 
 from __future__ import annotations
 
+import pytest
+
 from worker.batching import BatchKey, Coalescer, withdraw
 from worker.outcomes import Heading, OutcomeBatch
 from worker.registry import OPERATIONS
@@ -83,3 +85,38 @@ def test_cancellations_have_their_own_batch_message_id() -> None:
     assert rejected.message_id == "r1:datocms.items.publish:rejected"
     assert withdrawn.message_id == "r1:datocms.items.publish:cancelled"
     assert withdrawn.routing_key == "datocms.items.publish.rejected"
+
+
+def test_hold_queue_names_are_readable_safe_and_bounded() -> None:
+    from worker.broker.hold import hold_name
+    from worker.settings import Settings
+
+    settings = Settings(_env_file=None, request_queue="bulkops.requests")  # type: ignore[call-arg]
+    assert hold_name(settings, ("shop", None)) == "bulkops.requests.held.shop"
+    assert (
+        hold_name(settings, ("shop", ("catalog_id", "a b/c")))
+        == "bulkops.requests.held.shop.catalog_id.a%20b%2Fc"
+    )
+    primary = hold_name(settings, ("main", ("environment", None)))
+    assert primary == "bulkops.requests.held.main.environment.~primary"
+    long_one = hold_name(settings, ("shop", ("catalog_id", "x" * 300)))
+    other = hold_name(settings, ("shop", ("catalog_id", "x" * 299 + "y")))
+    assert len(long_one.encode()) <= 255 and long_one != other
+
+
+def test_the_interrupt_report_counts_withdrawn_done_and_never_published(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from worker.cli.interrupt import Interrupt
+    from worker.cli.submit import Tally
+
+    tally = Tally()
+    tally.statuses.update({"succeeded": 100, "rejected": 250})
+    tally.codes[("rejected", "cancelled")] = 250
+    halt = Interrupt.__new__(Interrupt)
+    halt.unanswered = {"req-9": ["a", "b"]}
+    assert halt.report(tally, 1000, "ids") == 130
+    err = capsys.readouterr().err
+    assert "100 ids were done (answered), 250 withdrawn (cancelled)" in err
+    assert "2 ids published have no answer yet: bulkops cancel req-9 --reason" in err
+    assert "648 ids were never published" in err
