@@ -136,3 +136,26 @@ async def test_a_scope_cancel_withdraws_that_scope_published_before_it(r: Rig) -
     assert {i for i, o in outcomes.items() if o["status"] == "rejected"} == set(ids("x", 30))
     assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(ids("z", 30))
     assert sorted(r.emulator.bloomreach.deleted("cat-1")) == sorted(ids("y", 30))
+
+
+async def test_a_worker_starts_on_a_control_stream_declared_with_other_arguments(
+    r: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The stream exists with another retention (another cancel TTL): the worker uses it as
+    it is, says so, and still hears a cancel."""
+    settings = limited(r, 5, 1000)
+    exchange = settings.control_exchange
+    await r.channel.declare_exchange(exchange, aio_pika.ExchangeType.FANOUT, durable=True)
+    stream = await r.channel.declare_queue(
+        f"{exchange}.state", durable=True,
+        arguments={"x-queue-type": "stream", "x-max-age": "1h"},
+    )  # fmt: skip
+    await stream.bind(exchange)
+    fanout = await r.channel.get_exchange(exchange)  # published as is: nothing declared here
+    await fanout.publish(aio_pika.Message(b'{"command": "cancel", "request_ids": ["gone"]}'), "")
+    await r.publish(delete("gone", "cat-1", ids("g", 5)))
+    await r.publish(delete("kept", "cat-1", ids("k", 5)))
+    async with r.worker(settings):
+        outcomes = by_id(await r.results.wait_for(10, timeout=30))
+    assert {i for i, o in outcomes.items() if o["status"] == "rejected"} == set(ids("g", 5))
+    assert "exists with other arguments" in caplog.text
