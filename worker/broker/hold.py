@@ -99,6 +99,7 @@ class Holds:
         self.moved = 0
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
+        self._order = asyncio.Lock()
 
     # -- in ---------------------------------------------------------------------------------
 
@@ -126,21 +127,30 @@ class Holds:
         name = hold_name(self.settings, key)
         self.moving[key] = self.moving.get(key, 0) + 1
         try:
-            if name not in self.declared:
-                if self._declaring is None or self._declaring.is_closed:
-                    self._declaring = await self.connection.channel()
-                await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
-                self.declared.add(name)
-            headers = dict(message.headers or {})
-            headers[LANE_HEADER] = "priority" if priority else "main"
-            copy = copy_of(message, headers, message.message_id)
-            default = self.session.publisher.default
-            await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
+            # One move at a time, in the order they came (the lock is fair, and consumer
+            # callbacks reach it in delivery order): concurrent moves would reach the hold
+            # queue in any order, and per-id order with them.
+            async with self._order:
+                await self._copy(message, key, name, priority)
             await delivery.ack()
         finally:
             self.moving[key] -= 1
         self.moved += 1
         self.held[key] = self.held.get(key, 0) + items
+
+    async def _copy(
+        self, message: AbstractIncomingMessage, key: PauseKey, name: str, priority: bool
+    ) -> None:
+        if name not in self.declared:
+            if self._declaring is None or self._declaring.is_closed:
+                self._declaring = await self.connection.channel()
+            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
+            self.declared.add(name)
+        headers = dict(message.headers or {})
+        headers[LANE_HEADER] = "priority" if priority else "main"
+        copy = copy_of(message, headers, message.message_id)
+        default = self.session.publisher.default
+        await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
 
     def came_back(self, req: Request) -> None:
         """A request taken in from a hold queue: its ids are no longer held."""
@@ -164,11 +174,19 @@ class Holds:
             return req.target == target and (scope is None or request_scope(req) == scope)
 
         let_go = self.session.engine.give_back(covered)
-        for tracked in let_go:  # consumption order
-            delivery = tracked.delivery
-            assert isinstance(delivery, AmqpDelivery)
-            items = len(tracked.request.ids)
-            await self.move(delivery.message, delivery, key, tracked.priority, items)
+        name = hold_name(self.settings, key)
+        self.moving[key] = self.moving.get(key, 0) + 1
+        try:
+            async with self._order:  # all of them before any message consumed meanwhile
+                for tracked in let_go:  # consumption order
+                    delivery = tracked.delivery
+                    assert isinstance(delivery, AmqpDelivery)
+                    await self._copy(delivery.message, key, name, tracked.priority)
+                    await delivery.ack()
+                    self.moved += 1
+                    self.held[key] = self.held.get(key, 0) + len(tracked.request.ids)
+        finally:
+            self.moving[key] -= 1
         if let_go:
             log.info("pause: %d requests moved to %s", len(let_go), hold_name(self.settings, key))
         return len(let_go)
