@@ -140,6 +140,12 @@ class Limiter:
         self._lock = asyncio.Lock()
         self._on_wait = on_wait
         self._urgent = 0  # urgent waiters (see ``hold``)
+        self._plain = 0  # other waiters
+        self._streak = 0  # slots in a row given to urgent waiters while others waited
+        # After this many, one other waiter is served before the next urgent one: a flood of
+        # urgent requests (and their polls) never starves the backlog's polls completely.
+        # The dispatcher sets it from BULKOPS_PRIORITY_BACKLOG_SHARE.
+        self.backlog_every = 9
         self.follow_stated = follow_stated  # adopt the limit the API states
         self.ceiling = ceiling  # an explicit limit: never exceeded, whatever is stated
         self.stated_window = stated_window or rate.seconds  # what a stated limit counts in
@@ -171,29 +177,40 @@ class Limiter:
         measured from the real send, however long the request takes to get ready.
 
         ``urgent`` (the priority lane's requests, their polls and reads): served before any
-        other waiter; one that is not steps back (to the end of the line) while one is."""
+        other waiter; one that is not steps back (to the end of the line) while one is,
+        except that after ``backlog_every`` urgent slots in a row the next goes to another."""
         started = self._clock()
         if urgent:
             self._urgent += 1
+        else:
+            self._plain += 1
         try:
             while not await self._wait_slot(urgent):
                 await asyncio.sleep(0)  # stepped back: the urgent waiter goes first
         finally:
             if urgent:
                 self._urgent -= 1
+            else:
+                self._plain -= 1
         if self._on_wait is not None:
             self._on_wait(self._clock() - started)
         return Hold(self)
 
     async def _wait_slot(self, urgent: bool) -> bool:
-        """Hold a slot once it is free (True), unless an urgent waiter came first (False)."""
+        """Hold a slot once it is free (True), unless an urgent waiter came first (False) and
+        the other waiters' share is not due (``backlog_every``)."""
         async with self._lock:
             while True:
-                if not urgent and self._urgent:
+                share_due = self._streak >= self.backlog_every
+                if urgent and share_due and self._plain:
+                    return False  # the other waiters' share: one of them goes first
+                if not urgent and self._urgent and not share_due:
                     return False
                 wait = self.log.delay(self._clock())
                 if wait <= 0:
                     self.log.held += 1
+                    # Count the urgent slots given while others wait; another's resets it.
+                    self._streak = self._streak + 1 if urgent and self._plain else 0
                     return True
                 await asyncio.sleep(wait)
 

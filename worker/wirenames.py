@@ -12,6 +12,9 @@ UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped
 
 
 PRIORITY_SUFFIX = ".priority"
+# Partitioned mode: a message that only tells a partition's owner its priority queue has
+# work (worker/broker/partition_topology.py); never a request, dropped wherever it ends up.
+MARKER_HEADER = "x-bulkops-priority-marker"
 
 
 class _Named(Protocol):

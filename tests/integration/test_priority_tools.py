@@ -70,6 +70,9 @@ def test_a_broker_dead_letter_goes_back_to_the_queue_its_x_death_names() -> None
     assert origin_lane(death, "q") == "q.priority"
     assert origin_lane({"x-death": [{"queue": "q"}]}, "q") == "q"
     assert origin_lane({"x-bulkops-original-queue": b"q.priority"}, "q") == "q.priority"
+    # A partition's priority queue goes back to the priority lane (review of issue 22).
+    assert origin_lane({"x-death": [{"queue": "q.p3.priority"}]}, "q") == "q.priority"
     # Anything else (a partition queue, an unknown name) goes to the request queue.
-    assert origin_lane({"x-death": [{"queue": "q.p.3"}]}, "q") == "q"
+    assert origin_lane({"x-death": [{"queue": "q.p3"}]}, "q") == "q"
+    assert origin_lane({"x-death": [{"queue": "other.priority"}]}, "q") == "q"
     assert origin_lane({}, "q") == "q"

@@ -115,8 +115,10 @@ def test_the_backlog_keeps_its_share() -> None:
     assert decide(c, {KEY, UNKEY}, 1.0, PACE, 0, room, backlog_turn=False).key == KEY
     turn = decide(c, {KEY, UNKEY}, 1.0, PACE, 0, room, backlog_turn=True)
     assert turn == Step(UNKEY, backlog_first=True)
-    # Its turn never holds the urgent items back behind the cap.
-    assert decide(c, {KEY, UNKEY}, 1.0, PACE, 1, room, backlog_turn=True).key == KEY
+    # Its turn passes the cap on batches in flight, as urgent batches do: a flood of urgent
+    # jobs that keeps the cap full cannot starve the backlog for good (review of issue 22).
+    at_cap = decide(c, {KEY, UNKEY}, 1.0, PACE, PACE.max_inflight, room, backlog_turn=True)
+    assert at_cap == Step(UNKEY, backlog_first=True)
 
 
 def test_discarding_keeps_both_sides_consistent() -> None:
@@ -150,3 +152,23 @@ async def test_the_limiter_serves_an_urgent_waiter_before_earlier_ones() -> None
     now[0] = 3.0
     await asyncio.wait_for(backlog, 5)
     assert order == ["urgent", "backlog"]
+
+
+async def test_the_limiter_keeps_the_backlogs_share_under_a_flood_of_urgent_waiters() -> None:
+    """Polls of backlog jobs are not starved by a flood of urgent requests and polls: after
+    ``backlog_every`` urgent slots in a row while one waits, it gets the next slot."""
+    limiter = Limiter(Rate(1, 0.02))  # the real clock, one slot every 20 ms
+    limiter.backlog_every = 3
+    (await limiter.hold()).spend()
+    order: list[str] = []
+
+    async def wait(name: str, urgent: bool) -> None:
+        hold = await limiter.hold(urgent)
+        hold.spend()
+        order.append(name)
+
+    backlog = asyncio.create_task(wait("backlog", False))
+    await asyncio.sleep(0)
+    urgent = [asyncio.create_task(wait(f"u{n}", True)) for n in range(6)]
+    await asyncio.wait_for(asyncio.gather(backlog, *urgent), 5)
+    assert order == ["u0", "u1", "u2", "backlog", "u3", "u4", "u5"]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import hashlib
 import logging
 import time
 from collections.abc import Sized
@@ -43,79 +42,33 @@ from aio_pika.abc import (
     AbstractConnection,
     AbstractExchange,
     AbstractIncomingMessage,
-    AbstractQueue,
 )
 
-from worker.batching import BatchKey
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
-from worker.broker.publishing import confirmed, copy_of
-from worker.broker.topology import (
-    RECREATE,
-    declare_if_reachable,
-    declare_queue,
-    request_arguments,
+from worker.broker.partition_topology import (  # the names, re-exported
+    LANES,
+    MARKER_HEADER,
+    declare_partitions,
+    lane_queue,
+    partition_of,
+    presence_queue,
+    queue_name,
+    routing_key,
+    scope_key,
 )
+from worker.broker.publishing import confirmed, copy_of
+from worker.broker.topology import declare_if_reachable
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
-from worker.registry import rate_scope
 from worker.settings import Settings
 from worker.wirenames import PRIORITY_SUFFIX
 
 log = logging.getLogger("bulkops.partitions")
 
-
-def scope_key(request: Request) -> str:
-    """The rate scope a request belongs to: what must have a single owner (the registry's
-    rate scope of its batches, so the partition and the limiter can never disagree)."""
-    key = BatchKey(operation=request.operation.name, target=request.target, scope=request.scope)
-    return "\x00".join(rate_scope(key))
-
-
-def partition_of(request: Request, partitions: int) -> int:
-    digest = hashlib.sha256(scope_key(request).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % partitions
-
-
-def queue_name(settings: Settings, index: int) -> str:
-    return f"{settings.request_queue}.p{index}"
-
-
-def presence_queue(settings: Settings) -> str:
-    return f"{settings.request_queue}.replicas"
-
-
-def routing_key(index: int, lane: str = "") -> str:
-    return f"p{index}{lane}"
-
-
-def lane_queue(settings: Settings, index: int, lane: str) -> str:
-    """A partition's queue of one lane: ``<request queue>.p<i>`` or ``....p<i>.priority``."""
-    return queue_name(settings, index) + lane
-
-
-async def declare_partitions(channel: AbstractChannel, settings: Settings) -> list[AbstractQueue]:
-    """The partition exchange and its N single-active-consumer quorum queues."""
-    exchange = await channel.declare_exchange(
-        settings.partition_exchange, aio_pika.ExchangeType.DIRECT, durable=True
-    )
-    queues = []
-    for index in range(settings.partitions):
-        for lane in LANES:
-            queue = await declare_queue(
-                channel, lane_queue(settings, index, lane), request_arguments(settings, True),
-                RECREATE,
-            )  # fmt: skip
-            await queue.bind(exchange, routing_key(index, lane))
-            queues.append(queue)
-    return queues
-
-
-LANES = ("", PRIORITY_SUFFIX)  # the main lane's queues, the priority lane's
-# A partition's priority queue is consumed only by the replica that owns the partition (it
-# subscribes once the partition's main queue delivers to it). The router puts a marker in
-# the main queue with each priority message it forwards, so that an idle partition's owner
-# hears of it; a replica handing a partition on leaves one there for the next owner.
-MARKER_HEADER = "x-bulkops-priority-marker"
+__all__ = [
+    "Owner", "Router", "declare_partitions", "partition_of", "presence_queue", "queue_name",
+    "scope_key",
+]  # fmt: skip
 
 
 class Intake(Protocol):
@@ -369,8 +322,10 @@ class Owner:
         urgent = self.urgent[index]
         if urgent.channel is not None and not urgent.channel.is_closed:
             await self._close(urgent, deadline)
-            if not self.lost.is_set():  # the next owner hears of what waits there
-                await self.router.mark(index)
+            # Always: messages unacked on the closed channel come back to the queue after
+            # the close, so a count now could miss them (a needless marker costs nothing).
+            if not self.lost.is_set():
+                await self.router.mark(index)  # the next owner hears of what waits there
         await self._close(member, deadline)
         self.held.holding.discard(index)
         if self.held.owned.pop(index, None) is not None:
@@ -384,6 +339,35 @@ class Owner:
             )
         if again and not self.lost.is_set():
             await self._subscribe(member)
+
+    async def sweep(self) -> None:
+        """Forever, every ``SWEEP_SECONDS``: a partition's priority queue that holds messages
+        and has no consumer (its owner died or lost its connection with urgent messages
+        unacked, and no marker was left) gets a marker, so that whoever owns the partition
+        now subscribes to it. Every replica sweeps; a needless marker costs nothing."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            for index in range(self.settings.partitions):
+                if await self._stranded(index):
+                    log.info("partition %d: priority messages without a consumer", index)
+                    await self.router.mark(index)
+
+    async def _stranded(self, index: int) -> bool:
+        """Whether the partition's priority queue holds messages nobody consumes, asked on a
+        channel of its own (a failed passive declare closes its channel)."""
+        try:
+            channel = await self.connection.channel()
+            try:
+                queue = await channel.declare_queue(
+                    lane_queue(self.settings, index, PRIORITY_SUFFIX), passive=True
+                )
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+        except Exception:  # unknown (the connection is going): the next sweep asks again
+            return False
+        result = queue.declaration_result
+        return (result.message_count or 0) > 0 and not result.consumer_count
 
     async def _finish(self, index: int, deadline: float | None) -> None:
         """Wait until the partition's started work is answered (or the deadline passes)."""
@@ -441,6 +425,9 @@ class Owner:
                     newest,
                 )
                 await self.hand_on(self.members[newest], "rebalance", again=True)
+
+
+SWEEP_SECONDS = 3.0  # how often each replica looks for stranded priority messages
 
 
 async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:

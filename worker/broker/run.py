@@ -100,20 +100,20 @@ async def run_session(
                 router = Router(session, await out.get_exchange(settings.partition_exchange))
                 owner = Owner(consuming, session, engine, router, lost)
                 await owner.start()
-                rebalancing: Awaitable[Any] = owner.rebalance()
+                rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
             else:
                 acker = session.ackers.start(underlay)
                 consume = functools.partial(session.on_message, acker=acker)
                 consumers.append((queue, await queue.consume(consume)))
                 consumers.append(await _consume_priority(consuming, session, settings, lost))
-                rebalancing = asyncio.Event().wait()
+                rebalancing = []
             link.attach(session, None if owner is None else owner.held.owned)
             sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
             try:
                 await _first(
-                    stopping.wait(), lost.wait(), _idle(session, engine, settings), rebalancing
+                    stopping.wait(), lost.wait(), _idle(session, engine, settings), *rebalancing
                 )
                 if lost.is_set():
                     raise ConnectionLost("connection or channel closed, or consumer cancelled")

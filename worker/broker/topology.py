@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractQueue
 
 from worker.metrics import Metrics
 from worker.settings import Settings
-from worker.wirenames import UNROUTED_MAX_LENGTH, priority_name, unrouted_name
+from worker.wirenames import PRIORITY_SUFFIX, UNROUTED_MAX_LENGTH, priority_name, unrouted_name
 
 log = logging.getLogger("bulkops.broker")
 
@@ -169,17 +169,30 @@ async def sample_unrouted(
     """Keep the gauge of parked (unrouted) outcomes (the parking queue's depth) and the
     lanes' depths, read with a passive declare every ``unrouted_sample_seconds`` on a
     channel of its own (a queue deleted by hand closes that channel, not the session's)."""
+    # Partitioned mode: a lane's depth is its router queue's and its partition queues'
+    # (``<request queue>.p<i>[.priority]``, worker/broker/partition_topology.py) together.
+    parts = range(settings.partitions)
     gauges = [
-        (unrouted_name(settings), metrics.unrouted_outcomes),
-        (settings.request_queue, metrics.lane_depth.labels("main")),
-        (priority_name(settings), metrics.lane_depth.labels("priority")),
+        (metrics.unrouted_outcomes, [unrouted_name(settings)]),
+        (
+            metrics.lane_depth.labels("main"),
+            [settings.request_queue] + [f"{settings.request_queue}.p{i}" for i in parts],
+        ),
+        (
+            metrics.lane_depth.labels("priority"),
+            [priority_name(settings)]
+            + [f"{settings.request_queue}.p{i}{PRIORITY_SUFFIX}" for i in parts],
+        ),
     ]
     channel = await connection.channel()
     while True:
-        for name, gauge in gauges:
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-                gauge.set(queue.declaration_result.message_count or 0)
-            except aiormq.exceptions.ChannelNotFoundEntity:
-                channel = await connection.channel()
+        for gauge, names in gauges:
+            depth = 0
+            for name in names:
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                    depth += queue.declaration_result.message_count or 0
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    channel = await connection.channel()
+            gauge.set(depth)
         await asyncio.sleep(settings.unrouted_sample_seconds)

@@ -29,7 +29,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 
 from worker.cli.common import BROKER_ERRORS, EXIT_OK, ClientSettings, CliError, connect, say
 from worker.client import BrokerError, queue_exists
-from worker.wirenames import ORIGIN_HEADER, PRIORITY_SUFFIX, REASON_HEADER
+from worker.wirenames import MARKER_HEADER, ORIGIN_HEADER, PRIORITY_SUFFIX, REASON_HEADER
 
 WORKER_HEADERS = frozenset({REASON_HEADER, ORIGIN_HEADER})
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
@@ -101,7 +101,12 @@ def origin_lane(headers: Mapping[str, Any], request_queue: str) -> str:
     if not origin and isinstance(deaths, list) and deaths and isinstance(deaths[0], Mapping):
         origin = deaths[0].get("queue")
     priority = request_queue + PRIORITY_SUFFIX
-    return priority if _text(origin) == priority else request_queue
+    came_from = _text(origin) or ""
+    # The priority lane itself, or a partition's priority queue (<rq>.p<i>.priority).
+    urgent = came_from == priority or (
+        came_from.startswith(request_queue + ".p") and came_from.endswith(PRIORITY_SUFFIX)
+    )
+    return priority if urgent else request_queue
 
 
 def replay_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
@@ -183,6 +188,10 @@ async def _replay(
             message = await queue.get(no_ack=False, fail=False, timeout=GET_TIMEOUT)
             if message is None:
                 break
+            if (message.headers or {}).get(MARKER_HEADER):
+                await message.ack()  # a partition's marker, dead-lettered: not a request
+                print("dropped a priority marker (partitioned mode; not a request)", flush=True)
+                continue
             letter = DeadLetter.of(message.body, message.headers or {}, message.message_id)
             if args.reason and args.reason.lower() not in letter.reason.lower():
                 held, skipped = message, skipped + 1

@@ -13,7 +13,8 @@ The priority lane's items (urgent) go first: a key with urgent items is due at o
 one whose urgent items are oldest goes before any other, and the cap on batches in flight
 does not hold it back. The backlog keeps a share of the scope's requests while both have
 work: after ``backlog_every`` requests that carried urgent items only, the next is taken
-backlog first (``Step.backlog_first``), cap permitting.
+backlog first (``Step.backlog_first``), past the cap on batches in flight like an urgent
+one (the limiter keeps the same share for the polls: ``Limiter.backlog_every``).
 """
 
 from __future__ import annotations
@@ -79,8 +80,9 @@ def decide(
     only once a batch is due and may run). ``backlog_turn``: the backlog's share is due."""
     urgent = _oldest(coalescer, keys, coalescer.urgent_since)
     if urgent is not None:
-        behind = backlog_turn and inflight < pace.max_inflight
-        backlog = _oldest(coalescer, keys, coalescer.backlog_since) if behind else None
+        # The backlog's turn passes the cap on batches in flight, as urgent batches do:
+        # else a flood of urgent jobs that keeps the cap full would starve it for good.
+        backlog = _oldest(coalescer, keys, coalescer.backlog_since) if backlog_turn else None
         room = room_in()
         if room > 0:
             return Step(None, room)

@@ -166,6 +166,7 @@ class Dispatcher:
         linger = 0.0 if self.flush or scope.flush else self.settings.linger_seconds
         share = self.settings.priority_backlog_share
         every = max(1, round((1 - share) / share))
+        scope.limiter.backlog_every = every
         return Pace(linger, scope.scarce, self.settings.max_inflight_batches, every)
 
     def _decide(self, scope: Scope, room_in: Callable[[], float]) -> Step:
