@@ -14,8 +14,14 @@ the original) to the scope's durable quorum hold queue ``<request queue>.held.<t
   consumption order; the others finish their sent items and their unsent ones wait (the
   dispatcher takes nothing of a paused scope).
 - On resume (or at a session's start, for every scope the stream saw resumed) the hold queue
-  is consumed; once it is empty and everything taken from it is answered, it is deleted
-  (``if-empty``) and the scope runs as usual.
+  is consumed; once it is empty and everything taken from it is answered, the drain stops
+  and the scope runs as usual. The hold queue is NOT deleted: another replica that has not
+  read the resume yet may still move a message into it (RabbitMQ 3.10 refuses ``if-empty``
+  deletes of quorum queues, so a delete could take that message with it). A drained hold
+  queue is watched (``IDLE_CHECK_SECONDS``): a message found in it while its scope is not
+  paused is drained again; a session's start drains every hold queue of a resumed scope.
+  An empty hold queue costs nothing but its place; the operator may delete it by hand when
+  no pause of its scope is in force.
 
 Not in partitioned mode (see the README): there a paused scope's items wait in the worker.
 Nothing is lost if the worker dies between the copy's confirm and the ack: the original is
@@ -48,6 +54,7 @@ log = logging.getLogger("bulkops.control")
 
 LANE_HEADER = "x-bulkops-lane"
 DRAIN_CHECK_SECONDS = 1.0
+IDLE_CHECK_SECONDS = 5.0
 
 
 def hold_name(settings: Settings, key: PauseKey) -> str:
@@ -96,6 +103,7 @@ class Holds:
         self.draining: dict[PauseKey, _Drain] = {}
         self.moving: dict[PauseKey, int] = {}
         self.declared: set[str] = set()
+        self.idle: set[PauseKey] = set()  # drained hold queues, watched for late moves
         self.moved = 0
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
@@ -224,7 +232,10 @@ class Holds:
                 await drain.queue.cancel(drain.tag)
 
     async def watch(self) -> None:
-        """Finish the drains whose hold queue is empty and whose messages are answered."""
+        """Finish the drains whose hold queue is empty and whose messages are answered; every
+        ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late
+        move by a replica that had not read the resume yet)."""
+        rounds = 0
         while True:
             await asyncio.sleep(DRAIN_CHECK_SECONDS)
             for key, drain in list(self.draining.items()):
@@ -235,13 +246,45 @@ class Holds:
                 if result.message_count or (result.consumer_count or 0) > 1:
                     continue  # messages left, or another replica drains it too
                 await self._finish(key, drain)
+            rounds += 1
+            if rounds * DRAIN_CHECK_SECONDS >= IDLE_CHECK_SECONDS:
+                rounds = 0
+                await self.recheck()
+
+    async def recheck(self) -> None:
+        """Drain again each drained hold queue holding messages while its scope is not
+        paused; forget one that is gone (deleted by hand)."""
+        state = self.session.control
+        for key in sorted(self.idle - set(self.draining), key=str):
+            if state is not None and state.paused(*key) is not None:
+                continue  # paused again: it is drained on the next resume
+            count = await self._depth(hold_name(self.settings, key))
+            if count is None:
+                self.idle.discard(key)
+            elif count:
+                log.warning(
+                    "hold queue %s got %d messages after its drain: draining it again",
+                    hold_name(self.settings, key), count,
+                )  # fmt: skip
+                self.idle.discard(key)
+                await self.resume(key)
+
+    async def _depth(self, name: str) -> int | None:
+        """Messages ready in a queue; None when it does not exist (the failed passive
+        declaration closes the probing channel: a new one next time)."""
+        if self._declaring is None or self._declaring.is_closed:
+            self._declaring = await self.connection.channel()
+        try:
+            ok = await self._declaring.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        return int(ok.declaration_result.message_count or 0)
 
     async def _finish(self, key: PauseKey, drain: _Drain) -> None:
-        """Stop draining and delete the hold queue. RabbitMQ 3.10 refuses ``if-empty`` on a
-        quorum queue (NOT_IMPLEMENTED, and it closes the connection: measured), so the
-        emptiness is checked just before: nothing ready, nothing of ours unanswered, no
-        other consumer, and nothing being moved in (``draining`` no longer names the key,
-        so nothing new starts)."""
+        """Stop draining: nothing ready, nothing of ours unanswered, no other consumer, and
+        nothing being moved in by this worker (``draining`` no longer names the key, so
+        nothing new starts). The queue stays (see the module's docstring): a late move
+        into it is found by ``recheck``."""
         del self.draining[key]  # from here on, new messages of the scope run as usual
         with contextlib.suppress(Exception):
             await drain.queue.cancel(drain.tag)
@@ -249,12 +292,9 @@ class Holds:
             await self.resume(key)  # a move started meanwhile: drain on
             return
         with contextlib.suppress(Exception):
-            await drain.queue.delete(if_unused=False, if_empty=False)
-        with contextlib.suppress(Exception):
             await drain.channel.close()
-        if self.session.control is not None:
-            self.session.control.resumed.discard(key)
-        log.info("resume: %s drained and deleted", drain.queue.name)
+        self.idle.add(key)
+        log.info("resume: %s drained (left in place, watched)", drain.queue.name)
 
 
-_ADVICE = "delete it once empty so the worker declares it anew"
+_ADVICE = "delete it by hand when no pause of its scope is in force"
