@@ -98,6 +98,9 @@ class Rig:
             "results_exchange": self.exchange,
             # Each test's own control state: a cancel or pause of another never holds here.
             "control_exchange": f"{self.request_queue}.control",
+            # Each test's own partition exchange: a shared one routes p<i> to every run's
+            # partition queues (two runs on one broker took each other's messages).
+            "partition_exchange": f"{self.request_queue}.partitions",
             "http_port": 0,
             "http_host": "127.0.0.1",
             "linger_seconds": 0.2,

@@ -23,7 +23,11 @@ the original) to the scope's durable quorum hold queue ``<request queue>.held.<t
   An empty hold queue costs nothing but its place; the operator may delete it by hand when
   no pause of its scope is in force.
 
-Not in partitioned mode (see the README): there a paused scope's items wait in the worker.
+Partitioned mode: one hold queue per pause and partition (``....p<i>``): the partition's
+owner is the single consumer of its scopes, so it alone moves into that hold queue and it
+alone drains it (a new owner drains the hold queues of the resumed scopes when it takes the
+partition, before anything of them from the partition queue runs: ``adopt``; the old one
+stops draining when it hands the partition on: ``release``).
 Nothing is lost if the worker dies between the copy's confirm and the ack: the original is
 redelivered and moved again; the duplicate is answered like any redelivery.
 """
@@ -34,6 +38,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -57,13 +62,18 @@ DRAIN_CHECK_SECONDS = 1.0
 IDLE_CHECK_SECONDS = 5.0
 
 
-def hold_name(settings: Settings, key: PauseKey) -> str:
-    """``<request queue>.held.<target>[.<field>.<value>]`` (the primary: ``~primary``),
-    percent-encoded; past 255 bytes, cut with a hash of the whole."""
+Slot = tuple[PauseKey, int | None]  # a pause key and a partition (None: not partitioned)
+
+
+def hold_name(settings: Settings, key: PauseKey, partition: int | None = None) -> str:
+    """``<request queue>.held.<target>[.<field>.<value>][.p<partition>]`` (the primary:
+    ``~primary``), percent-encoded; past 255 bytes, cut with a hash of the whole."""
     target, scope = key
     parts = [settings.request_queue, "held", quote(target, safe="")]
     if scope is not None:
         parts += [scope[0], "~primary" if scope[1] is None else quote(scope[1], safe="")]
+    if partition is not None:
+        parts.append(f"p{partition}")
     name = ".".join(parts)
     if len(name.encode()) > 255:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
@@ -91,7 +101,150 @@ class _Drain:
     tag: str
 
 
-class Holds:
+class _Drains:
+    """Draining hold queues (the out side of ``Holds``)."""
+
+    session: Any
+    settings: Settings
+    connection: AbstractConnection
+    owned: Callable[[], Collection[int]] | None
+    adopting: set[int]
+    draining: dict[Slot, _Drain]
+    moving: dict[Slot, int]
+    idle: set[Slot]
+    _declaring: AbstractChannel | None
+
+    # -- out --------------------------------------------------------------------------------
+
+    async def resume(self, key: PauseKey) -> None:
+        """Consume ``key``'s hold queue(s), if any, through the usual intake (partitioned:
+        those of the partitions owned)."""
+        partitions: Collection[int | None] = [None] if self.owned is None else self.owned()
+        for partition in sorted(partitions, key=str):
+            await self._drain((key, partition))
+
+    async def adopt(self, partition: int) -> None:
+        """A partition just taken: drain its hold queues of the resumed scopes first (until
+        their drains start, messages of those scopes go to the hold queues' tails)."""
+        state = self.session.control
+        if state is None or not state.resumed:
+            return
+        self.adopting.add(partition)  # before any await: the partition's next deliveries
+        try:
+            for key in sorted(state.resumed, key=str):
+                await self._drain((key, partition))
+        finally:
+            self.adopting.discard(partition)
+
+    async def release(self, partition: int) -> None:
+        """A partition handed on: stop draining its hold queues (what was taken from them
+        and not started is given back to them with the partition's)."""
+        for slot in [s for s in self.draining if s[1] == partition]:
+            drain = self.draining.pop(slot)
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
+        self.idle = {s for s in self.idle if s[1] != partition}
+
+    async def _drain(self, slot: Slot) -> None:
+        key, partition = slot
+        if slot in self.draining:
+            return
+        name = hold_name(self.settings, key, partition)
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return  # nothing was held (the failed declaration closed that channel)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        underlay = await channel.get_underlay_channel()
+        acker = self.session.ackers.start(underlay)
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            acker.delivered(message.delivery_tag)
+            lane = (message.headers or {}).get(LANE_HEADER)
+            priority = lane in ("priority", b"priority")
+            await self.session.handle(message, acker, partition, priority, held=True)
+
+        tag = await queue.consume(take)
+        self.draining[slot] = _Drain(channel, queue, acker, tag)
+        log.info("resume: draining %s", name)
+
+    async def stop(self) -> None:
+        """No more deliveries from hold queues (shutting down)."""
+        for drain in self.draining.values():
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
+
+    async def watch(self) -> None:
+        """Finish the drains whose hold queue is empty and whose messages are answered; every
+        ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late
+        move by a replica that had not read the resume yet)."""
+        rounds = 0
+        while True:
+            await asyncio.sleep(DRAIN_CHECK_SECONDS)
+            for slot, drain in list(self.draining.items()):
+                if self.moving.get(slot, 0) or drain.acker.outstanding:
+                    continue
+                ok = await drain.channel.declare_queue(drain.queue.name, passive=True)
+                result = ok.declaration_result
+                if result.message_count or (result.consumer_count or 0) > 1:
+                    continue  # messages left, or another replica drains it too
+                await self._finish(slot, drain)
+            rounds += 1
+            if rounds * DRAIN_CHECK_SECONDS >= IDLE_CHECK_SECONDS:
+                rounds = 0
+                await self.recheck()
+
+    async def recheck(self) -> None:
+        """Drain again each drained hold queue holding messages while its scope is not
+        paused; forget one that is gone (deleted by hand)."""
+        state = self.session.control
+        owned = None if self.owned is None else self.owned()
+        for slot in sorted(self.idle - set(self.draining), key=str):
+            key, partition = slot
+            if state is not None and state.paused(*key) is not None:
+                continue  # paused (again): it is drained on the next resume
+            if owned is not None and partition not in owned:
+                self.idle.discard(slot)  # its owner watches it
+                continue
+            name = hold_name(self.settings, key, partition)
+            count = await self._depth(name)
+            if count is None:
+                self.idle.discard(slot)
+            elif count:
+                log.warning("hold queue %s holds %d messages: draining it", name, count)
+                self.idle.discard(slot)
+                await self._drain(slot)
+
+    async def _depth(self, name: str) -> int | None:
+        """Messages ready in a queue; None when it does not exist (the failed passive
+        declaration closes the probing channel: a new one next time)."""
+        if self._declaring is None or self._declaring.is_closed:
+            self._declaring = await self.connection.channel()
+        try:
+            ok = await self._declaring.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        return int(ok.declaration_result.message_count or 0)
+
+    async def _finish(self, slot: Slot, drain: _Drain) -> None:
+        """Stop draining: nothing ready, nothing of ours unanswered, no other consumer, and
+        nothing being moved in by this worker (``draining`` no longer names the key, so
+        nothing new starts). The queue stays (see the module's docstring): a late move
+        into it is found by ``recheck``."""
+        del self.draining[slot]  # from here on, new messages of the scope run as usual
+        with contextlib.suppress(Exception):
+            await drain.queue.cancel(drain.tag)
+        if self.moving.get(slot, 0):
+            await self._drain(slot)  # a move started meanwhile: drain on
+            return
+        with contextlib.suppress(Exception):
+            await drain.channel.close()
+        self.idle.add(slot)
+        log.info("resume: %s drained (left in place, watched)", drain.queue.name)
+
+
+class Holds(_Drains):
     """One broker session's hold queues: moves in, drains out."""
 
     def __init__(self, session: Any, connection: AbstractConnection) -> None:
@@ -100,10 +253,12 @@ class Holds:
         self.session = session
         self.settings = session.settings
         self.connection = connection
-        self.draining: dict[PauseKey, _Drain] = {}
-        self.moving: dict[PauseKey, int] = {}
+        self.owned: Callable[[], Collection[int]] | None = None  # partitioned: owned now
+        self.adopting: set[int] = set()  # partitions taken, their drains not started yet
+        self.draining: dict[Slot, _Drain] = {}
+        self.moving: dict[Slot, int] = {}
         self.declared: set[str] = set()
-        self.idle: set[PauseKey] = set()  # drained hold queues, watched for late moves
+        self.idle: set[Slot] = set()  # hold queues moved into or drained, watched
         self.moved = 0
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
@@ -111,7 +266,7 @@ class Holds:
 
     # -- in ---------------------------------------------------------------------------------
 
-    def key_for(self, req: Request, held: bool) -> PauseKey | None:
+    def key_for(self, req: Request, held: bool, partition: int | None = None) -> PauseKey | None:
         """The hold queue a consumed request goes to now, if any: its scope's pause's (own,
         else its target's), or, for a message from a request queue, the hold queue of its
         scope still being drained."""
@@ -124,16 +279,22 @@ class Holds:
             return (pause.target, pause.scope)
         if not held:
             for key in ((req.target, scope), (req.target, None)):
-                if key in self.draining:
+                if (key, partition) in self.draining:
                     return key
+                if partition in self.adopting and key in state.resumed:
+                    return key  # its drain is starting: held work is earlier
         return None
 
     async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
-                   key: PauseKey, priority: bool, items: int) -> None:  # fmt: skip
+                   key: PauseKey, priority: bool, items: int,
+                   partition: int | None = None) -> None:  # fmt: skip
         """A confirmed copy to the hold queue, then the original's ack (``items``: its ids,
         counted as held until they come back)."""
-        name = hold_name(self.settings, key)
-        self.moving[key] = self.moving.get(key, 0) + 1
+        slot = (key, partition)
+        name = hold_name(self.settings, key, partition)
+        if slot not in self.draining:
+            self.idle.add(slot)  # watched: drained once its scope is not paused
+        self.moving[slot] = self.moving.get(slot, 0) + 1
         try:
             # One move at a time, in the order they came (the lock is fair, and consumer
             # callbacks reach it in delivery order): concurrent moves would reach the hold
@@ -142,7 +303,7 @@ class Holds:
                 await self._copy(message, key, name, priority)
             await delivery.ack()
         finally:
-            self.moving[key] -= 1
+            self.moving[slot] -= 1
         self.moved += 1
         self.held[key] = self.held.get(key, 0) + items
 
@@ -172,8 +333,9 @@ class Holds:
         """Move the requests of ``key``'s scope(s) the worker holds and may let go of (none
         of their ids sent, none an earlier operation of one that stays); how many."""
         target, scope = key
-        drain = self.draining.pop(key, None)
-        if drain is not None:  # paused again while draining: it stays held
+        for slot in [s for s in self.draining if s[0] == key]:
+            drain = self.draining.pop(slot)  # paused again while draining: it stays held
+            self.idle.add(slot)
             with contextlib.suppress(Exception):
                 await drain.queue.cancel(drain.tag)
 
@@ -182,119 +344,26 @@ class Holds:
             return req.target == target and (scope is None or request_scope(req) == scope)
 
         let_go = self.session.engine.give_back(covered)
-        name = hold_name(self.settings, key)
-        self.moving[key] = self.moving.get(key, 0) + 1
+        slots = {(key, tracked.partition) for tracked in let_go}
+        self.idle |= slots
+        for slot in slots:
+            self.moving[slot] = self.moving.get(slot, 0) + 1
         try:
             async with self._order:  # all of them before any message consumed meanwhile
                 for tracked in let_go:  # consumption order
                     delivery = tracked.delivery
                     assert isinstance(delivery, AmqpDelivery)
+                    name = hold_name(self.settings, key, tracked.partition)
                     await self._copy(delivery.message, key, name, tracked.priority)
                     await delivery.ack()
                     self.moved += 1
                     self.held[key] = self.held.get(key, 0) + len(tracked.request.ids)
         finally:
-            self.moving[key] -= 1
+            for slot in slots:
+                self.moving[slot] -= 1
         if let_go:
             log.info("pause: %d requests moved to %s", len(let_go), hold_name(self.settings, key))
         return len(let_go)
-
-    # -- out --------------------------------------------------------------------------------
-
-    async def resume(self, key: PauseKey) -> None:
-        """Consume ``key``'s hold queue, if there is one, through the usual intake."""
-        if key in self.draining:
-            return
-        name = hold_name(self.settings, key)
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return  # nothing was held (the failed declaration closed that channel)
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
-        underlay = await channel.get_underlay_channel()
-        acker = self.session.ackers.start(underlay)
-
-        async def take(message: AbstractIncomingMessage) -> None:
-            acker.delivered(message.delivery_tag)
-            lane = (message.headers or {}).get(LANE_HEADER)
-            priority = lane in ("priority", b"priority")
-            await self.session.handle(message, acker, None, priority, held=True)
-
-        tag = await queue.consume(take)
-        self.draining[key] = _Drain(channel, queue, acker, tag)
-        log.info("resume: draining %s", name)
-
-    async def stop(self) -> None:
-        """No more deliveries from hold queues (shutting down)."""
-        for drain in self.draining.values():
-            with contextlib.suppress(Exception):
-                await drain.queue.cancel(drain.tag)
-
-    async def watch(self) -> None:
-        """Finish the drains whose hold queue is empty and whose messages are answered; every
-        ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late
-        move by a replica that had not read the resume yet)."""
-        rounds = 0
-        while True:
-            await asyncio.sleep(DRAIN_CHECK_SECONDS)
-            for key, drain in list(self.draining.items()):
-                if self.moving.get(key, 0) or drain.acker.outstanding:
-                    continue
-                ok = await drain.channel.declare_queue(drain.queue.name, passive=True)
-                result = ok.declaration_result
-                if result.message_count or (result.consumer_count or 0) > 1:
-                    continue  # messages left, or another replica drains it too
-                await self._finish(key, drain)
-            rounds += 1
-            if rounds * DRAIN_CHECK_SECONDS >= IDLE_CHECK_SECONDS:
-                rounds = 0
-                await self.recheck()
-
-    async def recheck(self) -> None:
-        """Drain again each drained hold queue holding messages while its scope is not
-        paused; forget one that is gone (deleted by hand)."""
-        state = self.session.control
-        for key in sorted(self.idle - set(self.draining), key=str):
-            if state is not None and state.paused(*key) is not None:
-                continue  # paused again: it is drained on the next resume
-            count = await self._depth(hold_name(self.settings, key))
-            if count is None:
-                self.idle.discard(key)
-            elif count:
-                log.warning(
-                    "hold queue %s got %d messages after its drain: draining it again",
-                    hold_name(self.settings, key), count,
-                )  # fmt: skip
-                self.idle.discard(key)
-                await self.resume(key)
-
-    async def _depth(self, name: str) -> int | None:
-        """Messages ready in a queue; None when it does not exist (the failed passive
-        declaration closes the probing channel: a new one next time)."""
-        if self._declaring is None or self._declaring.is_closed:
-            self._declaring = await self.connection.channel()
-        try:
-            ok = await self._declaring.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        return int(ok.declaration_result.message_count or 0)
-
-    async def _finish(self, key: PauseKey, drain: _Drain) -> None:
-        """Stop draining: nothing ready, nothing of ours unanswered, no other consumer, and
-        nothing being moved in by this worker (``draining`` no longer names the key, so
-        nothing new starts). The queue stays (see the module's docstring): a late move
-        into it is found by ``recheck``."""
-        del self.draining[key]  # from here on, new messages of the scope run as usual
-        with contextlib.suppress(Exception):
-            await drain.queue.cancel(drain.tag)
-        if self.moving.get(key, 0):
-            await self.resume(key)  # a move started meanwhile: drain on
-            return
-        with contextlib.suppress(Exception):
-            await drain.channel.close()
-        self.idle.add(key)
-        log.info("resume: %s drained (left in place, watched)", drain.queue.name)
 
 
 _ADVICE = "delete it by hand when no pause of its scope is in force"

@@ -262,6 +262,7 @@ class Owner:
                 held.owned[index] = time.monotonic()
                 self.metrics.partitions_owned.set(len(held.owned))
                 log.info("owning partition %d", index)
+                await _holds(self.intake, "adopt", index)  # its held work first
                 await self._subscribe(self.urgent[index])  # its priority queue: ours too
             if (message.headers or {}).get(MARKER_HEADER):
                 await AmqpDelivery(message, acker).ack()  # it has done its work
@@ -310,6 +311,7 @@ class Owner:
         if member.channel is None or member.channel.is_closed:
             return
         self.held.holding.add(index)
+        await _holds(self.intake, "release", index)  # its hold queues: the next owner's
         given_back = self.pipeline.hand_over(index)
         await self._finish(index, deadline)
         unfinished = await self.pipeline.retire(index)
@@ -432,3 +434,12 @@ SWEEP_SECONDS = 3.0  # how often each replica looks for stranded priority messag
 
 async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
     return None
+
+
+async def _holds(intake: Intake, action: str, index: int) -> None:
+    """The session's hold queues (``worker.broker.hold``) take (``adopt``: drains them
+    first, and nothing is awaited before it decides) or let go of (``release``) a
+    partition."""
+    holds = getattr(intake, "holds", None)
+    if holds is not None:
+        await getattr(holds, action)(index)

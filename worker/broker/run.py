@@ -92,13 +92,16 @@ async def run_session(
         async with asyncio.TaskGroup() as tasks:
             session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
             engine = session.engine
-            watcher = await _holds(session, consuming, link, tasks, not settings.partitions)
+            watcher = await _holds(session, consuming, link, tasks)
             owner: Owner | None = None
             consumers: list[tuple[AbstractQueue, str]] = []
             if settings.partitions:
                 await declare_partitions(channel, settings)
                 router = Router(session, await out.get_exchange(settings.partition_exchange))
                 owner = Owner(consuming, session, engine, router, lost)
+                assert session.holds is not None
+                owned = owner.held.owned
+                session.holds.owned = lambda: tuple(owned)
                 await owner.start()
                 rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
             else:
@@ -145,20 +148,15 @@ async def run_session(
 
 
 async def _holds(
-    session: Session, connection: Any, link: ControlLink, tasks: asyncio.TaskGroup, use: bool
+    session: Session, connection: Any, link: ControlLink, tasks: asyncio.TaskGroup
 ) -> asyncio.Task[None]:
-    """Hold queues of paused scopes (not partitioned): drain those the stream saw resumed
-    (a restart after a resume), and watch the drains; returns the watcher."""
-    if not use:
-        return tasks.create_task(_never())
+    """Hold queues of paused scopes: drain those the stream saw resumed (a restart after a
+    resume; partitioned: none owned yet, each partition's when it is taken), and watch the
+    drains; returns the watcher."""
     holds = session.holds = Holds(session, connection)
     for key in sorted(link.state.resumed, key=str):
         await holds.resume(key)
     return tasks.create_task(holds.watch())
-
-
-async def _never() -> None:
-    await asyncio.Event().wait()
 
 
 async def _consume_priority(

@@ -53,7 +53,7 @@ class Session:
     ) -> None:
         self.settings = settings
         self.control = control_state  # the process's control state (cancels, pauses)
-        self.holds: Holds | None = None  # hold queues of paused scopes (not partitioned)
+        self.holds: Holds | None = None  # hold queues of paused scopes
         self.metrics = metrics
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
@@ -124,13 +124,13 @@ class Session:
         if self.control is not None and parsed.ids:
             now = time.time()
             cancel = control.cancel_of(self.control, parsed, now if stamp is None else stamp, now)
-        hold = None if self.holds is None else self.holds.key_for(parsed, held)
+        hold = None if self.holds is None else self.holds.key_for(parsed, held, partition)
         if cancel is not None:  # an operator's cancel in force: nothing of it is sent
             await self.settlement.answer(control.intake_answers(tracked, cancel))
         elif hold is not None:  # its scope is paused: to its hold queue, answered later
             assert self.holds is not None
             delivery = AmqpDelivery(message, acker)
-            await self.holds.move(message, delivery, hold, priority, len(parsed.ids))
+            await self.holds.move(message, delivery, hold, priority, len(parsed.ids), partition)
             return
         elif parsed.ids:
             self.engine.accept(tracked)
