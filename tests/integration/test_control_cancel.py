@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -152,7 +153,8 @@ async def test_a_worker_starts_on_a_control_stream_declared_with_other_arguments
     )  # fmt: skip
     await stream.bind(exchange)
     fanout = await r.channel.get_exchange(exchange)  # published as is: nothing declared here
-    await fanout.publish(aio_pika.Message(b'{"command": "cancel", "request_ids": ["gone"]}'), "")
+    cancel = b'{"command": "cancel", "request_ids": ["gone"]}'
+    await fanout.publish(aio_pika.Message(cancel, timestamp=datetime.now(UTC)), "")
     await r.publish(delete("gone", "cat-1", ids("g", 5)))
     await r.publish(delete("kept", "cat-1", ids("k", 5)))
     async with r.worker(settings):

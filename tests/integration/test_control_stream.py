@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -285,6 +286,7 @@ async def test_catching_up_with_a_long_stream_is_quick(
             aio_pika.Message(
                 orjson.dumps({"command": "cancel", "request_ids": [f"r{i}"]}),
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                timestamp=datetime.now(UTC),  # a cancel without one is refused
             ),
             routing_key="",
         )

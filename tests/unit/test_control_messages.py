@@ -27,9 +27,14 @@ KIND_OF = {field.scope.name: kind for kind, field in APIS.items()}
 TARGETS = {"cms": KIND_OF[OPTIONAL], "shop": KIND_OF[REQUIRED]}
 
 
+SENT = datetime(2026, 1, 1, tzinfo=UTC)
+ARRIVAL = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
+
+
 def parse(data: object, **props: object) -> Control | ControlInvalid:
     body = data if isinstance(data, bytes) else orjson.dumps(data)
-    return parse_control(body, ControlProps(**props), arrival=1000.0)  # type: ignore[arg-type]
+    props.setdefault("timestamp", SENT)  # as the CLI and the client publish
+    return parse_control(body, ControlProps(**props), arrival=ARRIVAL)  # type: ignore[arg-type]
 
 
 def refused(data: object, **props: object) -> ControlInvalid:
@@ -171,7 +176,40 @@ def test_sender_and_time_come_from_the_amqp_properties() -> None:
     assert (control.user_id, control.app_id, control.message_id) == ("ops", "bulkops-cli", "m1")
     assert control.at == stamp.timestamp()
     assert control.request_ids == ("r", "s")  # each once, in order
-    assert valid({"command": "cancel", "request_ids": ["r"]}).at == 1000.0  # the arrival
+    assert valid({"command": "cancel", "request_ids": ["r"]}).at == SENT.timestamp()
+
+
+def test_a_record_time_is_its_timestamp_never_later_than_its_arrival() -> None:
+    """A sender's clock ahead does not stretch a cancel's TTL or move a scope cut-off."""
+    ahead = datetime.fromtimestamp(ARRIVAL + 3600, UTC)
+    assert valid({"command": "cancel", "request_ids": ["r"]}, timestamp=ahead).at == ARRIVAL
+    assert valid({"command": "cancel", "target": "t"}, timestamp=ahead).at == ARRIVAL
+
+
+def test_a_cancel_without_an_amqp_timestamp_is_refused_a_pause_takes_its_arrival() -> None:
+    """A 3.10 stream records no arrival time of its own: a raw-published cancel without a
+    timestamp would get a new time on every read (every restart restarts its TTL and moves
+    its scope cut-off), so it is refused; pause and resume take their arrival."""
+    for body in ({"command": "cancel", "request_ids": ["r"]}, {"command": "cancel", "target": "t"}):
+        bad = refused(body, timestamp=None)
+        assert bad.code == "no_timestamp" and "AMQP timestamp" in bad.reason
+    assert valid({"command": "pause", "target": "t"}, timestamp=None).at == ARRIVAL
+    assert valid({"command": "resume", "target": "t"}, timestamp=None).at == ARRIVAL
+    # the CLI and the client stamp what they publish: check() does not refuse for it
+    assert check(orjson.dumps({"command": "cancel", "request_ids": ["r"]})).command == "cancel"
+
+
+def test_a_reason_with_control_characters_or_too_long_is_refused() -> None:
+    for reason in ("line\nbreak", "tab\there", "esc\x1b[31m", "nel\x85", "ls\u2028", ""):
+        bad = refused({"command": "cancel", "request_ids": ["r"], "reason": reason})
+        assert bad.code in ("invalid_reason", "invalid_message"), (reason, bad)
+    assert refused({"command": "pause", "target": "t", "reason": "a\nb"}).code == "invalid_reason"
+    long = refused({"command": "pause", "target": "t", "reason": "x" * 1001})
+    assert long.code in ("invalid_reason", "invalid_message")
+    ok = valid({"command": "pause", "target": "t", "reason": "Vendor's maintenance — ünïcode 1/2"})
+    assert ok.reason == "Vendor's maintenance — ünïcode 1/2"
+    with pytest.raises(ControlRefused):
+        control_body("pause", target="t", reason="two\nlines")
 
 
 def test_control_body_builds_valid_bodies_and_refuses_bad_ones() -> None:

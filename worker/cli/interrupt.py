@@ -13,7 +13,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Coroutine, Iterator
-from typing import Any
+from typing import Any, BinaryIO
 
 from worker.cli.common import ClientSettings, say
 from worker.client import Client
@@ -35,6 +35,7 @@ class Interrupt:
         self.cancel_error: str | None = None
         self._withdraw: asyncio.Task[None] | None = None
         self.wait_seconds = WAIT_SECONDS
+        self.output: BinaryIO | None = None  # the results written so far: kept on exit
 
     @contextlib.contextmanager
     def handling(self) -> Iterator[None]:
@@ -54,10 +55,21 @@ class Interrupt:
             say("interrupted again: leaving without waiting")
             if self.unanswered:
                 say("to withdraw what is left: " + self.command())
-            sys.stderr.flush()
+            self._flush()
             os._exit(EXIT_INTERRUPTED)
         self.stop.set()
         self._withdraw = asyncio.ensure_future(self._cancel())
+
+    def _flush(self) -> None:
+        """What ``os._exit`` would lose: the results received (buffered) and the lines said."""
+        for stream in (self.output, sys.stdout, sys.stderr):
+            if stream is None:
+                continue
+            with contextlib.suppress(Exception):
+                stream.flush()
+        if self.output is not None:
+            with contextlib.suppress(Exception):  # a pipe or a terminal cannot be synced
+                os.fsync(self.output.fileno())
 
     def command(self) -> str:
         ids = " ".join(shlex.quote(i) for i in sorted(self.unanswered))
@@ -92,8 +104,7 @@ class Interrupt:
         try:
             await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(task), self.wait_seconds)
+                await self._answered(task)
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -105,6 +116,19 @@ class Interrupt:
             if self._withdraw is not None:
                 with contextlib.suppress(Exception):
                     await self._withdraw
+
+    async def _answered(self, task: asyncio.Future[None]) -> None:
+        """Wait (at most ``wait_seconds``) until the consumer ends or every request published
+        is answered. The second matters when publishing is stuck reading a chunk (standard
+        input not written to): the answers would never end by themselves. Once the
+        published ones are answered they are written too: the client drops a request from
+        ``unanswered`` as it hands its answer to the consumer, which writes it at once."""
+        deadline = asyncio.get_running_loop().time() + self.wait_seconds
+        while not task.done() and self.unanswered:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            await asyncio.wait({task}, timeout=min(0.05, left))
 
     def report(self, tally: Any, total: int | None, kind: str) -> int:
         """What the interrupted job came to (``tally``: the command's ``Tally``); the exit

@@ -224,6 +224,7 @@ async def _submit(
             job, source.chunks(args.chunk), stop=halt.stop, unanswered=halt.unanswered
         )
         with _results(args.results) as out, halt.handling():
+            halt.output = out
 
             async def consume() -> None:
                 async with contextlib.aclosing(answers):

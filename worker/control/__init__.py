@@ -55,7 +55,11 @@ Design:
   and sender stay), and a rewrite of a pause already resumed (one that raced a resume) is
   ignored by its origin id, so it never re-pauses a scope.
 - Time and scope cancels: a control message's time is its AMQP ``timestamp`` (the CLI and
-  the client set it), else its arrival at the reader. A scope cancel withdraws items of
+  the client set it), clamped to no later than its arrival at the reader. A cancel without
+  a timestamp is refused (``no_timestamp``): a 3.10 stream delivery carries no arrival time
+  of its own (only ``x-stream-offset``, checked on 3.10.8), so every read would give it a
+  new time and every restart would restart its TTL; a pause or resume without one takes its
+  arrival at the reader. A scope cancel withdraws items of
   requests whose AMQP ``timestamp`` is at or before the cancel's time (same second counts:
   AMQP timestamps are whole seconds). A request without a timestamp counts as published when
   the worker first consumed it: a scope cancel withdraws it if the worker held it when the

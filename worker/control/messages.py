@@ -7,10 +7,12 @@ Pure: no broker here. ``parse_control(body, props, targets)`` returns a ``Contro
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
@@ -31,6 +33,8 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 MAX_REQUEST_IDS = 10_000
 MAX_REASON = 1000
 MAX_TARGET = 128
+_REASON_TEXT = re.compile(rf"[^\x00-\x1f\x7f-\x9f\u2028\u2029]{{1,{MAX_REASON}}}")
+"""A reason: bounded free text without control characters (it reaches the logs)."""
 
 Command = Literal["cancel", "pause", "resume", "status"]
 ScopeSel = tuple[str, str | None]
@@ -169,11 +173,15 @@ def _parse(
                     f"request id {request_id[:64]!r} is not 1-256 printable ASCII characters "
                     "without spaces",
                 )
+    if parsed.reason is not None and not _REASON_TEXT.fullmatch(parsed.reason):
+        raise ControlRefused(
+            "invalid_reason",
+            f"reason must be 1-{MAX_REASON} printable characters without control characters "
+            "(no newlines)",
+        )
     _check_fields(command, parsed, given, props)
     scope = _scope(parsed, given, targets)
-    at = props.timestamp.timestamp() if props.timestamp is not None else arrival
-    if at is None or not math.isfinite(at):
-        raise ControlRefused("no_time", "the message has no AMQP timestamp and no arrival time")
+    at = _time(command, props, arrival)
     return Control(
         command=command,
         at=at,
@@ -188,6 +196,31 @@ def _parse(
         correlation_id=props.correlation_id,
         rewrite_of=props.rewrite_of if command == "pause" else None,
     )
+
+
+def _time(command: str, props: ControlProps, arrival: float | None) -> float:
+    """A record's time: its AMQP timestamp, never later than its arrival (a sender's clock
+    ahead must not stretch a cancel's TTL or move a scope cancel's cut-off). Without a
+    timestamp, a pause, resume or status takes its arrival; a cancel is refused: RabbitMQ
+    3.10 streams record no arrival time of their own (only ``x-stream-offset``), so every
+    read (every restart) would give it a new time, restarting its TTL and moving its
+    cut-off."""
+    stamp = props.timestamp.timestamp() if props.timestamp is not None else None
+    if stamp is not None and not math.isfinite(stamp):
+        stamp = None
+    if stamp is None:
+        if command == "cancel":
+            raise ControlRefused(
+                "no_timestamp",
+                "a cancel needs an AMQP timestamp (the time its TTL and a scope cancel's "
+                "cut-off count from); publish it with one, as bulkops cancel does",
+            )
+        if arrival is None or not math.isfinite(arrival):
+            raise ControlRefused("no_time", "the message has no AMQP timestamp and no arrival time")
+        return arrival
+    if arrival is not None and math.isfinite(arrival):
+        return min(stamp, arrival)
+    return stamp
 
 
 def _conflict(reason: str) -> ControlRefused:
@@ -277,7 +310,10 @@ def check(
     body: bytes, props: ControlProps | None = None, targets: Mapping[str, str] | None = None
 ) -> Control:
     """The control message ``body`` is, or ``ControlRefused`` saying why it is refused."""
-    parsed = parse_control(body, props, targets, arrival=0.0)
+    props = props or ControlProps()
+    if props.timestamp is None:  # the CLI and the client publish with one (now)
+        props = dataclasses.replace(props, timestamp=datetime.now(UTC))
+    parsed = parse_control(body, props, targets)
     if isinstance(parsed, ControlInvalid):
         raise ControlRefused(parsed.code, parsed.reason)
     return parsed

@@ -197,6 +197,10 @@ class Dispatcher:
                     step = again
             key = step.key
             assert key is not None
+            if self.paused is not None and self.paused(key):
+                # Paused while the slot was awaited: its items wait; the slot goes back.
+                hold.release()
+                continue
             items = self.coalescer.take(key, now=time.monotonic(), backlog_first=step.backlog_first)
             if items:
                 self._count_turn(scope, items)
