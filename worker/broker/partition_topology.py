@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from worker.batching import BatchKey
 from worker.broker.topology import RECREATE, declare_queue, request_arguments
@@ -18,7 +18,7 @@ from worker.wirenames import MARKER_HEADER, PRIORITY_SUFFIX
 
 __all__ = [
     "LANES", "MARKER_HEADER", "declare_partitions", "lane_queue", "partition_of",
-    "presence_queue", "queue_name", "routing_key", "scope_key",
+    "presence_queue", "queue_name", "routing_key", "scope_key", "stranded",
 ]  # fmt: skip
 
 
@@ -74,3 +74,21 @@ LANES = ("", PRIORITY_SUFFIX)  # the main lane's queues, the priority lane's
 # the main queue with each priority message it forwards, so that an idle partition's owner
 # hears of it; a replica handing a partition on leaves one there for the next owner, and
 # every replica sweeps for priority queues with messages and no consumer (Owner.sweep).
+
+
+async def stranded(connection: AbstractConnection, settings: Settings, index: int) -> bool:
+    """Whether partition ``index``'s priority queue holds messages nobody consumes, asked on
+    a channel of its own (a failed passive declare closes its channel)."""
+    try:
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(
+                lane_queue(settings, index, PRIORITY_SUFFIX), passive=True
+            )
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    except Exception:  # unknown (the connection is going): the next sweep asks again
+        return False
+    result = queue.declaration_result
+    return (result.message_count or 0) > 0 and not result.consumer_count

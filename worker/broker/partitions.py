@@ -55,6 +55,7 @@ from worker.broker.partition_topology import (  # the names, re-exported
     queue_name,
     routing_key,
     scope_key,
+    stranded,
 )
 from worker.broker.publishing import confirmed, copy_of
 from worker.broker.topology import declare_if_reachable
@@ -355,26 +356,9 @@ class Owner:
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             for index in range(self.settings.partitions):
-                if await self._stranded(index):
+                if await stranded(self.connection, self.settings, index):
                     log.info("partition %d: priority messages without a consumer", index)
                     await self.router.mark(index)
-
-    async def _stranded(self, index: int) -> bool:
-        """Whether the partition's priority queue holds messages nobody consumes, asked on a
-        channel of its own (a failed passive declare closes its channel)."""
-        try:
-            channel = await self.connection.channel()
-            try:
-                queue = await channel.declare_queue(
-                    lane_queue(self.settings, index, PRIORITY_SUFFIX), passive=True
-                )
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
-        except Exception:  # unknown (the connection is going): the next sweep asks again
-            return False
-        result = queue.declaration_result
-        return (result.message_count or 0) > 0 and not result.consumer_count
 
     async def _finish(self, index: int, deadline: float | None) -> None:
         """Wait until the partition's started work is answered (or the deadline passes)."""
