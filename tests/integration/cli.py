@@ -94,6 +94,17 @@ class Running:
             self.process.send_signal(signal.SIGINT)
         return await asyncio.wait_for(self.process.wait(), timeout)
 
+    async def interrupt_twice(self, timeout: float = 20.0) -> int:
+        """Ctrl-C twice: the first withdraws what was published and waits (bounded) for the
+        replies, the second leaves at once (CONTRACT "Control")."""
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.process.wait(), 1.0)
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
 
 @contextlib.asynccontextmanager
 async def running(

@@ -109,7 +109,7 @@ async def test_submit_publishes_contract_messages_with_reply_to_in_chunks(
         await wait_depth(r, r.request_queue, 3)
         messages = await take_all(r, r.request_queue, timeout=1)
         assert submit.process.returncode is None, "still waiting for the replies"
-        assert await submit.interrupt() == 130
+        assert await submit.interrupt_twice() == 130
     bodies = [orjson.loads(m.body) for m in messages]
     assert [b["items"] for b in bodies] == [items[0:2], items[2:4], items[4:5]]
     for message, body in zip(messages, bodies, strict=True):
@@ -255,10 +255,11 @@ async def test_dlq_replay_by_reason_moves_only_matching_and_keeps_the_rest_in_or
 
 async def test_ctrl_c_while_standard_input_is_still_open_exits_130_at_once(r: Rig) -> None:
     """A submit reading a pipe that has not ended (ids still to come) stops on Ctrl-C with
-    exit 130: the read blocked on standard input does not keep the process alive; the
-    requests of the ids read so far were published."""
+    exit 130 (the first Ctrl-C withdraws and waits for replies, the second leaves at once):
+    the read blocked on standard input does not keep the process alive; the requests of the
+    ids read so far were published."""
     async with running("submit", DATO, "--target", "main", "--chunk", "2", env=cli_env(r),
                        stdin=b"a1\na2\na3\n", close_stdin=False) as submit:  # fmt: skip
         await wait_depth(r, r.request_queue, 1)
-        assert await submit.interrupt(timeout=10) == 130
+        assert await submit.interrupt_twice(timeout=10) == 130
     assert await r.queue_depth(r.request_queue) == 1
