@@ -327,9 +327,9 @@ class Owner:
         urgent = self.urgent[index]
         if urgent.channel is not None and not urgent.channel.is_closed:
             await self._close(urgent, deadline)
-            # Always: messages unacked on the closed channel come back to the queue after
-            # the close, so a count now could miss them (a needless marker costs nothing).
-            if not self.lost.is_set():
+            # Only when urgent messages wait there without a consumer (a clean stop leaves no
+            # marker behind); ones the count misses (returned after the close) the sweep finds.
+            if not self.lost.is_set() and await stranded(self.connection, self.settings, index):
                 await self.router.mark(index)  # the next owner hears of what waits there
         await self._close(member, deadline)
         self.held.holding.discard(index)
