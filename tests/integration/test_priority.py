@@ -6,6 +6,7 @@ Order and completeness are asserted, never seconds."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -37,25 +38,38 @@ async def until(check: Any, timeout: float = 30.0) -> None:
 
 async def test_urgent_requests_behind_a_backlog_are_answered_ahead_of_it(r: Rig) -> None:
     """3,000 single-id publishes (15 full requests at 6 requests/s, polls counted) are being
-    worked off when 5 urgent publishes come on the priority lane: each urgent id is answered
-    while most of the backlog is still waiting, every id exactly once, no breach."""
+    worked off when 5 urgent publishes come on the priority lane: each urgent id goes out in the
+    scope's next request and is answered while the backlog is still waiting, every id exactly once, no breach."""
     backlog = ids("b", 3000)
     urgent = ids("u", 5)
     await r.publish_many([dato("publish", i) for i in backlog])
     async with r.worker_process(limited(r, 6, linger_seconds=0.5)):
         await r.results.wait_for(1, timeout=60)  # the backlog is under way
+        published = time.monotonic()  # the emulator runs in this process: the same clock
         await asyncio.gather(*(r.publish(dato("publish", u), lane=PRIORITY) for u in urgent))
         await until(lambda: set(urgent) <= {b["id"] for b in r.results.bodies}, 60)
         backlog_done = sum(1 for b in r.results.bodies if b["id"].startswith("b"))
         outcomes = await r.results.wait_for(len(backlog) + len(urgent), timeout=120)
-    assert backlog_done <= 1500, f"urgent ids answered only after {backlog_done} backlog ids"
+    # Ahead of the backlog in the scope's next request: between the urgent publish and the
+    # bulk request that carried the urgent ids, at most the one backlog request that was being
+    # sent (and one more for a loaded machine's lag in consuming); counted in requests, not
+    # seconds. Without the lane they would come after all 15. Jobs already in flight finish
+    # meanwhile (never overtaken), so answered backlog ids are only bounded loosely.
+    jobs = {o["job_id"] for o in outcomes if o["id"] in urgent}
+    bulk = [e for e in r.emulator.requests("datocms") if e.method == "POST" and e.items > 0]
+    carried = min(e.t for e in bulk if e.job_id in jobs)
+    sent_first = [e for e in bulk if published < e.t < carried]
+    assert len(sent_first) <= 2, f"{len(sent_first)} backlog requests sent ahead of the urgent ids"
+    assert backlog_done <= 2400, f"urgent ids answered only after {backlog_done} backlog ids"
     assert sorted(o["id"] for o in outcomes) == sorted(backlog + urgent)  # each exactly once
     assert {o["status"] for o in outcomes} == {"succeeded"}
     assert r.emulator.breaches() == []
     assert await r.queue_depth(r.request_queue + PRIORITY) == 0
 
 
-async def _order_case(r: Rig, first: tuple[str, str], second: tuple[str, str], *, held: bool) -> str:
+async def _order_case(
+    r: Rig, first: tuple[str, str], second: tuple[str, str], *, held: bool
+) -> str:
     """``first`` then ``second``, each (operation, lane), on the id ``x`` behind a backlog of
     600 ids in 30 messages. ``held``: the worker holds the first (consumed, waiting or in
     flight) when the second comes; otherwise the first is still in its queue (the main
