@@ -30,6 +30,11 @@ class Acker:
         self._settled: set[int] = set()  # sent, still behind an unsettled one
         self._requests: asyncio.Queue[tuple[int, bool | None]] = asyncio.Queue()
 
+    @property
+    def outstanding(self) -> int:
+        """Deliveries not yet acked or nacked (nor asked to be)."""
+        return len(self._unsettled) - len(self._settled) - self._requests.qsize()
+
     def delivered(self, tag: int) -> None:
         self._unsettled.append(tag)
 

@@ -17,6 +17,8 @@ import httpx
 from aio_pika.abc import AbstractQueue
 
 from worker.addresses import Addresses
+from worker.broker.control import ControlLink
+from worker.broker.hold import Holds
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
@@ -64,6 +66,7 @@ async def run_session(
     health: Health,
     limiters: Limiters,
     addresses: Addresses,
+    link: ControlLink,
 ) -> bool:
     """One broker session (on the first of ``addresses`` that answers). Returns False after
     a clean drain, True when the session ended on purpose to be renewed (see ``_idle``);
@@ -87,14 +90,18 @@ async def run_session(
         out.close_callbacks.add(lambda *_: lost.set())
         publisher = await Publisher.open(out, settings, metrics)
         async with asyncio.TaskGroup() as tasks:
-            session = Session(settings, metrics, publisher, http, tasks, limiters)
+            session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
             engine = session.engine
+            watcher = await _holds(session, consuming, link, tasks)
             owner: Owner | None = None
             consumers: list[tuple[AbstractQueue, str]] = []
             if settings.partitions:
                 await declare_partitions(channel, settings)
                 router = Router(session, await out.get_exchange(settings.partition_exchange))
                 owner = Owner(consuming, session, engine, router, lost)
+                assert session.holds is not None
+                owned = owner.held.owned
+                session.holds.owned = lambda: tuple(owned)
                 await owner.start()
                 rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
             else:
@@ -103,6 +110,7 @@ async def run_session(
                 consumers.append((queue, await queue.consume(consume)))
                 consumers.append(await _consume_priority(consuming, session, settings, lost))
                 rebalancing = []
+            link.attach(session, None if owner is None else owner.held.owned)
             sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
             health.set_ready(True)
             log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
@@ -121,18 +129,34 @@ async def run_session(
                 else:
                     for consumer, tag in consumers:
                         await consumer.cancel(tag)
+                    if session.holds is not None:
+                        await session.holds.stop()
                     await _drain(engine, settings, lost)
                     if not lost.is_set():
                         await session.ackers.flush(None, timeout=10.0)
                         for consumer, _ in consumers:  # after the acks: they reach the broker
                             await consumer.channel.close()
             finally:
+                link.detach(session)
                 health.set_ready(False)
                 metrics.partitions_owned.set(0)
                 sampler.cancel()
+                watcher.cancel()
                 engine.cancel()
                 session.ackers.stop()
     return False
+
+
+async def _holds(
+    session: Session, connection: Any, link: ControlLink, tasks: asyncio.TaskGroup
+) -> asyncio.Task[None]:
+    """Hold queues of paused scopes: drain those the stream saw resumed (a restart after a
+    resume; partitioned: none owned yet, each partition's when it is taken), and watch the
+    drains; returns the watcher."""
+    holds = session.holds = Holds(session, connection)
+    for key in sorted(link.state.resumed, key=str):
+        await holds.resume(key)
+    return tasks.create_task(holds.watch())
 
 
 async def _consume_priority(
@@ -148,9 +172,7 @@ async def _consume_priority(
     queue = await channel.declare_queue(priority_name(settings), passive=True)
     acker = session.ackers.start(underlay)
     consume = functools.partial(session.on_message, acker=acker, priority=True)
-    log.info(
-        "consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch
-    )
+    log.info("consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch)
     return queue, await queue.consume(consume)
 
 

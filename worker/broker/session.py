@@ -18,7 +18,9 @@ from aio_pika.abc import AbstractIncomingMessage
 from worker import tracing
 from worker.apis.adapters import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker.hold import Holds
 from worker.broker.publishing import Publisher
+from worker.control.state import ControlState
 from worker.limiter import Limiters
 from worker.messages import (
     Invalid,
@@ -27,6 +29,7 @@ from worker.messages import (
     routing_operation,
 )
 from worker.metrics import Metrics
+from worker.pipeline import control
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Answer, Tracked
 from worker.pipeline.settlement import Settlement
@@ -46,8 +49,11 @@ class Session:
         http: httpx.AsyncClient,
         tasks: asyncio.TaskGroup,
         limiters: Limiters,
+        control_state: ControlState | None = None,
     ) -> None:
         self.settings = settings
+        self.control = control_state  # the process's control state (cancels, pauses)
+        self.holds: Holds | None = None  # hold queues of paused scopes
         self.metrics = metrics
         self.publisher = publisher
         self.kinds = {name: t.kind for name, t in settings.targets.items()}
@@ -56,6 +62,8 @@ class Session:
             settings.item_outcomes, metrics, publisher, settings.outcome_format
         )
         self.engine = Engine(settings, metrics, http, self.settlement, tasks, limiters)
+        if control_state is not None:
+            self.engine.dispatcher.paused = control.key_paused(control_state)
         self.last_delivery = time.monotonic()
         # Invalid messages being dead-lettered and answered: work in flight the engine does
         # not see (100,000 rejections take minutes on a slow broker), so not idle.
@@ -91,9 +99,11 @@ class Session:
         acker: Acker,
         partition: int | None,
         priority: bool = False,
+        held: bool = False,
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
-        answered at once."""
+        answered at once (``held``: it comes from a hold queue). A cancel in force answers
+        it at once; a pause moves it to its hold queue (``worker.broker.hold``)."""
         parsed = await self.screen(message, acker, priority)
         if parsed is None:
             return
@@ -110,8 +120,22 @@ class Session:
             trace=tracing.current(),
             priority=priority,
         )
-        if parsed.ids:
+        cancel = None
+        if self.control is not None and parsed.ids:
+            now = time.time()
+            cancel = control.cancel_of(self.control, parsed, now if stamp is None else stamp, now)
+        hold = None if self.holds is None else self.holds.key_for(parsed, held, partition)
+        if cancel is not None:  # an operator's cancel in force: nothing of it is sent
+            await self.settlement.answer(control.intake_answers(tracked, cancel))
+        elif hold is not None:  # its scope is paused: to its hold queue, answered later
+            assert self.holds is not None
+            delivery = AmqpDelivery(message, acker)
+            await self.holds.move(message, delivery, hold, priority, len(parsed.ids), partition)
+            return
+        elif parsed.ids:
             self.engine.accept(tracked)
+        if held and self.holds is not None:
+            self.holds.came_back(parsed)
         if parsed.rejected:
             await self.settlement.answer(
                 [

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
+from worker.errors import ErrorCode
 from worker.messages import Invalid, Outcome, Reply, published, routing_operation, utc_now
 from worker.metrics import Metrics
 from worker.outcomes import OutcomeBatch, batch_item, parts
@@ -29,6 +30,7 @@ from worker.registry import code_label
 T = TypeVar("T")
 PUBLISH_CHUNK = 64
 
+CANCELLED = str(ErrorCode.CANCELLED)
 _Counts = collections.Counter[tuple[str, str, str, str | None]]
 
 
@@ -145,14 +147,16 @@ class Settlement:
     def _batches(self, answers: list[Answer]) -> Iterator[tuple[OutcomeBatch, Any]]:
         """The batch format's messages for these answers: per dispatch batch and status (items
         rejected at intake: per request message and status), in parts of at most 4 MiB."""
-        groups: dict[tuple[str, str, str], list[Answer]] = {}
+        groups: dict[tuple[str, str, str, str | None], list[Answer]] = {}
         for answer in answers:
             tracked = answer.tracked
+            error = answer.result.error
+            tag = CANCELLED if not answer.batch_id and error and error.code == CANCELLED else None
             key = (answer.batch_id or "", answer.result.status,
-                   "" if answer.batch_id else tracked.request.request_id)  # fmt: skip
+                   "" if answer.batch_id else tracked.request.request_id, tag)  # fmt: skip
             groups.setdefault(key, []).append(answer)
         finished_at = utc_now()
-        for (batch_id, _, _), group in groups.items():
+        for (batch_id, _, _, tag), group in groups.items():
             first = group[0]
             heading = first.tracked.heading
             items = [
@@ -164,7 +168,7 @@ class Settlement:
             for part, slice_ in enumerate(parts(items)):
                 yield (
                     OutcomeBatch(heading, first.result.status, batch_id or None, part,
-                                 finished_at, slice_, correlation),
+                                 finished_at, slice_, correlation, tag),
                     first.tracked.trace,
                 )  # fmt: skip
 
