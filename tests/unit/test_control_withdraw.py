@@ -4,9 +4,16 @@ message id of cancellations."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from tests.unit.test_control_state import control as record
 from worker.batching import BatchKey, Coalescer, withdraw
+from worker.control.state import ControlState
+from worker.messages import Request
+from worker.metrics import Metrics
 from worker.outcomes import Heading, OutcomeBatch
+from worker.pipeline import control
+from worker.pipeline.requests import Tracked
 from worker.registry import OPERATIONS
 
 PUBLISH = OPERATIONS["datocms.items.publish"]
@@ -120,3 +127,24 @@ def test_the_interrupt_report_counts_withdrawn_done_and_never_published(
     assert "100 ids were done (answered), 250 withdrawn (cancelled)" in err
     assert "2 ids published have no answer yet: bulkops cancel req-9 --reason" in err
     assert "648 ids were never published" in err
+
+
+@pytest.mark.parametrize(("cancel_at", "covered"), [(90.0, False), (110.0, True)])
+def test_a_request_without_a_timestamp_counts_as_published_when_consumed_both_ways(
+    cancel_at: float, covered: bool
+) -> None:
+    """A scope cancel covers what was published at or before it; a message without an AMQP
+    timestamp counts as published when consumed (here at 100), at intake and live alike."""
+    state = ControlState(1000.0)
+    state.apply(record("cancel", cancel_at, target="main"), now=cancel_at)
+    req = Request("r1", PUBLISH, "main", None, ("a", "b"), ())
+    tracked = Tracked(None, req, None, None, 2, consumed_at=100.0)  # type: ignore[arg-type]
+    assert tracked.published_at == 100.0
+    at_intake = control.cancel_of(state, req, tracked.published_at, 120.0)
+    c = Coalescer()
+    for item_id in req.ids:
+        c.add(PUBLISH, PUB, item_id, tracked, 1.0)
+    metrics = Metrics(CollectorRegistry())
+    live = control.withdraw(c, state, metrics, 2.0, 120.0)
+    assert (at_intake is not None) is covered
+    assert sorted(a.item_id for a in live) == (["a", "b"] if covered else [])

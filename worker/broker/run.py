@@ -91,59 +91,64 @@ async def run_session(
         publisher = await Publisher.open(out, settings, metrics)
         async with asyncio.TaskGroup() as tasks:
             session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
-            engine = session.engine
-            watcher = await _holds(session, consuming, link, tasks)
-            owner: Owner | None = None
-            consumers: list[tuple[AbstractQueue, str]] = []
-            if settings.partitions:
-                await declare_partitions(channel, settings)
-                router = Router(session, await out.get_exchange(settings.partition_exchange))
-                owner = Owner(consuming, session, engine, router, lost)
-                assert session.holds is not None
-                owned = owner.held.owned
-                session.holds.owned = lambda: tuple(owned)
-                await owner.start()
-                rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
-            else:
-                acker = session.ackers.start(underlay)
-                consume = functools.partial(session.on_message, acker=acker)
-                consumers.append((queue, await queue.consume(consume)))
-                consumers.append(await _consume_priority(consuming, session, settings, lost))
-                rebalancing = []
-            link.attach(session, None if owner is None else owner.held.owned)
-            sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
-            health.set_ready(True)
-            log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+            # Attached before anything is consumed: a cancel read live from here on withdraws from
+            # this session; one read before was applied to the state that the intake consults.
+            link.attach(session)
             try:
-                await _first(
-                    stopping.wait(), lost.wait(), _idle(session, engine, settings), *rebalancing
-                )
-                if lost.is_set():
-                    raise ConnectionLost("connection or channel closed, or consumer cancelled")
-                if not stopping.is_set():
-                    log.info("nothing delivered for a while: renewing the broker session")
-                    return True
-                if owner is not None:
-                    engine.flush = True
-                    await owner.stop()
+                engine = session.engine
+                watcher = await _holds(session, consuming, link, tasks)
+                owner: Owner | None = None
+                consumers: list[tuple[AbstractQueue, str]] = []
+                if settings.partitions:
+                    await declare_partitions(channel, settings)
+                    router = Router(session, await out.get_exchange(settings.partition_exchange))
+                    owner = Owner(consuming, session, engine, router, lost)
+                    assert session.holds is not None
+                    owned = owner.held.owned
+                    session.holds.owned = lambda: tuple(owned)
+                    link.attach(session, owned)
+                    await owner.start()
+                    rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
                 else:
-                    for consumer, tag in consumers:
-                        await consumer.cancel(tag)
-                    if session.holds is not None:
-                        await session.holds.stop()
-                    await _drain(engine, settings, lost)
-                    if not lost.is_set():
-                        await session.ackers.flush(None, timeout=10.0)
-                        for consumer, _ in consumers:  # after the acks: they reach the broker
-                            await consumer.channel.close()
+                    acker = session.ackers.start(underlay)
+                    consume = functools.partial(session.on_message, acker=acker)
+                    consumers.append((queue, await queue.consume(consume)))
+                    consumers.append(await _consume_priority(consuming, session, settings, lost))
+                    rebalancing = []
+                sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
+                health.set_ready(True)
+                log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+                try:
+                    await _first(
+                        stopping.wait(), lost.wait(), _idle(session, engine, settings), *rebalancing
+                    )
+                    if lost.is_set():
+                        raise ConnectionLost("connection or channel closed, or consumer cancelled")
+                    if not stopping.is_set():
+                        log.info("nothing delivered for a while: renewing the broker session")
+                        return True
+                    if owner is not None:
+                        engine.flush = True
+                        await owner.stop()
+                    else:
+                        for consumer, tag in consumers:
+                            await consumer.cancel(tag)
+                        if session.holds is not None:
+                            await session.holds.stop()
+                        await _drain(engine, settings, lost)
+                        if not lost.is_set():
+                            await session.ackers.flush(None, timeout=10.0)
+                            for consumer, _ in consumers:  # after the acks: they reach the broker
+                                await consumer.channel.close()
+                finally:
+                    health.set_ready(False)
+                    metrics.partitions_owned.set(0)
+                    sampler.cancel()
+                    watcher.cancel()
+                    engine.cancel()
+                    session.ackers.stop()
             finally:
                 link.detach(session)
-                health.set_ready(False)
-                metrics.partitions_owned.set(0)
-                sampler.cancel()
-                watcher.cancel()
-                engine.cancel()
-                session.ackers.stop()
     return False
 
 

@@ -123,7 +123,7 @@ class Session:
         cancel = None
         if self.control is not None and parsed.ids:
             now = time.time()
-            cancel = control.cancel_of(self.control, parsed, now if stamp is None else stamp, now)
+            cancel = control.cancel_of(self.control, parsed, tracked.published_at, now)
         hold = None if self.holds is None else self.holds.key_for(parsed, held, partition)
         if cancel is not None:  # an operator's cancel in force: nothing of it is sent
             await self.settlement.answer(control.intake_answers(tracked, cancel))

@@ -9,7 +9,6 @@ Coalescer. Answering stays the settlement's: the withdrawn items go to
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from worker.apis.adapters import ItemResult
@@ -59,16 +58,17 @@ def withdraw(
 ) -> list[Answer]:
     """Take every unsent item of the requests a cancel in force covers off the Coalescer
     (``now``: the monotonic time for readiness; ``clock``: epoch seconds for the state).
-    A request held without an AMQP timestamp counts as published before any live cancel
-    (the worker held it when the cancel came). Returns the answers to publish."""
+    A request without an AMQP timestamp counts as published when it was consumed, as at
+    intake. Returns the answers to publish."""
     found: dict[int, Cancel | None] = {}
 
     def covers(waiter: Tracked) -> Cancel | None:
         key = id(waiter)
         if key not in found:
-            published = waiter.timestamp if waiter.timestamp is not None else -math.inf
             found[key] = (
-                None if waiter.settled else cancel_of(state, waiter.request, published, clock)
+                None
+                if waiter.settled
+                else cancel_of(state, waiter.request, waiter.published_at, clock)
             )
         return found[key]
 
