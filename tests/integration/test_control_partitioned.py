@@ -7,6 +7,8 @@ test_scale_out)."""
 from __future__ import annotations
 
 import collections
+import os
+from unittest import mock
 
 import aio_pika
 import orjson
@@ -14,10 +16,13 @@ import pytest
 
 from tests.integration.harness import Proc, Rig, emulator_process, ids
 from tests.integration.test_scale_out import BLOOM_RATE, DATO_RATE, partitioned_env, replica
+from worker.broker import declare_topology
 from worker.broker.hold import hold_name
 from worker.broker.partition_topology import partition_of
+from worker.broker.partitions import declare_partitions
 from worker.control.transport import publish_control
 from worker.messages import parse_request
+from worker.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -63,6 +68,62 @@ async def test_three_partitioned_replicas_withdraw_a_cancelled_delete(r: Rig) ->
     assert cancelled, "nothing was withdrawn"
     sent = sum(e["items"] for e in log if e["api"] == "bloomreach")
     assert sent == len(deleted)  # no cancelled id in any API request
+    assert [e for e in log if e["breach"]] == []
+    for index in range(3):
+        for lane in ("", ".priority"):
+            await r.channel.queue_delete(f"{r.request_queue}.p{index}{lane}")
+
+
+async def test_a_cancel_sent_before_three_partitioned_replicas_start_holds_for_them(
+    r: Rig,
+) -> None:
+    """The cancel is in the stream before any replica runs: whichever replica owns each
+    partition (three catalogs over three partitions) answers the cancelled requests'
+    ids ``rejected``/``cancelled`` and sends none of them; the other requests run."""
+    messages, gone, kept = [], [], []
+    for n in range(12):
+        chunk = ids(f"q{n}-", 50)
+        rid = f"qreq-{n}"
+        (gone if n % 2 else kept).append((rid, chunk))
+        messages.append({"request_id": rid, "operation": OP, "target": "shop",
+                         "catalog_id": f"cat-{n % 3}", "ids": chunk})  # fmt: skip
+    async with emulator_process() as emulator:
+        await emulator.configure(datocms_rate=DATO_RATE, bloomreach_rate=BLOOM_RATE)
+        env = await partitioned_env(r, emulator, partitions=3)
+        connection = await aio_pika.connect(r.settings().amqp_url.get_secret_value())
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            await publish_control(
+                channel, {"command": "cancel", "request_ids": [rid for rid, _ in gone]},
+                exchange=env["BULKOPS_CONTROL_EXCHANGE"],
+            )  # fmt: skip
+            # The replicas' topology (partitioned_env deleted the rig's request queue), so
+            # that the requests wait in it before any replica runs.
+            with mock.patch.dict(os.environ, env):
+                settings = Settings(_env_file=None)  # type: ignore[call-arg]
+            await declare_topology(await connection.channel(), settings)
+            await declare_partitions(await connection.channel(), settings)
+        await r.publish_many(messages)
+        procs: list[Proc] = [await replica(env) for _ in range(3)]
+        try:
+            outcomes = await r.results.wait_for(600, timeout=90, distinct=True)
+        finally:
+            codes = [await p.terminate() for p in procs]
+        assert codes == [0, 0, 0], [p.stderr_tail() for p in procs]
+        log = await emulator.entries()
+        deleted = set()
+        for catalog in range(3):
+            answer = await emulator._call("GET", f"/_emulator/bloomreach/deleted/cat-{catalog}")
+            deleted |= set(orjson.loads(answer.content)["deleted"])
+    by_id = {o["id"]: o for o in outcomes}
+    assert len(outcomes) == len(by_id) == 600  # each once
+    for _, chunk in gone:
+        assert {by_id[i]["status"] for i in chunk} == {"rejected"}
+        assert {by_id[i]["error"]["code"] for i in chunk} == {"cancelled"}
+    kept_ids = {i for _, chunk in kept for i in chunk}
+    assert {by_id[i]["status"] for i in kept_ids} == {"succeeded"}
+    assert deleted == kept_ids  # nothing cancelled reached the API
+    assert sum(e["items"] for e in log if e["api"] == "bloomreach") == len(kept_ids)
     assert [e for e in log if e["breach"]] == []
     for index in range(3):
         for lane in ("", ".priority"):
