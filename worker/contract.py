@@ -14,6 +14,7 @@ import itertools
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import ConfigDict, Field, TypeAdapter
 
 from worker.client.operations import CONTRACT_OPERATIONS
@@ -153,7 +154,7 @@ def _control_schemas() -> dict[str, Any]:
         return schema | (one_scope if len(SCOPES) > 1 else {})
 
     assert set(_COMMANDS) == {"cancel", "pause", "resume", "status"}, "describe the new command"
-    return {
+    schemas = {
         "ControlCancelRequests": body("cancel", "Cancel requests", "request_ids",
                                       request_ids=ids, target=null, reason=reason),
         "ControlCancelScope": scoped("cancel", "Cancel a target, or one scope of it"),
@@ -161,6 +162,8 @@ def _control_schemas() -> dict[str, Any]:
         "ControlResume": scoped("resume", "Resume a target, or one scope of it"),
         "ControlStatus": body("status", "Ask every worker's status", ""),
     }  # fmt: skip
+    # each its own copy: spelt out in the YAML document, not as anchors and aliases
+    return {name: orjson.loads(orjson.dumps(schema)) for name, schema in schemas.items()}
 
 
 def _control_properties() -> dict[str, Any]:
