@@ -67,11 +67,12 @@ Slot = tuple[PauseKey, int | None]  # a pause key and a partition (None: not par
 
 def hold_name(settings: Settings, key: PauseKey, partition: int | None = None) -> str:
     """``<request queue>.held.<target>[.<field>.<value>][.p<partition>]`` (the primary:
-    ``~primary``), percent-encoded; past 255 bytes, cut with a hash of the whole."""
+    ``@primary``), percent-encoded with ``+`` for ``%`` (AMQP clients refuse ``%`` and ``~``
+    in queue names); past 255 bytes, cut with a hash of the whole."""
     target, scope = key
-    parts = [settings.request_queue, "held", quote(target, safe="")]
+    parts = [settings.request_queue, "held", _encoded(target)]
     if scope is not None:
-        parts += [scope[0], "~primary" if scope[1] is None else quote(scope[1], safe="")]
+        parts += [scope[0], "@primary" if scope[1] is None else _encoded(scope[1])]
     if partition is not None:
         parts.append(f"p{partition}")
     name = ".".join(parts)
@@ -79,6 +80,11 @@ def hold_name(settings: Settings, key: PauseKey, partition: int | None = None) -
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         name = name.encode()[:230].decode(errors="ignore") + "." + digest
     return name
+
+
+def _encoded(value: str) -> str:
+    """Only letters, digits, ``_``, ``-`` and ``.`` stay; ``+XX`` for the rest."""
+    return quote(value, safe="").replace("~", "%7E").replace("%", "+")
 
 
 def hold_arguments(settings: Settings) -> dict[str, Any]:
