@@ -95,6 +95,8 @@ def test_cancellations_have_their_own_batch_message_id() -> None:
 
 
 def test_hold_queue_names_are_readable_safe_and_bounded() -> None:
+    from pamqp.constants import DOMAIN_REGEX
+
     from worker.broker.hold import hold_name
     from worker.settings import Settings
 
@@ -102,10 +104,14 @@ def test_hold_queue_names_are_readable_safe_and_bounded() -> None:
     assert hold_name(settings, ("shop", None)) == "bulkops.requests.held.shop"
     assert (
         hold_name(settings, ("shop", ("catalog_id", "a b/c")))
-        == "bulkops.requests.held.shop.catalog_id.a%20b%2Fc"
+        == "bulkops.requests.held.shop.catalog_id.a+20b+2Fc"
     )
     primary = hold_name(settings, ("main", ("environment", None)))
-    assert primary == "bulkops.requests.held.main.environment.~primary"
+    assert primary == "bulkops.requests.held.main.environment.@primary"
+    odd = hold_name(settings, ("shop", ("catalog_id", "~a%b")))
+    assert odd == "bulkops.requests.held.shop.catalog_id.+7Ea+25b"
+    for name in (primary, odd):  # what AMQP clients accept (pamqp refuses the rest)
+        assert DOMAIN_REGEX["queue-name"].match(name)
     long_one = hold_name(settings, ("shop", ("catalog_id", "x" * 300)))
     other = hold_name(settings, ("shop", ("catalog_id", "x" * 299 + "y")))
     assert len(long_one.encode()) <= 255 and long_one != other

@@ -96,6 +96,11 @@ class AmqpDelivery:
         self._acker = acker
         self._done = False
 
+    @property
+    def acker(self) -> Acker:
+        """The Acker of the channel it came from."""
+        return self._acker
+
     async def ack(self) -> None:
         if not self._done:
             self._done = True

@@ -3,25 +3,45 @@
 RabbitMQ 3.10 has only the global consumer timeout (30 min by default) and a message handed
 back again and again runs into the delivery limit, so a paused scope's request messages do
 not stay unacked in the worker: each is moved (a confirmed persistent copy, then the ack of
-the original) to the scope's durable quorum hold queue ``<request queue>.held.<target>[.
-<scope field>.<value>]`` and comes back from it on resume, through the same intake.
+the original) to a durable quorum hold queue, the target's ``<request queue>.held.<target>``
+or a scope's ``<request queue>.held.<target>.<scope field>.<value>``, and comes back from it
+on resume, through the same intake.
 
-- At intake, a message of a paused scope is moved at once; while a resumed scope's hold
-  queue is being drained, new messages of that scope are moved to its tail too (the held
-  work is earlier: per-id order holds).
-- When a pause arrives, the requests of that scope the worker holds none of whose ids was
-  sent (and none that must stay for per-id order: ``Engine.give_back``) are moved, in
-  consumption order; the others finish their sent items and their unsent ones wait (the
-  dispatcher takes nothing of a paused scope).
-- On resume (or at a session's start, for every scope the stream saw resumed) the hold queue
-  is consumed; once it is empty and everything taken from it is answered, the drain stops
-  and the scope runs as usual. The hold queue is NOT deleted: another replica that has not
-  read the resume yet may still move a message into it (RabbitMQ 3.10 refuses ``if-empty``
-  deletes of quorum queues, so a delete could take that message with it). A drained hold
-  queue is watched (``IDLE_CHECK_SECONDS``): a message found in it while its scope is not
-  paused is drained again; a session's start drains every hold queue of a resumed scope.
-  An empty hold queue costs nothing but its place; the operator may delete it by hand when
-  no pause of its scope is in force.
+Which hold queue (``Holds.key_for``), so that per-id order holds whatever the order of the
+pauses and resumes of a target and of its scopes: work only ever moves INWARD, from the
+request queue to the target's hold queue, to the scope's hold queue, to the API, and always
+to the tail of the next queue, which holds only earlier work of the scope.
+
+- From the request queue, a message goes to the target's hold queue while the target is
+  paused or that queue is being drained; else to its scope's while the scope is paused or
+  that queue is being drained; else it runs.
+- From the target's hold queue (drained once the target is resumed), a message goes to its
+  scope's hold queue while the scope is paused or that queue is being drained; else it runs.
+- A scope's hold queue is drained only while no pause covers the scope (its own, its
+  target's): resuming a scope whose target is paused drains nothing; resuming the target
+  drains its resumed scopes' hold queues first, then its own.
+- A pause stops the drains it covers (a target's: its own and its scopes'). What a stopped
+  drain took and has not sent is earlier than what is left in its queue, so it goes back to
+  that queue's HEAD: the drain's channel is closed (its acks written first), and the broker
+  puts its unacked messages back at the head in delivery order (a nack with requeue would
+  put each at the TAIL of a quorum queue on RabbitMQ 3.10: measured). If some request it
+  took must stay (an id of it sent), the channel cannot be closed: everything that drain
+  took, and what it is handed before its consumer is cancelled, waits in the worker unsent
+  until the resume, like any request under way (past the consumer timeout, the broker
+  closes the channel and the duplicates are answered like any redelivery).
+- The other requests a pause lets go of (none of their ids sent, none an earlier operation
+  of one that stays: ``Engine.give_back``) go, in consumption order, to the tail of the hold
+  queue the rules above name; the others finish their sent items and their unsent ones wait
+  (the dispatcher takes nothing of a paused scope).
+- On resume (or at a session's start, for every scope the stream saw resumed and no pause
+  covers) the hold queue is consumed; once it is empty, nothing is being moved into it and
+  everything taken from it is answered, the drain stops and the scope runs as usual. The
+  hold queue is NOT deleted: another replica that has not read the resume yet may still
+  move a message into it (RabbitMQ 3.10 refuses ``if-empty`` deletes of quorum queues, so a
+  delete could take that message with it). A drained hold queue is watched
+  (``IDLE_CHECK_SECONDS``): a message found in it while no pause covers its key is drained
+  again. An empty hold queue costs nothing but its place; the operator may delete it by
+  hand when no pause of its scope is in force.
 
 Partitioned mode: one hold queue per pause and partition (``....p<i>``): the partition's
 owner is the single consumer of its scopes, so it alone moves into that hold queue and it
@@ -36,212 +56,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import logging
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
-import aiormq
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from worker.broker.acker import Acker, AmqpDelivery
+from worker.broker.drains import (
+    DRAIN_CHECK_SECONDS,
+    IDLE_CHECK_SECONDS,
+    LANE_HEADER,
+    Slot,
+    _Drain,
+    _Drains,
+    hold_arguments,
+    hold_name,
+    log,
+)
 from worker.broker.publishing import confirmed, copy_of
 from worker.broker.topology import declare_queue
 from worker.control.state import PauseKey
 from worker.messages import Request
 from worker.pipeline.control import request_scope
 from worker.pipeline.requests import Tracked
-from worker.settings import Settings
 
-log = logging.getLogger("bulkops.control")
-
-LANE_HEADER = "x-bulkops-lane"
-DRAIN_CHECK_SECONDS = 1.0
-IDLE_CHECK_SECONDS = 5.0
-
-
-Slot = tuple[PauseKey, int | None]  # a pause key and a partition (None: not partitioned)
-
-
-def hold_name(settings: Settings, key: PauseKey, partition: int | None = None) -> str:
-    """``<request queue>.held.<target>[.<field>.<value>][.p<partition>]`` (the primary:
-    ``~primary``), percent-encoded; past 255 bytes, cut with a hash of the whole."""
-    target, scope = key
-    parts = [settings.request_queue, "held", quote(target, safe="")]
-    if scope is not None:
-        parts += [scope[0], "~primary" if scope[1] is None else quote(scope[1], safe="")]
-    if partition is not None:
-        parts.append(f"p{partition}")
-    name = ".".join(parts)
-    if len(name.encode()) > 255:
-        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
-        name = name.encode()[:230].decode(errors="ignore") + "." + digest
-    return name
-
-
-def hold_arguments(settings: Settings) -> dict[str, Any]:
-    """Quorum, durable, dead-lettering to the DLQ like the request queues, no delivery limit
-    (RabbitMQ 3.x: none; it is consumed only on resume)."""
-    return {
-        "x-queue-type": "quorum",
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": settings.dead_letter_queue,
-        "x-dead-letter-strategy": "at-least-once",
-        "x-overflow": "reject-publish",
-    }
-
-
-@dataclass(eq=False)
-class _Drain:
-    channel: AbstractChannel
-    queue: AbstractQueue
-    acker: Acker
-    tag: str
-
-
-class _Drains:
-    """Draining hold queues (the out side of ``Holds``)."""
-
-    session: Any
-    settings: Settings
-    connection: AbstractConnection
-    owned: Callable[[], Collection[int]] | None
-    adopting: set[int]
-    draining: dict[Slot, _Drain]
-    moving: dict[Slot, int]
-    idle: set[Slot]
-    _declaring: AbstractChannel | None
-
-    # -- out --------------------------------------------------------------------------------
-
-    async def resume(self, key: PauseKey) -> None:
-        """Consume ``key``'s hold queue(s), if any, through the usual intake (partitioned:
-        those of the partitions owned)."""
-        partitions: Collection[int | None] = [None] if self.owned is None else self.owned()
-        for partition in sorted(partitions, key=str):
-            await self._drain((key, partition))
-
-    async def adopt(self, partition: int) -> None:
-        """A partition just taken: drain its hold queues of the resumed scopes first (until
-        their drains start, messages of those scopes go to the hold queues' tails)."""
-        state = self.session.control
-        if state is None or not state.resumed:
-            return
-        self.adopting.add(partition)  # before any await: the partition's next deliveries
-        try:
-            for key in sorted(state.resumed, key=str):
-                await self._drain((key, partition))
-        finally:
-            self.adopting.discard(partition)
-
-    async def release(self, partition: int) -> None:
-        """A partition handed on: stop draining its hold queues (what was taken from them
-        and not started is given back to them with the partition's)."""
-        for slot in [s for s in self.draining if s[1] == partition]:
-            drain = self.draining.pop(slot)
-            with contextlib.suppress(Exception):
-                await drain.queue.cancel(drain.tag)
-        self.idle = {s for s in self.idle if s[1] != partition}
-
-    async def _drain(self, slot: Slot) -> None:
-        key, partition = slot
-        if slot in self.draining:
-            return
-        name = hold_name(self.settings, key, partition)
-        channel = await self.connection.channel()
-        try:
-            queue = await channel.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return  # nothing was held (the failed declaration closed that channel)
-        await channel.set_qos(prefetch_count=self.settings.prefetch)
-        underlay = await channel.get_underlay_channel()
-        acker = self.session.ackers.start(underlay)
-
-        async def take(message: AbstractIncomingMessage) -> None:
-            acker.delivered(message.delivery_tag)
-            lane = (message.headers or {}).get(LANE_HEADER)
-            priority = lane in ("priority", b"priority")
-            await self.session.handle(message, acker, partition, priority, held=True)
-
-        tag = await queue.consume(take)
-        self.draining[slot] = _Drain(channel, queue, acker, tag)
-        log.info("resume: draining %s", name)
-
-    async def stop(self) -> None:
-        """No more deliveries from hold queues (shutting down)."""
-        for drain in self.draining.values():
-            with contextlib.suppress(Exception):
-                await drain.queue.cancel(drain.tag)
-
-    async def watch(self) -> None:
-        """Finish the drains whose hold queue is empty and whose messages are answered; every
-        ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late
-        move by a replica that had not read the resume yet)."""
-        rounds = 0
-        while True:
-            await asyncio.sleep(DRAIN_CHECK_SECONDS)
-            for slot, drain in list(self.draining.items()):
-                if self.moving.get(slot, 0) or drain.acker.outstanding:
-                    continue
-                ok = await drain.channel.declare_queue(drain.queue.name, passive=True)
-                result = ok.declaration_result
-                if result.message_count or (result.consumer_count or 0) > 1:
-                    continue  # messages left, or another replica drains it too
-                await self._finish(slot, drain)
-            rounds += 1
-            if rounds * DRAIN_CHECK_SECONDS >= IDLE_CHECK_SECONDS:
-                rounds = 0
-                await self.recheck()
-
-    async def recheck(self) -> None:
-        """Drain again each drained hold queue holding messages while its scope is not
-        paused; forget one that is gone (deleted by hand)."""
-        state = self.session.control
-        owned = None if self.owned is None else self.owned()
-        for slot in sorted(self.idle - set(self.draining), key=str):
-            key, partition = slot
-            if state is not None and state.paused(*key) is not None:
-                continue  # paused (again): it is drained on the next resume
-            if owned is not None and partition not in owned:
-                self.idle.discard(slot)  # its owner watches it
-                continue
-            name = hold_name(self.settings, key, partition)
-            count = await self._depth(name)
-            if count is None:
-                self.idle.discard(slot)
-            elif count:
-                log.warning("hold queue %s holds %d messages: draining it", name, count)
-                self.idle.discard(slot)
-                await self._drain(slot)
-
-    async def _depth(self, name: str) -> int | None:
-        """Messages ready in a queue; None when it does not exist (the failed passive
-        declaration closes the probing channel: a new one next time)."""
-        if self._declaring is None or self._declaring.is_closed:
-            self._declaring = await self.connection.channel()
-        try:
-            ok = await self._declaring.declare_queue(name, passive=True)
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return None
-        return int(ok.declaration_result.message_count or 0)
-
-    async def _finish(self, slot: Slot, drain: _Drain) -> None:
-        """Stop draining: nothing ready, nothing of ours unanswered, no other consumer, and
-        nothing being moved in by this worker (``draining`` no longer names the key, so
-        nothing new starts). The queue stays (see the module's docstring): a late move
-        into it is found by ``recheck``."""
-        del self.draining[slot]  # from here on, new messages of the scope run as usual
-        with contextlib.suppress(Exception):
-            await drain.queue.cancel(drain.tag)
-        if self.moving.get(slot, 0):
-            await self._drain(slot)  # a move started meanwhile: drain on
-            return
-        with contextlib.suppress(Exception):
-            await drain.channel.close()
-        self.idle.add(slot)
-        log.info("resume: %s drained (left in place, watched)", drain.queue.name)
+__all__ = [
+    "DRAIN_CHECK_SECONDS",
+    "IDLE_CHECK_SECONDS",
+    "LANE_HEADER",
+    "Holds",
+    "hold_arguments",
+    "hold_name",
+]
 
 
 class Holds(_Drains):
@@ -256,6 +102,7 @@ class Holds(_Drains):
         self.owned: Callable[[], Collection[int]] | None = None  # partitioned: owned now
         self.adopting: set[int] = set()  # partitions taken, their drains not started yet
         self.draining: dict[Slot, _Drain] = {}
+        self.stopped: list[_Drain] = []  # stopped by a pause, their channels still open
         self.moving: dict[Slot, int] = {}
         self.declared: set[str] = set()
         self.idle: set[Slot] = set()  # hold queues moved into or drained, watched
@@ -266,24 +113,35 @@ class Holds(_Drains):
 
     # -- in ---------------------------------------------------------------------------------
 
-    def key_for(self, req: Request, held: bool, partition: int | None = None) -> PauseKey | None:
-        """The hold queue a consumed request goes to now, if any: its scope's pause's (own,
-        else its target's), or, for a message from a request queue, the hold queue of its
-        scope still being drained."""
+    def key_for(
+        self, req: Request, held: PauseKey | None = None, partition: int | None = None
+    ) -> PauseKey | None:
+        """The hold queue a consumed request goes to now, if any (``held``: the hold queue it
+        was taken from; the same key back: to that queue's head). The rule is the module's:
+        the widest hold queue in use for its scope, never a wider one than it came from."""
         state = self.session.control
         if state is None:
             return None
         scope = request_scope(req)
-        pause = state.paused(req.target, scope)
-        if pause is not None:
-            return (pause.target, pause.scope)
-        if not held:
-            for key in ((req.target, scope), (req.target, None)):
-                if (key, partition) in self.draining:
-                    return key
-                if partition in self.adopting and key in state.resumed:
-                    return key  # its drain is starting: held work is earlier
+        wide, narrow = (req.target, None), (req.target, scope)
+        if held == wide:
+            if state.pause_of(*wide) is not None:
+                return wide  # the target paused again: back to the head
+        elif held == narrow:
+            return narrow if state.paused(*narrow) is not None else None
+        elif state.pause_of(*wide) is not None or self._filling(wide, partition):
+            return wide
+        if state.pause_of(*narrow) is not None or self._filling(narrow, partition):
+            return narrow
         return None
+
+    def _filling(self, key: PauseKey, partition: int | None) -> bool:
+        """``key``'s hold queue is being drained (or its drain is starting): what comes
+        from a queue further out goes to its tail, behind the earlier work it holds."""
+        state = self.session.control
+        if (key, partition) in self.draining:
+            return True
+        return partition in self.adopting and state is not None and key in state.resumed
 
     async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
                    key: PauseKey, priority: bool, items: int,
@@ -321,49 +179,107 @@ class Holds(_Drains):
         default = self.session.publisher.default
         await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
 
-    def came_back(self, req: Request) -> None:
-        """A request taken in from a hold queue: its ids are no longer held."""
-        scope = request_scope(req)
-        for key in ((req.target, scope), (req.target, None)):
-            if self.held.get(key):
-                self.held[key] = max(0, self.held[key] - len(req.ids))
-                return
+    def came_back(self, key: PauseKey, items: int) -> None:
+        """A request taken in from ``key``'s hold queue: its ids are no longer held there."""
+        if self.held.get(key):
+            self.held[key] = max(0, self.held[key] - items)
 
     async def pause(self, key: PauseKey) -> int:
-        """Move the requests of ``key``'s scope(s) the worker holds and may let go of (none
-        of their ids sent, none an earlier operation of one that stays); how many."""
+        """Stop the drains ``key`` covers and let go of the requests of its scope(s) the
+        worker holds and may let go of (none of their ids sent, none an earlier operation of
+        one that stays); how many.
+
+        A stopped drain's requests are earlier than what its hold queue still has, so they
+        must go back to its head. RabbitMQ 3.10 puts a nacked message of a quorum queue at
+        its TAIL (measured), but a closed channel's unacked messages at its head, in the
+        order they were delivered: a stopped drain none of whose requests must stay has its
+        channel closed (its acks written first); one with a request that must stay (some id
+        sent) keeps all it took in the worker, unsent until the resume, like any request
+        under way (what it is handed meanwhile is taken in too). The other requests go to
+        the tail of the hold queue ``key_for`` names: they are later than what it holds."""
         target, scope = key
-        for slot in [s for s in self.draining if s[0] == key]:
-            drain = self.draining.pop(slot)  # paused again while draining: it stays held
-            self.idle.add(slot)
-            with contextlib.suppress(Exception):
-                await drain.queue.cancel(drain.tag)
+        # Before any await: no delivery of a stopped drain is taken in as usual from here on.
+        stopped = [d for s, d in self.draining.items() if s[0] == key or (
+            scope is None and s[0][0] == target)]  # fmt: skip
+        for drain in stopped:
+            del self.draining[drain.slot]  # paused again while draining: it stays held
+            drain.stopped = True
+            self.idle.add(drain.slot)
 
         def covered(tracked: Tracked) -> bool:
             req = tracked.request
             return req.target == target and (scope is None or request_scope(req) == scope)
 
-        let_go = self.session.engine.give_back(covered)
-        slots = {(key, tracked.partition) for tracked in let_go}
+        kept = {_acker_of(t) for t in self.session.engine.kept(covered)}
+        closing = [d for d in stopped if d.acker not in kept]
+        staying = {d.acker for d in stopped if d.acker in kept}
+        for drain in stopped:
+            drain.keeping = drain.acker in staying
+        let_go = self.session.engine.give_back(lambda t: covered(t) and _acker_of(t) not in staying)
+        shut = {d.acker for d in closing}
+        back = [t for t in let_go if _acker_of(t) in shut]
+        for drain in closing:
+            await self._close(drain)
+        for drain in stopped:
+            if drain.keeping:
+                self.stopped.append(drain)
+                with contextlib.suppress(Exception):
+                    await drain.queue.cancel(drain.tag)
+        sources = {d.acker: d for d in [*stopped, *self.draining.values()]}
+        for tracked in back:
+            source = self._source(tracked, sources)
+            assert source is not None
+            src = source.slot[0]
+            self.held[src] = self.held.get(src, 0) + len(tracked.request.ids)
+        await self._move_out([t for t in let_go if t not in back], sources)
+        if let_go:
+            log.info("pause of %s: %d requests given back to hold queues", key, len(let_go))
+        return len(let_go)
+
+    async def _close(self, drain: _Drain) -> None:
+        """Close a stopped drain's channel once its acks are written: the broker puts what
+        it still has unacked back at the hold queue's head, in delivery order."""
+        await self.session.ackers.flush(drain.acker, timeout=10.0)
+        with contextlib.suppress(Exception):
+            await drain.channel.close()
+        self.session.ackers.stop(drain.acker)
+
+    @staticmethod
+    def _source(tracked: Tracked, sources: dict[Acker, _Drain]) -> _Drain | None:
+        acker = _acker_of(tracked)
+        return None if acker is None else sources.get(acker)
+
+    async def _move_out(self, let_go: list[Tracked], sources: dict[Acker, _Drain]) -> None:
+        """Move requests given back to the tails of the hold queues ``key_for`` names."""
+        moves = []
+        for tracked in let_go:  # consumption order
+            drain = self._source(tracked, sources)
+            held = None if drain is None else drain.slot[0]
+            dest = self.key_for(tracked.request, held, tracked.partition)
+            assert dest is not None and dest != held  # the pause covers it
+            moves.append((tracked, dest, (dest, tracked.partition)))
+        slots = {slot for _, _, slot in moves}
         self.idle |= slots
         for slot in slots:
             self.moving[slot] = self.moving.get(slot, 0) + 1
         try:
             async with self._order:  # all of them before any message consumed meanwhile
-                for tracked in let_go:  # consumption order
+                for tracked, dest, slot in moves:
                     delivery = tracked.delivery
                     assert isinstance(delivery, AmqpDelivery)
-                    name = hold_name(self.settings, key, tracked.partition)
-                    await self._copy(delivery.message, key, name, tracked.priority)
+                    name = hold_name(self.settings, dest, slot[1])
+                    await self._copy(delivery.message, dest, name, tracked.priority)
                     await delivery.ack()
                     self.moved += 1
-                    self.held[key] = self.held.get(key, 0) + len(tracked.request.ids)
+                    self.held[dest] = self.held.get(dest, 0) + len(tracked.request.ids)
         finally:
             for slot in slots:
                 self.moving[slot] -= 1
-        if let_go:
-            log.info("pause: %d requests moved to %s", len(let_go), hold_name(self.settings, key))
-        return len(let_go)
+
+
+def _acker_of(tracked: Tracked) -> Acker | None:
+    delivery = tracked.delivery
+    return delivery.acker if isinstance(delivery, AmqpDelivery) else None
 
 
 _ADVICE = "delete it by hand when no pause of its scope is in force"

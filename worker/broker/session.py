@@ -20,7 +20,7 @@ from worker.apis.adapters import ItemResult
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
 from worker.broker.hold import Holds
 from worker.broker.publishing import Publisher
-from worker.control.state import ControlState
+from worker.control.state import ControlState, PauseKey
 from worker.limiter import Limiters
 from worker.messages import (
     Invalid,
@@ -99,11 +99,14 @@ class Session:
         acker: Acker,
         partition: int | None,
         priority: bool = False,
-        held: bool = False,
+        held: PauseKey | None = None,
+        stay: bool = False,
     ) -> None:
         """Take a delivered message in: its valid ids to the engine, its rejected ones
-        answered at once (``held``: it comes from a hold queue). A cancel in force answers
-        it at once; a pause moves it to its hold queue (``worker.broker.hold``)."""
+        answered at once (``held``: the key of the hold queue it comes from). A cancel in
+        force answers it at once; a pause moves it to a hold queue (``worker.broker.hold``),
+        unless it must ``stay`` (or its own hold queue is paused again: it cannot go back to
+        that queue's head), in the worker, unsent while its scope is paused."""
         parsed = await self.screen(message, acker, priority)
         if parsed is None:
             return
@@ -125,17 +128,19 @@ class Session:
             now = time.time()
             cancel = control.cancel_of(self.control, parsed, tracked.published_at, now)
         hold = None if self.holds is None else self.holds.key_for(parsed, held, partition)
+        if stay or (hold is not None and hold == held):
+            hold = None
+        if held is not None and self.holds is not None:
+            self.holds.came_back(held, len(parsed.ids))
         if cancel is not None:  # an operator's cancel in force: nothing of it is sent
             await self.settlement.answer(control.intake_answers(tracked, cancel))
-        elif hold is not None:  # its scope is paused: to its hold queue, answered later
+        elif hold is not None:  # its scope is paused: to a hold queue, answered later
             assert self.holds is not None
             delivery = AmqpDelivery(message, acker)
             await self.holds.move(message, delivery, hold, priority, len(parsed.ids), partition)
             return
         elif parsed.ids:
             self.engine.accept(tracked)
-        if held and self.holds is not None:
-            self.holds.came_back(parsed)
         if parsed.rejected:
             await self.settlement.answer(
                 [

@@ -176,6 +176,10 @@ class ControlState:
         own = self._pauses.get((target, scope)) if scope is not None else None
         return own or self._pauses.get((target, None))
 
+    def pause_of(self, target: str, scope: ScopeSel | None) -> Pause | None:
+        """The pause of exactly this key (``scope`` None: the whole-target pause)."""
+        return self._pauses.get((target, scope))
+
     @property
     def any_paused(self) -> bool:
         return bool(self._pauses)

@@ -138,6 +138,9 @@ class Engine:
     def give_back(self, select: Callable[[Tracked], bool]) -> list[Tracked]:
         return self.handover.give_back(select)
 
+    def kept(self, select: Callable[[Tracked], bool]) -> set[Tracked]:
+        return self.handover.kept(select)
+
     def hand_over(self, partition: int) -> list[Tracked]:
         return self.handover.hand_over(partition)
 

@@ -56,6 +56,11 @@ class Handover:
         self.dispatcher.wake_all()
         return give_back
 
+    def kept(self, select: Callable[[Tracked], bool]) -> set[Tracked]:
+        """What ``give_back(select)`` would keep (changes nothing)."""
+        tracked = self.settlement.tracked
+        return self._keep({t for t in tracked if t.started or not select(t)})
+
     def _keep(self, keep: set[Tracked]) -> set[Tracked]:
         """``keep`` and every request with an operation earlier in a chain than one of
         theirs (until nothing changes: a kept request may pull in others)."""
