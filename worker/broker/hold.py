@@ -51,15 +51,18 @@ from worker.broker.publishing import confirmed, copy_of
 from worker.broker.topology import declare_queue
 from worker.control.state import PauseKey
 from worker.messages import Request
+from worker.pipeline import continuation
 from worker.pipeline.control import request_scope
 from worker.pipeline.requests import Tracked
 from worker.settings import Settings
+from worker.wirenames import CONTINUATION_TYPE
 
 log = logging.getLogger("bulkops.control")
 
 LANE_HEADER = "x-bulkops-lane"
 DRAIN_CHECK_SECONDS = 1.0
 IDLE_CHECK_SECONDS = 5.0
+CONTINUE_CHECK_SECONDS = 0.5
 
 
 Slot = tuple[PauseKey, int | None]  # a pause key and a partition (None: not partitioned)
@@ -263,6 +266,7 @@ class Holds(_Drains):
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
         self._order = asyncio.Lock()
+        self.closed = False  # the session is over: a continuation still waiting gives up
 
     # -- in ---------------------------------------------------------------------------------
 
@@ -310,28 +314,37 @@ class Holds(_Drains):
     async def _copy(
         self, message: AbstractIncomingMessage, key: PauseKey, name: str, priority: bool
     ) -> None:
-        if name not in self.declared:
-            if self._declaring is None or self._declaring.is_closed:
-                self._declaring = await self.connection.channel()
-            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
-            self.declared.add(name)
+        await self._declare(name)
         headers = dict(message.headers or {})
         headers[LANE_HEADER] = "priority" if priority else "main"
         copy = copy_of(message, headers, message.message_id)
         default = self.session.publisher.default
         await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
 
-    def came_back(self, req: Request) -> None:
+    async def _declare(self, name: str) -> None:
+        if name not in self.declared:
+            if self._declaring is None or self._declaring.is_closed:
+                self._declaring = await self.connection.channel()
+            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
+            self.declared.add(name)
+
+    def came_back(self, req: Request, count: int | None = None) -> None:
         """A request taken in from a hold queue: its ids are no longer held."""
         scope = request_scope(req)
         for key in ((req.target, scope), (req.target, None)):
             if self.held.get(key):
-                self.held[key] = max(0, self.held[key] - len(req.ids))
+                left = len(req.ids) if count is None else count
+                self.held[key] = max(0, self.held[key] - left)
                 return
 
     async def pause(self, key: PauseKey) -> int:
-        """Move the requests of ``key``'s scope(s) the worker holds and may let go of (none
-        of their ids sent, none an earlier operation of one that stays); how many."""
+        """Move every request of ``key``'s scope(s) the worker holds and has not answered, in
+        consumption order (``Handover.let_go``): one none of whose ids was sent is moved
+        whole; a started one is continued (its unsent items withdrawn at once, its sent ones
+        answered, then its continuation moved and the original acked). A started request
+        taken from a hold queue's drain (a re-pause while draining) stays, with every earlier
+        operation on its ids: its continuation would belong at the hold queue's head. How
+        many were moved."""
         target, scope = key
         for slot in [s for s in self.draining if s[0] == key]:
             drain = self.draining.pop(slot)  # paused again while draining: it stays held
@@ -343,27 +356,80 @@ class Holds(_Drains):
             req = tracked.request
             return req.target == target and (scope is None or request_scope(req) == scope)
 
-        let_go = self.session.engine.give_back(covered)
-        slots = {(key, tracked.partition) for tracked in let_go}
+        def stays(tracked: Tracked) -> bool:
+            delivery = tracked.delivery
+            return (
+                tracked.held
+                or not isinstance(delivery, AmqpDelivery)
+                or not continuation.fits(tracked, delivery.message.body)
+            )
+
+        whole, started = self.session.engine.handover.let_go(covered, stays)
+        withdrawn = {id(tracked): ids for tracked, ids in started}
+        moves = sorted([*whole, *(t for t, _ in started)], key=lambda t: t.seq)
+        slots = {(key, tracked.partition) for tracked in moves}
         self.idle |= slots
         for slot in slots:
             self.moving[slot] = self.moving.get(slot, 0) + 1
+        moved = 0
         try:
-            async with self._order:  # all of them before any message consumed meanwhile
-                for tracked in let_go:  # consumption order
-                    delivery = tracked.delivery
-                    assert isinstance(delivery, AmqpDelivery)
+            # All of them in consumption order, before any message consumed meanwhile (an
+            # intake move waits for this lock): a continuation waits for its sent items'
+            # answers (a batch or a job in flight), and the moves after it wait with it.
+            async with self._order:
+                for tracked in moves:
                     name = hold_name(self.settings, key, tracked.partition)
-                    await self._copy(delivery.message, key, name, tracked.priority)
-                    await delivery.ack()
+                    ids = withdrawn.get(id(tracked))
+                    if ids is None:
+                        delivery = tracked.delivery
+                        assert isinstance(delivery, AmqpDelivery)
+                        await self._copy(delivery.message, key, name, tracked.priority)
+                        await delivery.ack()
+                        count = len(tracked.pending_ids)
+                    elif await self._continue(tracked, key, name, ids):
+                        count = len(ids)
+                    else:
+                        continue
+                    moved += 1
                     self.moved += 1
-                    self.held[key] = self.held.get(key, 0) + len(tracked.request.ids)
+                    self.held[key] = self.held.get(key, 0) + count
         finally:
             for slot in slots:
                 self.moving[slot] -= 1
-        if let_go:
-            log.info("pause: %d requests moved to %s", len(let_go), hold_name(self.settings, key))
-        return len(let_go)
+            self.session.settlement.continuing.difference_update(t for t, _ in started)
+        if moves:
+            log.info(
+                "pause: %d requests moved to %s (%d of them continued)",
+                moved, hold_name(self.settings, key), len(started),
+            )  # fmt: skip
+        return moved
+
+    async def _continue(self, tracked: Tracked, key: PauseKey, name: str, ids: list[str]) -> bool:
+        """Once its sent items are answered, publish ``tracked``'s continuation (confirmed)
+        to the hold queue ``name``, then ack the original. False when it was given back
+        meanwhile (a drain out of time nacked it, a hand-over or the session's end took it):
+        then the original goes back to the broker as it is."""
+        delivery = tracked.delivery
+        assert isinstance(delivery, continuation.Continuing)
+        settlement = self.session.settlement
+        while not delivery.ready.is_set():
+            if self.closed or tracked not in settlement.tracked:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(delivery.ready.wait(), CONTINUE_CHECK_SECONDS)
+        original = delivery.original
+        if delivery.given_back or not isinstance(original, AmqpDelivery):
+            return False
+        message = original.message
+        body = continuation.body_of(tracked, message.body, ids)
+        await self._declare(name)
+        headers = dict(message.headers or {})
+        headers[LANE_HEADER] = "priority" if tracked.priority else "main"
+        copy = copy_of(message, headers, message.message_id, body, CONTINUATION_TYPE)
+        default = self.session.publisher.default
+        await confirmed(lambda: default.publish(copy, name, mandatory=True), "continuation")
+        await original.ack()
+        return True
 
 
 _ADVICE = "delete it by hand when no pause of its scope is in force"
