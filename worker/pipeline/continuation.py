@@ -31,7 +31,10 @@ from worker.errors import ErrorInfo
 from worker.pipeline.requests import Delivery, Tracked
 
 MAX_BYTES = 4 * 1024 * 1024  # a continuation larger than this (estimated) is not made
-_RESULT_BOUND = 2048  # bytes an id's result may take in ``results``, for the estimate
+# Bytes an id's result may take in ``results``, for the estimate of what is still to come
+# (an API's error message is short; a longer one only makes the message larger than the
+# estimate, far below what RabbitMQ accepts).
+_RESULT_BOUND = 256
 _STATUSES = ("succeeded", "failed", "rejected")
 
 
@@ -50,13 +53,7 @@ def encode(request: bytes, done: Iterable[str], results: Mapping[str, ItemResult
         {
             "request": request.decode("utf-8"),
             "done": list(done),
-            "results": {
-                item_id: {
-                    "status": result.status,
-                    "error": None if result.error is None else result.error.as_dict(),
-                }
-                for item_id, result in results.items()
-            },
+            "results": {item_id: _dict(result) for item_id, result in results.items()},
         }
     )
 
@@ -112,13 +109,20 @@ def body_of(tracked: Tracked, original: bytes, withdrawn: Iterable[str]) -> byte
 
 def fits(tracked: Tracked, original: bytes) -> bool:
     """Whether its continuation stays under ``MAX_BYTES`` (estimated before its last answers
-    are in: every id done, every id not done failing with a long error)."""
+    are in: every id done, the results so far, and every id not answered yet failing with an
+    error of ``_RESULT_BOUND`` bytes). A 10,000-id request of 36-character ids: ~3 MiB."""
     request = original if tracked.source is None else tracked.source
     size = len(orjson.dumps(request.decode("utf-8")))
     ids = tracked.request.distinct_ids
     size += sum(len(i) + 3 for i in ids)
-    size += (len(tracked.answers) + len(ids) - len(tracked.done)) * _RESULT_BOUND
+    size += len(orjson.dumps({k: _dict(r) for k, r in tracked.answers.items()}))
+    size += sum(len(i) + _RESULT_BOUND for i in tracked.pending_ids)
     return size + 64 <= MAX_BYTES
+
+
+def _dict(result: ItemResult) -> dict[str, Any]:
+    return {"status": result.status,
+            "error": None if result.error is None else result.error.as_dict()}  # fmt: skip
 
 
 class Continuing:
