@@ -9,10 +9,14 @@ the original) to the scope's durable quorum hold queue ``<request queue>.held.<t
 - At intake, a message of a paused scope is moved at once; while a resumed scope's hold
   queue is being drained, new messages of that scope are moved to its tail too (the held
   work is earlier: per-id order holds).
-- When a pause arrives, the requests of that scope the worker holds none of whose ids was
-  sent (and none that must stay for per-id order: ``Engine.give_back``) are moved, in
-  consumption order; the others finish their sent items and their unsent ones wait (the
-  dispatcher takes nothing of a paused scope).
+- When a pause arrives, every request of that scope the worker holds and has not answered
+  leaves it, in consumption order (``Handover.let_go``, under ``_order``): one none of whose
+  ids was sent is moved whole; a started one is continued (``worker.pipeline.continuation``:
+  its unsent items withdrawn at once, its sent ones answered, then a ``bulkops.continuation``
+  message moved and the original acked; the moves after it wait for it). Left in the worker,
+  unacked, with every earlier operation on their ids: a started request taken from a hold
+  queue's drain (a re-pause while draining: its continuation would belong at the hold
+  queue's head, which AMQP cannot do) and one whose continuation would exceed 4 MiB.
 - On resume (or at a session's start, for every scope the stream saw resumed) the hold queue
   is consumed; once it is empty and everything taken from it is answered, the drain stops
   and the scope runs as usual. The hold queue is NOT deleted: another replica that has not
