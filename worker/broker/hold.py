@@ -20,19 +20,28 @@ to the tail of the next queue, which holds only earlier work of the scope.
 - A scope's hold queue is drained only while no pause covers the scope (its own, its
   target's): resuming a scope whose target is paused drains nothing; resuming the target
   drains its resumed scopes' hold queues first, then its own.
-- A pause stops the drains it covers (a target's: its own and its scopes'). What a stopped
-  drain took and has not sent is earlier than what is left in its queue, so it goes back to
-  that queue's HEAD: the drain's channel is closed (its acks written first), and the broker
+- A pause takes out of the worker every request of the scope(s) it covers that the worker
+  holds and has not answered, except what must stay (below), in consumption order, to the
+  tail of the hold queue the rules above name (they are later than what it holds): one none
+  of whose ids was sent is moved whole (a confirmed copy, then the ack); a started one from
+  a request queue is continued (``worker.pipeline.continuation``: its unsent items withdrawn
+  at once, its sent ones answered as usual, then a ``bulkops.continuation`` message
+  published, confirmed, and the original acked; the moves after it wait for it). A started
+  one with nothing left unsent finishes and replies as usual.
+- A pause also stops the drains it covers (a target's: its own and its scopes'). What a
+  stopped drain took is earlier than what is left in its queue, so it must go back to that
+  queue's HEAD, and a continuation, which can only go to a tail, is never made of it. If
+  nothing it took must stay, its channel is closed (its acks written first), and the broker
   puts its unacked messages back at the head in delivery order (a nack with requeue would
-  put each at the TAIL of a quorum queue on RabbitMQ 3.10: measured). If some request it
-  took must stay (an id of it sent), the channel cannot be closed: everything that drain
-  took, and what it is handed before its consumer is cancelled, waits in the worker unsent
-  until the resume, like any request under way (past the consumer timeout, the broker
-  closes the channel and the duplicates are answered like any redelivery).
-- The other requests a pause lets go of (none of their ids sent, none an earlier operation
-  of one that stays: ``Engine.give_back``) go, in consumption order, to the tail of the hold
-  queue the rules above name; the others finish their sent items and their unsent ones wait
-  (the dispatcher takes nothing of a paused scope).
+  put each at the TAIL of a quorum queue without a delivery limit on RabbitMQ 3.10:
+  measured). If some request it took is started (an id of it sent), the channel cannot be
+  closed: everything that drain took, and what it is handed before its consumer is
+  cancelled, waits in the worker unsent until the resume, like any request under way.
+- What stays in the worker, unacked, its unsent items waiting (the dispatcher takes nothing
+  of a paused scope): a started request taken from any hold queue's drain, one whose
+  continuation might exceed 4 MiB (``continuation.fits``), and every request with an earlier
+  operation on one of their ids (``Handover.let_go``). Past the consumer timeout, the broker
+  closes the channel and the duplicates are answered like any redelivery.
 - On resume (or at a session's start, for every scope the stream saw resumed and no pause
   covers) the hold queue is consumed; once it is empty, nothing is being moved into it and
   everything taken from it is answered, the drain stops and the scope runs as usual. The
@@ -48,8 +57,9 @@ owner is the single consumer of its scopes, so it alone moves into that hold que
 alone drains it (a new owner drains the hold queues of the resumed scopes when it takes the
 partition, before anything of them from the partition queue runs: ``adopt``; the old one
 stops draining when it hands the partition on: ``release``).
-Nothing is lost if the worker dies between the copy's confirm and the ack: the original is
-redelivered and moved again; the duplicate is answered like any redelivery.
+Nothing is lost if the worker dies between the copy's (or continuation's) confirm and the
+ack: the original is redelivered and moved again whole; the duplicate is answered like any
+redelivery (a continued one's sent items are sent again).
 """
 
 from __future__ import annotations
@@ -62,6 +72,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from worker.broker.acker import Acker, AmqpDelivery
+from worker.broker.continuing import _Continuations
 from worker.broker.drains import (
     DRAIN_CHECK_SECONDS,
     IDLE_CHECK_SECONDS,
@@ -77,6 +88,7 @@ from worker.broker.publishing import confirmed, copy_of
 from worker.broker.topology import declare_queue
 from worker.control.state import PauseKey
 from worker.messages import Request
+from worker.pipeline import continuation
 from worker.pipeline.control import request_scope
 from worker.pipeline.requests import Tracked
 
@@ -90,7 +102,7 @@ __all__ = [
 ]
 
 
-class Holds(_Drains):
+class Holds(_Drains, _Continuations):
     """One broker session's hold queues: moves in, drains out."""
 
     def __init__(self, session: Any, connection: AbstractConnection) -> None:
@@ -110,6 +122,7 @@ class Holds(_Drains):
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
         self._order = asyncio.Lock()
+        self.closed = False  # the session is over: a continuation still waiting gives up
 
     # -- in ---------------------------------------------------------------------------------
 
@@ -168,16 +181,19 @@ class Holds(_Drains):
     async def _copy(
         self, message: AbstractIncomingMessage, key: PauseKey, name: str, priority: bool
     ) -> None:
-        if name not in self.declared:
-            if self._declaring is None or self._declaring.is_closed:
-                self._declaring = await self.connection.channel()
-            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
-            self.declared.add(name)
+        await self._declare(name)
         headers = dict(message.headers or {})
         headers[LANE_HEADER] = "priority" if priority else "main"
         copy = copy_of(message, headers, message.message_id)
         default = self.session.publisher.default
         await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
+
+    async def _declare(self, name: str) -> None:
+        if name not in self.declared:
+            if self._declaring is None or self._declaring.is_closed:
+                self._declaring = await self.connection.channel()
+            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
+            self.declared.add(name)
 
     def came_back(self, key: PauseKey, items: int) -> None:
         """A request taken in from ``key``'s hold queue: its ids are no longer held there."""
@@ -185,56 +201,96 @@ class Holds(_Drains):
             self.held[key] = max(0, self.held[key] - items)
 
     async def pause(self, key: PauseKey) -> int:
-        """Stop the drains ``key`` covers and let go of the requests of its scope(s) the
-        worker holds and may let go of (none of their ids sent, none an earlier operation of
-        one that stays); how many.
+        """Stop the drains ``key`` covers and take out of the worker the requests of its
+        scope(s) that need not stay (the module's rules); how many left.
 
-        A stopped drain's requests are earlier than what its hold queue still has, so they
-        must go back to its head. RabbitMQ 3.10 puts a nacked message of a quorum queue at
-        its TAIL (measured), but a closed channel's unacked messages at its head, in the
-        order they were delivered: a stopped drain none of whose requests must stay has its
-        channel closed (its acks written first); one with a request that must stay (some id
-        sent) keeps all it took in the worker, unsent until the resume, like any request
-        under way (what it is handed meanwhile is taken in too). The other requests go to
-        the tail of the hold queue ``key_for`` names: they are later than what it holds."""
+        A stopped drain none of whose requests must stay has its channel closed (its acks
+        written first): what it took goes back to its hold queue's head. One with a request
+        that must stay (some id sent) keeps all it took in the worker, unsent until the
+        resume (what it is handed meanwhile is taken in too). The other requests go, in
+        consumption order, to the tail of the hold queue ``key_for`` names: moved whole, or
+        continued when started (from a request queue only)."""
         target, scope = key
-        # Before any await: no delivery of a stopped drain is taken in as usual from here on.
+        stopped = self._stop_drains(key)
+
+        def covered(tracked: Tracked) -> bool:
+            req = tracked.request
+            return req.target == target and (scope is None or request_scope(req) == scope)
+
+        def stays(tracked: Tracked) -> bool:  # started, and cannot be continued
+            delivery = tracked.delivery
+            return (
+                tracked.held
+                or not isinstance(delivery, AmqpDelivery)
+                or not continuation.fits(tracked, delivery.message.body)
+            )
+
+        def select(tracked: Tracked) -> bool:
+            return covered(tracked) and _acker_of(tracked) not in staying
+
+        # The stopped drains that keep what they took: those holding a request that stays
+        # (until nothing changes: what such a drain keeps may pull in another's).
+        handover = self.session.engine.handover
+        staying: set[Acker | None] = set()
+        ackers = {d.acker for d in stopped}
+        while more := ackers & {_acker_of(t) for t in handover.staying(select, stays)} - staying:
+            staying |= more
+        for drain in stopped:
+            drain.keeping = drain.acker in staying
+        whole, started = handover.let_go(select, stays)
+        shut = {d.acker: d for d in stopped if not d.keeping}
+        back = [t for t in whole if _acker_of(t) in shut]
+        sources = {d.acker: d for d in [*stopped, *self.draining.values()]}
+        moves = self._plan([t for t in whole if t not in back], started, sources)
+        try:
+            # Before any await: ahead of every intake move of a message consumed meanwhile
+            # (each waits for this lock), the moves in consumption order; a continuation
+            # waits for its sent items' answers (a batch or a job in flight), and the moves
+            # after it wait with it.
+            async with self._order:
+                await self._to_heads(stopped, back, shut)
+                moved = await self._move_out(moves, dict(started))
+        finally:
+            for _, _, slot in moves:
+                self.moving[slot] -= 1
+            self.session.settlement.continuing.difference_update(t for t, _ in started)
+        if back or moves:
+            log.info(
+                "pause of %s: %d requests back to their hold queues' heads, %d moved to tails "
+                "(%d of them continued)", key, len(back), moved, len(started),
+            )  # fmt: skip
+        return len(back) + moved
+
+    def _stop_drains(self, key: PauseKey) -> list[_Drain]:
+        """No delivery of a drain ``key`` covers (a target's: its own and its scopes') is
+        taken in as usual from here on (called before any await of the pause)."""
+        target, scope = key
         stopped = [d for s, d in self.draining.items() if s[0] == key or (
             scope is None and s[0][0] == target)]  # fmt: skip
         for drain in stopped:
             del self.draining[drain.slot]  # paused again while draining: it stays held
             drain.stopped = True
             self.idle.add(drain.slot)
+        return stopped
 
-        def covered(tracked: Tracked) -> bool:
-            req = tracked.request
-            return req.target == target and (scope is None or request_scope(req) == scope)
-
-        kept = {_acker_of(t) for t in self.session.engine.kept(covered)}
-        closing = [d for d in stopped if d.acker not in kept]
-        staying = {d.acker for d in stopped if d.acker in kept}
-        for drain in stopped:
-            drain.keeping = drain.acker in staying
-        let_go = self.session.engine.give_back(lambda t: covered(t) and _acker_of(t) not in staying)
-        shut = {d.acker for d in closing}
-        back = [t for t in let_go if _acker_of(t) in shut]
-        for drain in closing:
+    async def _to_heads(
+        self, stopped: list[_Drain], back: list[Tracked], shut: dict[Acker, _Drain]
+    ) -> None:
+        """Close the stopped drains that keep nothing (``shut``: what they took, ``back``,
+        goes back to their hold queues' heads) and cancel the consumers of those that keep
+        what they took (their channels close once it is settled)."""
+        for drain in shut.values():
             await self._close(drain)
         for drain in stopped:
             if drain.keeping:
                 self.stopped.append(drain)
                 with contextlib.suppress(Exception):
                     await drain.queue.cancel(drain.tag)
-        sources = {d.acker: d for d in [*stopped, *self.draining.values()]}
         for tracked in back:
-            source = self._source(tracked, sources)
-            assert source is not None
-            src = source.slot[0]
-            self.held[src] = self.held.get(src, 0) + len(tracked.request.ids)
-        await self._move_out([t for t in let_go if t not in back], sources)
-        if let_go:
-            log.info("pause of %s: %d requests given back to hold queues", key, len(let_go))
-        return len(let_go)
+            acker = _acker_of(tracked)
+            assert acker is not None
+            src = shut[acker].slot[0]
+            self.held[src] = self.held.get(src, 0) + len(tracked.pending_ids)
 
     async def _close(self, drain: _Drain) -> None:
         """Close a stopped drain's channel once its acks are written: the broker puts what
@@ -249,36 +305,55 @@ class Holds(_Drains):
         acker = _acker_of(tracked)
         return None if acker is None else sources.get(acker)
 
-    async def _move_out(self, let_go: list[Tracked], sources: dict[Acker, _Drain]) -> None:
-        """Move requests given back to the tails of the hold queues ``key_for`` names."""
+    def _plan(
+        self,
+        whole: list[Tracked],
+        started: list[tuple[Tracked, list[str]]],
+        sources: dict[Acker, _Drain],
+    ) -> list[tuple[Tracked, PauseKey, Slot]]:
+        """Where each request let go of goes (the tail of the hold queue ``key_for`` names),
+        in consumption order; each destination counted as being moved into."""
         moves = []
-        for tracked in let_go:  # consumption order
+        for tracked in sorted([*whole, *(t for t, _ in started)], key=lambda t: t.seq):
             drain = self._source(tracked, sources)
             held = None if drain is None else drain.slot[0]
             dest = self.key_for(tracked.request, held, tracked.partition)
             assert dest is not None and dest != held  # the pause covers it
-            moves.append((tracked, dest, (dest, tracked.partition)))
-        slots = {slot for _, _, slot in moves}
-        self.idle |= slots
-        for slot in slots:
+            slot = (dest, tracked.partition)
+            moves.append((tracked, dest, slot))
+            self.idle.add(slot)
             self.moving[slot] = self.moving.get(slot, 0) + 1
-        try:
-            async with self._order:  # all of them before any message consumed meanwhile
-                for tracked, dest, slot in moves:
-                    delivery = tracked.delivery
-                    assert isinstance(delivery, AmqpDelivery)
-                    name = hold_name(self.settings, dest, slot[1])
-                    await self._copy(delivery.message, dest, name, tracked.priority)
-                    await delivery.ack()
-                    self.moved += 1
-                    self.held[dest] = self.held.get(dest, 0) + len(tracked.request.ids)
-        finally:
-            for slot in slots:
-                self.moving[slot] -= 1
+        return moves
+
+    async def _move_out(
+        self, moves: list[tuple[Tracked, PauseKey, Slot]], withdrawn: dict[Tracked, list[str]]
+    ) -> int:
+        """Make the ``moves`` (under ``_order``): whole requests as they are, continued ones
+        (``withdrawn``: the ids withdrawn from them) as continuations; how many were made."""
+        moved = 0
+        for tracked, dest, slot in moves:
+            name = hold_name(self.settings, dest, slot[1])
+            ids = withdrawn.get(tracked)
+            if ids is None:
+                delivery = tracked.delivery
+                assert isinstance(delivery, AmqpDelivery)
+                await self._copy(delivery.message, dest, name, tracked.priority)
+                await delivery.ack()
+                count = len(tracked.pending_ids)
+            elif await self._continue(tracked, name, ids):
+                count = len(ids)
+            else:
+                continue
+            moved += 1
+            self.moved += 1
+            self.held[dest] = self.held.get(dest, 0) + count
+        return moved
 
 
 def _acker_of(tracked: Tracked) -> Acker | None:
     delivery = tracked.delivery
+    if isinstance(delivery, continuation.Continuing):
+        delivery = delivery.original
     return delivery.acker if isinstance(delivery, AmqpDelivery) else None
 
 

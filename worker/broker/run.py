@@ -146,6 +146,8 @@ async def run_session(
                     sampler.cancel()
                     watcher.cancel()
                     engine.cancel()
+                    if session.holds is not None:
+                        session.holds.closed = True  # continuations still waiting give up
                     session.ackers.stop()
             finally:
                 link.detach(session)

@@ -49,8 +49,9 @@ def cancelled(tracked: Tracked, item_id: str, cancel: Cancel) -> Answer:
 
 
 def intake_answers(tracked: Tracked, cancel: Cancel) -> list[Answer]:
-    """A consumed request a cancel covers: every valid id answered ``cancelled``."""
-    return [cancelled(tracked, item_id, cancel) for item_id in tracked.request.ids]
+    """A consumed request a cancel covers: every valid id answered ``cancelled`` (a
+    continuation: those not answered before)."""
+    return [cancelled(tracked, item_id, cancel) for item_id in tracked.pending_ids]
 
 
 def withdraw(

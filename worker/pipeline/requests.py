@@ -44,6 +44,12 @@ class Tracked:
     trace: Any = None  # the consume span's context when tracing is on (worker/tracing.py)
     priority: bool = False  # consumed from the priority lane
     consumed_at: float = field(default_factory=time.time)  # epoch seconds
+    # A continuation (worker/pipeline/continuation.py): the ids answered before, not sent
+    # again, and the original request body it carries.
+    done: frozenset[str] = frozenset()
+    source: bytes | None = None
+    held: bool = False  # taken in from a hold queue
+    continued: bool = False  # being continued: no reply, its continuation answers for it
 
     @property
     def published_at(self) -> float:
@@ -51,6 +57,12 @@ class Tracked:
         when the worker consumed it (what a scope cancel is compared with, at intake and
         live alike)."""
         return self.timestamp if self.timestamp is not None else self.consumed_at
+
+    @property
+    def pending_ids(self) -> list[str]:
+        """Its valid ids not answered before it was taken in (all but ``done``)."""
+        done = self.done
+        return [i for i in self.request.ids if i not in done] if done else list(self.request.ids)
 
     @property
     def lane(self) -> str:

@@ -66,6 +66,8 @@ class Settlement:
         self.metrics = metrics
         self.outlet = outlet
         self.tracked: set[Tracked] = set()
+        # Requests being continued (a pause): answered, their continuation not yet published.
+        self.continuing: set[Tracked] = set()
 
     # -- requests held ---------------------------------------------------------------------
 
@@ -80,6 +82,26 @@ class Settlement:
         for tracked in requests:
             tracked.settled = True
             self.tracked.discard(tracked)
+
+    def hold_back(self, tracked: Tracked, withdrawn: int) -> bool:
+        """A started request being continued (a pause): ``withdrawn`` of its items are not
+        answered here, it sends no reply, and its delivery's ack only says it is answered
+        (``worker.pipeline.continuation.Continuing``). True when nothing of it is left to
+        answer: settled now."""
+        tracked.remaining -= withdrawn
+        tracked.continued = True
+        self.continuing.add(tracked)
+        if tracked.remaining == 0:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+            return True
+        return False
+
+    async def finish(self, tracked: Tracked) -> None:
+        """A request taken in with nothing left to answer (a continuation whose ids are all
+        done): its reply and ack."""
+        tracked.settled = True
+        await self._settle([tracked])
 
     def abandon(self, requests: Iterable[Tracked]) -> None:
         """The drain ran out of time: they will be requeued unanswered, and no answer still
@@ -215,7 +237,7 @@ class Settlement:
         """Reply to the answered requests that asked for it (pipelined; each confirmed, or
         dropped when its queue is gone), then queue the ack of each, then forget it (kept
         until then, so a drain or hand-over waits for its reply)."""
-        replying = [(t, t.reply_to) for t in done if t.reply_to is not None]
+        replying = [(t, t.reply_to) for t in done if t.reply_to is not None and not t.continued]
         for chunk in chunks(replying):
             await asyncio.gather(
                 *(self.outlet.reply(t.reply(), to, t.correlation_id, t.trace) for t, to in chunk)
