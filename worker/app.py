@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from worker.addresses import Addresses
 from worker.broker import ConnectionLost, run_session
+from worker.broker.control import ControlLink
 from worker.health import Health
 from worker.limiter import Limiters
 from worker.metrics import Metrics
@@ -52,10 +53,21 @@ async def run(
     await health.start(settings.http_host, settings.http_port)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=50)
     timeout = httpx.Timeout(settings.http_timeout_seconds, connect=10.0)
+    # The control state first: no request is consumed before the control stream was read
+    # to its end (a cancel or pause sent before this worker started holds for it too).
+    link = ControlLink(settings, metrics)
     try:
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            await _sessions(settings, metrics, http, stopping, health, limiters, addresses)
+        if await link.start(stopping):
+            sampling = asyncio.create_task(link.sampling())
+            try:
+                async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+                    await _sessions(
+                        settings, metrics, http, stopping, health, limiters, addresses, link
+                    )
+            finally:
+                sampling.cancel()
     finally:
+        await link.close()
         await health.stop()
     log.info("stopped cleanly")
     return 0
@@ -69,13 +81,14 @@ async def _sessions(
     health: Health,
     limiters: Limiters,
     addresses: Addresses,
+    link: ControlLink,
 ) -> None:
     delay = 0.5
     while not stopping.is_set():
         ready_before = health.times_ready
         try:
             if not await run_session(
-                settings, metrics, http, stopping, health, limiters, addresses
+                settings, metrics, http, stopping, health, limiters, addresses, link
             ):
                 return
             delay = 0.5

@@ -17,7 +17,7 @@ from typing import Any
 from worker import exactjson
 from worker.apis.base import BatchKey, Operation, Payload
 
-__all__ = ["BatchKey", "Coalescer", "Item", "OrderKey"]
+__all__ = ["BatchKey", "Coalescer", "Item", "OrderKey", "withdraw"]
 
 OrderKey = tuple[str, str | None, str]  # target, scope, id
 
@@ -38,7 +38,6 @@ class Item:
     attempts: int = 0
     payload: Payload | None = None  # the item's data, opaque here (the adapter reads it)
     urgent: bool = False  # from the priority lane, or waiting ahead of an item that is
-
 
     @property
     def order_key(self) -> OrderKey:
@@ -329,6 +328,42 @@ class Coalescer:
             if not len(queue):
                 del self._queues[key]
         self.pending -= len(dropped)
+
+
+def withdraw(
+    coalescer: Coalescer, drop: Callable[[Item, Any], bool], now: float
+) -> list[tuple[Item, Any]]:
+    """Take the waiters ``drop`` selects off every unsent item of ``coalescer`` (an
+    operator's cancel); returns each (item, waiter) taken off. (A function: the class is
+    long enough.)
+
+    An item left without waiters leaves its chain, wherever it is in it (it was never
+    sent, so per-id order of the rest holds); when it was its chain's ready head, the
+    next item becomes ready. Sent items (in a request, in flight or waiting for a retry)
+    are never touched: they keep their true outcome."""
+    taken: list[tuple[Item, Any]] = []
+    gone: list[Item] = []
+    for order_key, chain in list(coalescer._chains.items()):
+        items = _items(chain)
+        kept: list[Item] = []
+        for item in items:
+            if not item.sent:
+                off = [w for w in item.waiters if drop(item, w)]
+                if off:
+                    taken.extend((item, w) for w in off)
+                    item.waiters = [w for w in item.waiters if not any(w is o for o in off)]
+                    if not item.waiters:
+                        gone.append(item)
+                        continue
+            kept.append(item)
+        if len(kept) == len(items):
+            continue
+        coalescer._store(order_key, kept)
+        head = kept[0] if kept else None
+        if head is not None and not head.sent and head.ready_at is None:
+            coalescer._make_ready(head, now)
+    coalescer._forget(gone)
+    return taken
 
 
 def _items(chain: Chain) -> list[Item]:

@@ -16,6 +16,22 @@ from pydantic import TypeAdapter
 
 from worker.client.operations import CONTRACT_OPERATIONS
 from worker.client.replies import REPLY_TYPE, STATUSES, Reply
+from worker.contract_control import (
+    CONTROL_MESSAGES,
+    _control_channels,
+    _control_messages,
+    _control_properties,
+    _control_schemas,
+    _status_body,
+)
+from worker.contract_parts import (
+    REF,
+    _amqp,
+    _amqp_channel,
+    _default,
+    _message,
+    _ref,
+)
 from worker.errors import ErrorInfo
 from worker.messages import Outcome, RequestBody
 from worker.outcomes import OUTCOMES_TYPE, Status
@@ -24,8 +40,6 @@ from worker.settings import Settings
 from worker.wirenames import REASON_HEADER, UNROUTED_MAX_LENGTH, priority_name, unrouted_name
 
 ASYNCAPI_VERSION = "3.0.0"
-REF = "#/components/schemas/{model}"
-AMQP_BINDING = "0.3.0"
 
 
 def _outcome_body() -> type:
@@ -71,29 +85,14 @@ def payload_schemas() -> dict[str, Any]:
         "Outcome": TypeAdapter(_outcome_body()).json_schema(ref_template=REF),
         "Outcomes": TypeAdapter(_outcomes_body()).json_schema(ref_template=REF),
         "Reply": Reply.model_json_schema(ref_template=REF),
+        **_control_schemas(),
+        "ControlProperties": _control_properties(),
+        "StatusReport": TypeAdapter(_status_body()).json_schema(ref_template=REF),
     }
     for name, schema in generated.items():
         out.update(schema.pop("$defs", {}))
         out[name] = schema
     return out
-
-
-def _default(field: str) -> str:
-    value = Settings.model_fields[field].default
-    assert isinstance(value, str)
-    return value
-
-
-def _ref(path: str) -> dict[str, str]:
-    return {"$ref": f"#/{path}"}
-
-
-def _amqp(**fields: Any) -> dict[str, Any]:
-    return {"amqp": {**fields, "bindingVersion": AMQP_BINDING}}
-
-
-def _amqp_channel(kind: str, **fields: Any) -> dict[str, Any]:
-    return _amqp(**{"is": kind}, **fields)
 
 
 def _channels() -> dict[str, Any]:
@@ -174,6 +173,7 @@ def _channels() -> dict[str, Any]:
             "amq.rabbitmq.reply-to), through the default exchange.",
             "messages": {"reply": _ref("components/messages/reply")},
         },
+        **_control_channels(queue),
         "deadLetters": {
             "address": dlq,
             "title": "Dead-letter queue",
@@ -189,7 +189,20 @@ def _api_names() -> str:
     return " and ".join(spec.title for spec in APIS.values())
 
 
+def _reply(channel: str, message: str, asker: str) -> dict[str, Any]:
+    """An operation's reply: to the reply_to property of what it received."""
+    return {
+        "address": {
+            "location": "$message.header#/reply_to",
+            "description": f"the AMQP reply_to property of the {asker}",
+        },
+        "channel": _ref(f"channels/{channel}"),
+        "messages": [_ref(f"channels/{channel}/messages/{message}")],
+    }
+
+
 def _operations() -> dict[str, Any]:
+    control = [_ref(f"channels/control/messages/{name}") for name in CONTROL_MESSAGES]
     return {
         "consumeRequests": {
             "action": "receive",
@@ -197,14 +210,7 @@ def _operations() -> dict[str, Any]:
             "channel": _ref("channels/requests"),
             "messages": [_ref("channels/requests/messages/request")],
             "bindings": _amqp(ack=True),
-            "reply": {
-                "address": {
-                    "location": "$message.header#/reply_to",
-                    "description": "the AMQP reply_to property of the request",
-                },
-                "channel": _ref("channels/replies"),
-                "messages": [_ref("channels/replies/messages/reply")],
-            },
+            "reply": _reply("replies", "reply", "request"),
         },
         "consumePriorityRequests": {
             "action": "receive",
@@ -213,14 +219,7 @@ def _operations() -> dict[str, Any]:
             "channel": _ref("channels/priorityRequests"),
             "messages": [_ref("channels/priorityRequests/messages/request")],
             "bindings": _amqp(ack=True),
-            "reply": {
-                "address": {
-                    "location": "$message.header#/reply_to",
-                    "description": "the AMQP reply_to property of the request",
-                },
-                "channel": _ref("channels/replies"),
-                "messages": [_ref("channels/replies/messages/reply")],
-            },
+            "reply": _reply("replies", "reply", "request"),
         },
         "publishOutcomes": {
             "action": "send",
@@ -232,6 +231,37 @@ def _operations() -> dict[str, Any]:
             ],
             "bindings": _amqp(deliveryMode=2, mandatory=True),
         },
+        "sendControl": {
+            "action": "send",
+            "title": "An operator (bulkops cancel|pause|resume|status, the client's "
+            "ControlClient) sends a control message, confirmed by the broker",
+            "channel": _ref("channels/control"),
+            "messages": control,
+            "bindings": _amqp(deliveryMode=2, mandatory=True),
+        },
+        "receiveControl": {
+            "action": "receive",
+            "title": "Every worker reads the control stream and answers each status (with "
+            "reply_to) read live",
+            "channel": _ref("channels/controlState"),
+            "messages": [
+                _ref(f"channels/controlState/messages/{name}")
+                for name in (*CONTROL_MESSAGES, "controlSentinel")
+            ],
+            "bindings": _amqp(ack=True),
+            "reply": _reply("statusReplies", "statusReply", "status message"),
+        },
+        "writeControlState": {
+            "action": "send",
+            "title": "A worker publishes its end-of-stream sentinel when it starts reading, "
+            "and the pauses in force again (with the rewrite headers)",
+            "channel": _ref("channels/control"),
+            "messages": [
+                _ref("channels/control/messages/controlSentinel"),
+                _ref("channels/control/messages/pause"),
+            ],
+            "bindings": _amqp(deliveryMode=2),
+        },
         "deadLetterRequests": {
             "action": "send",
             "title": "Messages that cannot be processed, with the reason in a header",
@@ -240,11 +270,6 @@ def _operations() -> dict[str, Any]:
             "bindings": _amqp(deliveryMode=2, mandatory=True),
         },
     }
-
-
-def _message(name: str, title: str, payload: dict[str, Any], **more: Any) -> dict[str, Any]:
-    base = {"name": name, "title": title, "contentType": "application/json", "payload": payload}
-    return base | more
 
 
 def _messages() -> dict[str, Any]:
@@ -285,6 +310,7 @@ def _messages() -> dict[str, Any]:
             correlationId=correlation,
             bindings=_amqp(messageType=REPLY_TYPE),
         ),
+        **_control_messages(),
         "deadLetter": _message(
             "deadLetter",
             "A request that cannot be processed, body and properties unchanged",

@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     INVALID_ID = "invalid_id"
     INVALID_ITEM = "invalid_item"
     INVALID_PARAMS = "invalid_params"
+    # An item withdrawn by an operator's cancel before it was sent (CONTRACT "Control").
+    CANCELLED = "cancelled"
     # An API answer without a code of its own, by HTTP status (other statuses: ``http_<n>``).
     BAD_REQUEST = "bad_request"
     UNAUTHORIZED = "unauthorized"
@@ -68,6 +70,7 @@ REJECTION_CODES: tuple[ErrorCode, ...] = (
     ErrorCode.INVALID_ID,
     ErrorCode.INVALID_ITEM,
     ErrorCode.INVALID_PARAMS,
+    ErrorCode.CANCELLED,
 )
 """The codes of a ``rejected`` item (never sent): the README lists exactly these."""
 

@@ -201,6 +201,36 @@ class Metrics:
             "last sampled.",
             registry=registry,
         )
+        self.control_invalid = Counter(
+            "bulkops_control_invalid",
+            "Control messages that break the contract's rules: logged and ignored.",
+            ["reason"],
+            registry=registry,
+        )
+        self.control_applied = Counter(
+            "bulkops_control_applied",
+            "Valid control records read from the control stream, by command.",
+            ["command"],
+            registry=registry,
+        )
+        self.paused_scopes = Gauge(
+            "bulkops_paused_scopes",
+            "Scopes paused by an operator (bulkops pause), per target.",
+            ["target"],
+            registry=registry,
+        )
+        self.pause_oldest = Gauge(
+            "bulkops_pause_started_seconds",
+            "When the target's oldest pause in force began (epoch seconds; 0: none).",
+            ["target"],
+            registry=registry,
+        )
+        self.held_items = Gauge(
+            "bulkops_held_items",
+            "Items of paused scopes this worker holds unsent, per target, as last sampled.",
+            ["target"],
+            registry=registry,
+        )
         self.ready = Gauge(
             "bulkops_ready",
             "1 while connected to the broker and consuming.",

@@ -106,6 +106,7 @@ class OutcomeBatch:
     finished_at: str
     items: tuple[bytes, ...]
     correlation_id: str
+    tag: str | None = None  # ``cancelled``: an operator's cancel (its own message id)
 
     @property
     def routing_key(self) -> str:
@@ -115,7 +116,8 @@ class OutcomeBatch:
     def message_id(self) -> str:
         if self.batch_id is not None:
             return f"{self.batch_id}:{self.status}:{self.part}"
-        base = f"{self.heading.request_id}:{self.heading.operation or 'invalid'}:{self.status}"
+        tag = self.tag or self.status
+        base = f"{self.heading.request_id}:{self.heading.operation or 'invalid'}:{tag}"
         return f"{base}:{self.part}" if self.part else base  # more than 4 MiB: rare
 
     def body(self) -> bytes:

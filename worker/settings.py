@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     # How often the depth of the unrouted-outcome parking queue is read for its gauge.
     unrouted_sample_seconds: float = Field(default=15, gt=0, le=3600)
 
+    # Operator control (CONTRACT "Control"): the fanout exchange (and its stream
+    # `<exchange>.state`) every replica reads, and how long a cancel stays in force.
+    control_exchange: str = Field(default="bulkops.control", min_length=1, max_length=200)
+    cancel_ttl_seconds: float = Field(default=86400, gt=0, le=30 * 86400)
+
     @field_validator("targets")
     @classmethod
     def _target_names(cls, value: dict[str, Target]) -> dict[str, Target]:

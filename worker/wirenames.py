@@ -37,3 +37,8 @@ def unrouted_name(settings: _Named) -> str:
     same name bound to it, for operators who give the results exchange an alternate
     exchange by policy)."""
     return f"{settings.results_exchange}.unrouted"
+
+
+# A request partly sent when its scope was paused, moved to the scope's hold queue with what
+# of it was already answered (worker/pipeline/continuation.py); read only from a hold queue.
+CONTINUATION_TYPE = "bulkops.continuation"

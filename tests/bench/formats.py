@@ -94,7 +94,11 @@ def mixed_bodies(dato: int, bloom_per_catalog: int, tag: str, per: int = 100) ->
 
 
 async def mixed_backlog(
-    conn: Any, emu: procs.EmulatorProc, fmt: str, dato: int, bloom_per_catalog: int,
+    conn: Any,
+    emu: procs.EmulatorProc,
+    fmt: str,
+    dato: int,
+    bloom_per_catalog: int,
     replicas: int = 1,
 ) -> dict[str, Any]:
     """The mixed backlog through one worker, or through ``replicas`` partitioned ones (one
@@ -164,7 +168,11 @@ async def mixed_backlog(
 
 
 async def formats(
-    conn: Any, emu: procs.EmulatorProc, report: Any, fmts: tuple[str, ...], scale: float,
+    conn: Any,
+    emu: procs.EmulatorProc,
+    report: Any,
+    fmts: tuple[str, ...],
+    scale: float,
     replicas: int = 1,
 ) -> None:
     dato, bloom = int(12_000 * scale), int(60_000 * scale)

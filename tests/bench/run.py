@@ -22,7 +22,7 @@ from typing import Any
 import aio_pika
 import orjson
 
-from tests.bench import amqp, formats, priority, procs
+from tests.bench import amqp, cancel, formats, priority, procs
 from tests.bench.amqp import AMQP_URL, Names, request_body
 
 DATO_OP = "datocms.items.publish"
@@ -75,6 +75,7 @@ class Plan:
     only_formats: bool = False  # (1) and (8) only
     # (9) the priority lane behind a backlog (tests/bench/priority.py); off unless asked.
     priority_scale: float = 0.0  # of 30,000 DatoCMS + 120,000 Bloomreach ids
+    only_cancel: bool = False  # (10): cancel a 500,000-id delete
 
 
 SMALL = Plan(
@@ -491,7 +492,9 @@ async def mode_bloomreach(
 
 async def settled_items(proc: Any) -> float:
     samples = await proc.scrape()
-    return float(sum(v for (name, _), v in samples.items() if name == "bulkops_item_outcomes_total"))
+    return float(
+        sum(v for (name, _), v in samples.items() if name == "bulkops_item_outcomes_total")
+    )
 
 
 async def mode_datocms(
@@ -533,7 +536,9 @@ async def mode_datocms(
     }  # fmt: skip
 
 
-async def modes(conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float) -> None:
+async def modes(
+    conn: Any, emu: procs.EmulatorProc, plan: Plan, report: Report, broker: float
+) -> None:
     for mode in plan.modes:
         note(f"(6) {mode}: Bloomreach, two catalogs, replies")
         await mode_bloomreach(conn, emu, plan, report, mode)
@@ -579,6 +584,10 @@ async def main(plan: Plan) -> Report:
 
 
 async def phases(connection: Any, emu: procs.EmulatorProc, plan: Plan, report: Report) -> None:
+    if plan.only_cancel:
+        note("(10) cancel a 500,000-id Bloomreach delete")
+        await cancel.cancels(connection, emu, report)
+        return
     if plan.priority_scale:
         note("(9) the priority lane behind a backlog")
         await priority.priority(connection, emu, report, plan.priority_scale)
@@ -648,6 +657,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("--priority", type=float, nargs="?", const=1.0,
                         help="only (9), the priority lane behind a backlog, at this share of "
                         "the issue's backlog (default 1.0)")  # fmt: skip
+    parser.add_argument("--cancel", action="store_true",
+                        help="only (10), a 500,000-id Bloomreach delete cancelled")  # fmt: skip
     parser.add_argument("--formats-replicas", type=int, default=1,
                         help="(8) through this many partitioned replicas (3: issue 21's row)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -668,6 +679,8 @@ def cli(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, formats_scale=scale)
     if args.priority:
         plan = dataclasses.replace(plan, priority_scale=args.priority)
+    if args.cancel:
+        plan = dataclasses.replace(plan, only_cancel=True)
     if args.formats_replicas != 1:
         plan = dataclasses.replace(plan, formats_replicas=args.formats_replicas)
     report = asyncio.run(main(plan))

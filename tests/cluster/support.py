@@ -150,6 +150,6 @@ async def cluster_rig(
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
             for name in (settings.results_exchange, f"{settings.results_exchange}.unrouted",
-                         f"{prefix}.partitions"):  # fmt: skip
+                         f"{prefix}.partitions", f"{settings.request_queue}.control"):  # fmt: skip
                 with contextlib.suppress(Exception):
                     await channel.exchange_delete(name)

@@ -57,9 +57,12 @@ def check_end_state(r: PrivateRig, ledger: Ledger, flipped: list[tuple[str, str]
 
 
 async def nothing_left(r: PrivateRig) -> None:
+    """Every queue of the rig empty, but the test's outcome queue and the control stream (a
+    stream keeps what it was sent: the worker's catch-up sentinels)."""
     prefix = r.request_queue.removesuffix(".requests")
+    kept = (".outcomes", ".control.state")
     await wait_until(
-        lambda: all(n == 0 for q, n in queue_depths(prefix).items() if not q.endswith(".outcomes")),
+        lambda: all(n == 0 for q, n in queue_depths(prefix).items() if not q.endswith(kept)),
         30,
     )
 

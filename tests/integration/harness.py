@@ -96,6 +96,11 @@ class Rig:
             "request_queue": self.request_queue,
             "dead_letter_queue": self.dlq,
             "results_exchange": self.exchange,
+            # Each test's own control state: a cancel or pause of another never holds here.
+            "control_exchange": f"{self.request_queue}.control",
+            # Each test's own partition exchange: a shared one routes p<i> to every run's
+            # partition queues (two runs on one broker took each other's messages).
+            "partition_exchange": f"{self.request_queue}.partitions",
             "http_port": 0,
             "http_host": "127.0.0.1",
             "linger_seconds": 0.2,
@@ -236,10 +241,17 @@ async def rig(emulator: Emulator) -> AsyncIterator[Rig]:
         try:
             yield r
         finally:
-            for name in (*names[:2], f"{names[0]}.priority", f"{names[2]}.unrouted"):
+            control = f"{names[0]}.control"
+            queues = (
+                *names[:2],
+                f"{names[0]}.priority",
+                f"{names[2]}.unrouted",
+                f"{control}.state",
+            )
+            for name in queues:
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(name)
-            for name in (names[2], f"{names[2]}.unrouted"):
+            for name in (names[2], f"{names[2]}.unrouted", control):
                 with contextlib.suppress(Exception):
                     await channel.exchange_delete(name)
 

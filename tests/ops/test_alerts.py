@@ -39,6 +39,7 @@ def test_rules_pass_promtool_check(render: Renderer, promtool: str, tmp_path: Pa
         "BulkopsRateLimited",
         "BulkopsDeadLetters",
         "BulkopsJobDeadlineHit",
+        "BulkopsPauseTooLong",
     }
 
 
@@ -122,6 +123,27 @@ CASES = [
         "BulkopsJobDeadlineHit",
         {f"bulkops_job_timeouts_total{{{WORKER}, {OP}}}": "0 0 1 1 1 1"},
         {"severity": "warning", "operation": "datocms.items.publish", "target": "main"},
+    ),
+    case(  # a scope of shop paused at t=60s, still paused 2 hours later (threshold 1 h)
+        "2h",
+        "BulkopsPauseTooLong",
+        {f'bulkops_pause_started_seconds{{{WORKER}, target="shop"}}': "60+0x130"},
+        {"severity": "warning", "target": "shop"},
+    ),
+    case(  # paused for 30 minutes only, and a target with no pause (0)
+        "30m",
+        "BulkopsPauseTooLong",
+        {
+            f'bulkops_pause_started_seconds{{{WORKER}, target="shop"}}': "60+0x40",
+            f'bulkops_pause_started_seconds{{{WORKER}, target="main"}}': "0+0x40",
+        },
+        None,
+    ),
+    case(  # a pause resumed after 50 minutes: no alert at 2 h
+        "2h",
+        "BulkopsPauseTooLong",
+        {f'bulkops_pause_started_seconds{{{WORKER}, target="shop"}}': "60+0x50 0+0x80"},
+        None,
     ),
 ]
 

@@ -79,6 +79,8 @@ def test_dashboard_is_importable_json_with_a_datasource_variable() -> None:
         ("in-flight batches", "bulkops_inflight_batches"),
         ("Dead letters", "bulkops_dead_lettered_messages_total"),
         ("Request queue depth", "rabbitmq_detailed_queue_messages_ready"),
+        ("Paused scopes", "bulkops_paused_scopes"),
+        ("held by pauses", "bulkops_held_items"),
     ],
 )
 def test_dashboard_has_the_panels_ops_asked_for(title_word: str, metric: str) -> None:

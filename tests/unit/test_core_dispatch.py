@@ -19,6 +19,7 @@ from worker.limiter import Limiter, Limiters, Rate
 from worker.messages import Request, parse_request
 from worker.metrics import Metrics
 from worker.pipeline.decisions import Pace, Step, decide
+from worker.pipeline.dispatch import Dispatcher, Scope
 from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Tracked
 from worker.pipeline.settlement import Settlement
@@ -221,3 +222,76 @@ class _NoOutlet:
 
 def _no_publish() -> Settlement:
     return Settlement("all", Metrics(CollectorRegistry()), _NoOutlet())
+
+
+class _SlowLimiter:
+    """A limiter whose slot comes only when the test says so (a long wait for the window)."""
+
+    def __init__(self) -> None:
+        self.rate = Rate(10, 1.0)
+        self.backlog_every = 1
+        self.asked = asyncio.Event()
+        self.grant = asyncio.Event()
+        self.released = 0
+
+    def room_in(self) -> float:
+        return 0.0
+
+    def used(self) -> int:
+        return 0
+
+    async def hold(self, urgent: bool = False) -> object:
+        self.asked.set()
+        await self.grant.wait()
+        limiter = self
+
+        class _Hold:
+            def release(self) -> None:
+                limiter.released += 1
+
+        return _Hold()
+
+
+async def test_a_pause_landing_while_the_slot_is_awaited_sends_nothing_of_that_scope() -> None:
+    """The key was picked, then its scope was paused while the limiter's slot was awaited:
+    the slot goes back and the batch is not taken (its items wait for the resume)."""
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, linger_seconds=0.0, targets={"main": {"kind": "datocms", "api_token": "t"}}
+    )
+    coalescer = Coalescer()
+    add(coalescer, 0.0, "a", "b", "c")
+    paused: set[BatchKey] = set()
+    started: list[list[str]] = []
+    limiter = _SlowLimiter()
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        dispatcher = Dispatcher(
+            settings=settings,
+            metrics=Metrics(CollectorRegistry()),
+            http=http,
+            limiters=Limiters(0.0),
+            coalescer=coalescer,
+            execution=None,  # type: ignore[arg-type]
+            publish=None,  # type: ignore[arg-type]
+            tasks=tasks,
+        )
+        dispatcher.paused = paused.__contains__
+        dispatcher._start = lambda scope, key, items, hold: started.append(  # type: ignore[method-assign]
+            [i.id for i in items]
+        )
+        scope = Scope(limiter, None, None, {KEY})  # type: ignore[arg-type]
+        loop = tasks.create_task(dispatcher._dispatch(scope))
+        await asyncio.wait_for(limiter.asked.wait(), 2)
+        paused.add(KEY)  # the pause lands during the wait for the slot
+        limiter.grant.set()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert started == []
+        assert limiter.released == 1
+        assert coalescer.size(KEY) == 3
+        paused.clear()  # resumed: the batch goes
+        scope.keys.add(KEY)
+        scope.wake.set()
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert started == [["a", "b", "c"]]
+        loop.cancel()

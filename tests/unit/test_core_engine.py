@@ -109,6 +109,36 @@ async def test_hand_over_keeps_an_earlier_operation_a_started_one_depends_on() -
         engine.cancel()
 
 
+async def test_a_pause_lets_go_of_whole_and_continued_requests_but_not_what_stays_needs() -> None:
+    """``Handover.let_go`` (a pause): a started request is continued (all its unsent ids
+    withdrawn) and a later unstarted one leaves whole; one that is not selected (a request
+    of a stopped drain that keeps what it took) keeps every earlier operation on its ids
+    in the worker, as a started one that ``stays`` does."""
+    registry = CollectorRegistry()
+    async with httpx.AsyncClient() as http, asyncio.TaskGroup() as tasks:
+        engine = Engine(settings(), Metrics(registry), http, _no_publish(), tasks, Limiters(0.0))
+        handover = engine.handover
+        first = tracked(dato("publish", "a", "b"), 0)
+        later = tracked(dato("unpublish", "a"), 0)
+        for t in (first, later):
+            engine.accept(t)
+        first.started = True
+        assert handover.staying(lambda t: True, lambda t: True) == {first}
+        whole, started = handover.let_go(lambda t: True, lambda t: False)
+        assert whole == [later]
+        assert [(t, sorted(ids)) for t, ids in started] == [(first, ["a", "b"])]
+        assert first.continued and first.settled and engine.coalescer.pending == 0
+
+        earlier = tracked(dato("publish", "c"), 1)
+        drained = tracked(dato("unpublish", "c"), 1)
+        for t in (earlier, drained):
+            engine.accept(t)
+        assert handover.staying(lambda t: t is not drained, lambda t: False) == {earlier, drained}
+        assert handover.let_go(lambda t: t is not drained, lambda t: False) == ([], [])
+        assert engine.tracked == {earlier, drained}
+        engine.cancel()
+
+
 class _NoOutlet:
     """Settlement's outlet in a test where nothing may be answered."""
 

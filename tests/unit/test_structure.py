@@ -228,6 +228,8 @@ PURE_ROOTS = (
     "worker.contract",
     "worker.client",
     "worker.registry",
+    "worker.control.messages",  # issue 23: the CLI, the client and the worker validate alike
+    "worker.control.state",
 )
 IMPURE = re.compile(
     r"^worker\.(apis\.[a-z_]+\.adapter|http|limiter|metrics|pipeline(\..*)?|app"

@@ -30,6 +30,11 @@ class Acker:
         self._settled: set[int] = set()  # sent, still behind an unsettled one
         self._requests: asyncio.Queue[tuple[int, bool | None]] = asyncio.Queue()
 
+    @property
+    def outstanding(self) -> int:
+        """Deliveries not yet acked or nacked (nor asked to be)."""
+        return len(self._unsettled) - len(self._settled) - self._requests.qsize()
+
     def delivered(self, tag: int) -> None:
         self._unsettled.append(tag)
 
@@ -90,6 +95,11 @@ class AmqpDelivery:
         self.message = message
         self._acker = acker
         self._done = False
+
+    @property
+    def acker(self) -> Acker:
+        """The Acker of the channel it came from."""
+        return self._acker
 
     async def ack(self) -> None:
         if not self._done:

@@ -200,6 +200,7 @@ class Owner:
         self._routers = [_Member(None, lane) for lane in LANES]
         self.members = [_Member(i) for i in range(self.settings.partitions)]
         self.urgent = [_Member(i, PRIORITY_SUFFIX) for i in range(self.settings.partitions)]
+        self._taking = [asyncio.Lock() for _ in range(self.settings.partitions)]
         self._presence: AbstractChannel | None = None
         self._counted = False  # whether the presence queue is there to count replicas
 
@@ -258,20 +259,21 @@ class Owner:
         if index in held.holding:
             return  # left unacked: the next owner gets it when the channel closes
         held.handling[index] += 1  # a hand-over waits for this (outcomes, dead letters)
-        first = index not in held.owned
         try:
-            if first:
-                held.owned[index] = time.monotonic()
-                self.metrics.partitions_owned.set(len(held.owned))
-                log.info("owning partition %d", index)
-            # Taken in before anything that awaits: the partition's next delivery must not be
-            # taken in ahead of this one (per-id order).
-            if (message.headers or {}).get(MARKER_HEADER):
-                await AmqpDelivery(message, acker).ack()  # it has done its work
-            else:
-                await self.intake.handle(message, acker, index)
-            if first:
-                await self._subscribe(self.urgent[index])  # its priority queue: ours too
+            # One delivery of a partition at a time, in delivery order (per-id order).
+            async with self._taking[index]:
+                first = index not in held.owned
+                if first:
+                    held.owned[index] = time.monotonic()
+                    self.metrics.partitions_owned.set(len(held.owned))
+                    log.info("owning partition %d", index)
+                    await _holds(self.intake, "adopt", index)  # its held work first
+                if (message.headers or {}).get(MARKER_HEADER):
+                    await AmqpDelivery(message, acker).ack()  # it has done its work
+                else:
+                    await self.intake.handle(message, acker, index)
+                if first:
+                    await self._subscribe(self.urgent[index])  # its priority queue: ours too
         finally:
             held.handling[index] -= 1
 
@@ -315,6 +317,7 @@ class Owner:
         if member.channel is None or member.channel.is_closed:
             return
         self.held.holding.add(index)
+        await _holds(self.intake, "release", index)  # its hold queues: the next owner's
         given_back = self.pipeline.hand_over(index)
         await self._finish(index, deadline)
         unfinished = await self.pipeline.retire(index)
@@ -420,3 +423,12 @@ SWEEP_SECONDS = 3.0  # how often each replica looks for stranded priority messag
 
 async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
     return None
+
+
+async def _holds(intake: Intake, action: str, index: int) -> None:
+    """The session's hold queues (``worker.broker.hold``) take (``adopt``: drains them
+    first, and nothing is awaited before it decides) or let go of (``release``) a
+    partition."""
+    holds = getattr(intake, "holds", None)
+    if holds is not None:
+        await getattr(holds, action)(index)

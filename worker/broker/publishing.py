@@ -198,14 +198,19 @@ class Publisher:
 
 
 def copy_of(
-    message: AbstractIncomingMessage, headers: dict[str, Any], message_id: str | None
+    message: AbstractIncomingMessage,
+    headers: dict[str, Any],
+    message_id: str | None,
+    body: bytes | None = None,
+    type_: str | None = None,
 ) -> aio_pika.Message:
     """A persistent copy of a consumed message with its body and properties, for moving it
     to another queue (a partition, the dead-letter queue). Left out: ``expiration`` (the
     copy's time in its new queue starts again, and a dead letter must not expire) and
-    ``user_id`` (the broker refuses one that is not the publishing connection's user)."""
+    ``user_id`` (the broker refuses one that is not the publishing connection's user).
+    ``body`` and ``type_``: another body and AMQP type (a continuation of it)."""
     return aio_pika.Message(
-        message.body,
+        message.body if body is None else body,
         headers=headers,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
@@ -215,7 +220,7 @@ def copy_of(
         reply_to=message.reply_to,
         message_id=message_id,
         timestamp=message.timestamp,
-        type=message.type,
+        type=message.type if type_ is None else type_,
         app_id=message.app_id,
     )
 

@@ -15,8 +15,12 @@ from typing import Any
 
 import httpx
 from aio_pika.abc import AbstractQueue
+from pamqp.commands import Basic
 
 from worker.addresses import Addresses
+from worker.broker.acker import Acker
+from worker.broker.control import ControlLink
+from worker.broker.hold import Holds
 from worker.broker.partitions import Owner, Router, declare_partitions
 from worker.broker.publishing import Publisher
 from worker.broker.session import Session
@@ -64,6 +68,7 @@ async def run_session(
     health: Health,
     limiters: Limiters,
     addresses: Addresses,
+    link: ControlLink,
 ) -> bool:
     """One broker session (on the first of ``addresses`` that answers). Returns False after
     a clean drain, True when the session ended on purpose to be renewed (see ``_idle``);
@@ -87,57 +92,90 @@ async def run_session(
         out.close_callbacks.add(lambda *_: lost.set())
         publisher = await Publisher.open(out, settings, metrics)
         async with asyncio.TaskGroup() as tasks:
-            session = Session(settings, metrics, publisher, http, tasks, limiters)
-            engine = session.engine
-            owner: Owner | None = None
-            consumers: list[tuple[AbstractQueue, str]] = []
-            if settings.partitions:
-                await declare_partitions(channel, settings)
-                router = Router(session, await out.get_exchange(settings.partition_exchange))
-                owner = Owner(consuming, session, engine, router, lost)
-                await owner.start()
-                rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
-            else:
-                acker = session.ackers.start(underlay)
-                consume = functools.partial(session.on_message, acker=acker)
-                consumers.append((queue, await queue.consume(consume)))
-                consumers.append(await _consume_priority(consuming, session, settings, lost))
-                rebalancing = []
-            sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
-            health.set_ready(True)
-            log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+            session = Session(settings, metrics, publisher, http, tasks, limiters, link.state)
+            # Attached before anything is consumed: a cancel read live from here on withdraws from
+            # this session; one read before was applied to the state that the intake consults.
+            link.attach(session)
             try:
-                await _first(
-                    stopping.wait(), lost.wait(), _idle(session, engine, settings), *rebalancing
-                )
-                if lost.is_set():
-                    raise ConnectionLost("connection or channel closed, or consumer cancelled")
-                if not stopping.is_set():
-                    log.info("nothing delivered for a while: renewing the broker session")
-                    return True
-                if owner is not None:
-                    engine.flush = True
-                    await owner.stop()
+                engine = session.engine
+                watcher = await _holds(session, consuming, link, tasks)
+                owner: Owner | None = None
+                consumers: list[tuple[AbstractQueue, str, Acker, int]] = []
+                if settings.partitions:
+                    await declare_partitions(channel, settings)
+                    router = Router(session, await out.get_exchange(settings.partition_exchange))
+                    owner = Owner(consuming, session, engine, router, lost)
+                    assert session.holds is not None
+                    owned = owner.held.owned
+                    session.holds.owned = lambda: tuple(owned)
+                    link.attach(session, owned)
+                    await owner.start()
+                    rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]
                 else:
-                    for consumer, tag in consumers:
-                        await consumer.cancel(tag)
-                    await _drain(engine, settings, lost)
-                    if not lost.is_set():
-                        await session.ackers.flush(None, timeout=10.0)
-                        for consumer, _ in consumers:  # after the acks: they reach the broker
-                            await consumer.channel.close()
+                    acker = session.ackers.start(underlay)
+                    consume = functools.partial(session.on_message, acker=acker)
+                    tag = await queue.consume(consume)
+                    consumers.append((queue, tag, acker, settings.prefetch))
+                    consumers.append(await _consume_priority(consuming, session, settings, lost))
+                    rebalancing = []
+                sampler = tasks.create_task(sample_unrouted(publishing, settings, metrics))
+                health.set_ready(True)
+                log.info("consuming %s with prefetch %d", settings.request_queue, settings.prefetch)
+                try:
+                    await _first(
+                        stopping.wait(), lost.wait(), _idle(session, engine, settings), *rebalancing
+                    )
+                    if lost.is_set():
+                        raise ConnectionLost("connection or channel closed, or consumer cancelled")
+                    if not stopping.is_set():
+                        log.info("nothing delivered for a while: renewing the broker session")
+                        return True
+                    if owner is not None:
+                        engine.flush = True
+                        await owner.stop()
+                    else:
+                        for consumer, tag, _, _ in consumers:
+                            await consumer.cancel(tag)
+                        bounced = [
+                            (acker, await _take_bounced(consumer.name, acker, prefetch))
+                            for consumer, _, acker, prefetch in consumers
+                        ]
+                        if session.holds is not None:
+                            await session.holds.stop()
+                        await _drain(engine, settings, lost, bounced)
+                        if not lost.is_set():
+                            await session.ackers.flush(None, timeout=10.0)
+                            for consumer, *_ in consumers:  # after the acks: they reach the broker
+                                await consumer.channel.close()
+                finally:
+                    health.set_ready(False)
+                    metrics.partitions_owned.set(0)
+                    sampler.cancel()
+                    watcher.cancel()
+                    engine.cancel()
+                    if session.holds is not None:
+                        session.holds.closed = True  # continuations still waiting give up
+                    session.ackers.stop()
             finally:
-                health.set_ready(False)
-                metrics.partitions_owned.set(0)
-                sampler.cancel()
-                engine.cancel()
-                session.ackers.stop()
+                link.detach(session)
     return False
+
+
+async def _holds(
+    session: Session, connection: Any, link: ControlLink, tasks: asyncio.TaskGroup
+) -> asyncio.Task[None]:
+    """Hold queues of paused scopes: drain those the stream saw resumed (a restart after a
+    resume; partitioned: none owned yet, each partition's when it is taken), and watch the
+    drains; returns the watcher."""
+    holds = session.holds = Holds(session, connection)
+    for key in sorted(link.state.resumed, key=str):
+        await holds.resume(key)
+    return tasks.create_task(holds.watch())
 
 
 async def _consume_priority(
     connection: Any, session: Session, settings: Settings, lost: asyncio.Event
-) -> tuple[AbstractQueue, str]:
+) -> tuple[AbstractQueue, str, Acker, int]:
     """Consume the priority lane on a channel of its own, with a prefetch of its own: its
     messages are taken while the main queue's prefetch is full of backlog."""
     channel = await connection.channel()
@@ -148,10 +186,8 @@ async def _consume_priority(
     queue = await channel.declare_queue(priority_name(settings), passive=True)
     acker = session.ackers.start(underlay)
     consume = functools.partial(session.on_message, acker=acker, priority=True)
-    log.info(
-        "consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch
-    )
-    return queue, await queue.consume(consume)
+    log.info("consuming %s with prefetch %d", priority_name(settings), settings.priority_prefetch)
+    return queue, await queue.consume(consume), acker, settings.priority_prefetch
 
 
 async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
@@ -167,11 +203,46 @@ async def _idle(session: Session, engine: Engine, settings: Settings) -> None:
             return
 
 
-async def _drain(engine: Engine, settings: Settings, lost: asyncio.Event) -> None:
-    """Send what was started, give back what was not, wait within the drain timeout."""
+async def _take_bounced(queue: str, acker: Acker, prefetch: int) -> list[int]:
+    """After ``basic.cancel`` of the consumer of ``queue`` (on ``acker``'s channel): take back
+    with ``basic.get`` what RabbitMQ returned to the queue's head on its own; the delivery tags.
+
+    A message the quorum queue hands to the consumer just before the cancel (an ack sent
+    just before frees a prefetch slot) reaches the broker's channel process after it and is
+    returned at once, to the head of the queue (RabbitMQ 3.10 rabbit_fifo_client, issue
+    rabbitmq-server#3729): the worker never sees it, and the requests it gives back after
+    the cancel-ok would come back BEHIND it, a later operation on their ids ahead of them
+    (measured: .investigation/requeue-race.py). At most ``prefetch`` minus the deliveries
+    seen and not settled can be in that case; ``basic.get`` (processed after the broker's
+    own return) takes that many from the head, fewer when the queue runs empty. They are
+    given back after the worker's own: what was not returned is the head of what follows
+    anyway, so the order is kept either way."""
+    tags: list[int] = []
+    for _ in range(max(0, prefetch - acker.outstanding)):
+        got = await acker.channel.basic_get(queue, no_ack=False)
+        if not isinstance(got.delivery, Basic.GetOk):
+            break  # empty
+        tag = got.delivery.delivery_tag
+        assert tag is not None
+        acker.delivered(tag)  # unsettled: no multiple ack covers it
+        tags.append(tag)
+    return tags
+
+
+async def _drain(
+    engine: Engine,
+    settings: Settings,
+    lost: asyncio.Event,
+    bounced: list[tuple[Acker, list[int]]],
+) -> None:
+    """Send what was started, give back what was not (then ``bounced``, taken back by
+    ``_take_bounced``), wait within the drain timeout."""
     give_back = engine.begin_drain()
     for tracked in give_back:  # one by one, in consumption order
         await tracked.delivery.nack(requeue=True)
+    for acker, tags in bounced:  # behind them (one Acker per channel: nacks go in order)
+        for tag in tags:
+            acker.nack(tag, requeue=True)
     log.info("draining: %d requests given back, %d to finish", len(give_back), len(engine.tracked))
     deadline = time.monotonic() + settings.drain_timeout_seconds
     while not engine.idle and time.monotonic() < deadline and not lost.is_set():

@@ -1,8 +1,9 @@
-"""The commands for the people and services around the worker: ``submit``, ``tail``, ``dlq``.
+"""The commands for the people and services around the worker: ``submit``, ``tail``, ``dlq``,
+``cancel``, ``pause``, ``resume``, ``status``.
 
 Each prints data on standard output and messages for a person on standard error, and exits
-0 (done), 1 (``submit``: some item failed or was rejected) or 2 (usage or connection error,
-with a message that never shows the broker's credentials).
+0 (done), 1 (``submit``: some item failed or was rejected; ``status``: no worker answered)
+or 2 (usage or connection error, with a message that never shows the broker's credentials).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from worker.cli import dlq, submit, tail
+from worker.cli import control, dlq, submit, tail
 from worker.cli.common import EXIT_USAGE, ClientSettings, CliError, load_settings, say
 
 Command = Callable[[argparse.Namespace, ClientSettings], Coroutine[Any, Any, int]]
 COMMANDS: dict[str, Command] = {"submit": submit.run, "tail": tail.run, "dlq": dlq.run}
+COMMANDS.update(dict.fromkeys(("cancel", "pause", "resume", "status"), control.run))
 EXIT_INTERRUPTED = 130
 
 
 def add_commands(commands: Any) -> None:
     """Add the commands' parsers to the ``bulkops`` parser's subparsers."""
-    for module in (submit, tail, dlq):
+    for module in (submit, tail, dlq, control):
         module.add_parser(commands)
 
 

@@ -10,7 +10,7 @@ import aio_pika
 import aio_pika.exceptions
 import aiormq.exceptions
 from aio_pika.abc import AbstractConnection
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from worker.addresses import Addresses
@@ -50,6 +50,8 @@ class ClientSettings(BaseSettings):
     request_queue: str = "bulkops.requests"
     dead_letter_queue: str = "bulkops.requests.dlq"
     results_exchange: str = "bulkops.results"
+    control_exchange: str = Field(default="bulkops.control", min_length=1, max_length=200)
+    cancel_ttl_seconds: float = Field(default=86400, gt=0, le=30 * 86400)
     targets: dict[str, TargetKind] = {}
 
     def target_kinds(self) -> dict[str, str | None]:

@@ -209,10 +209,7 @@ async def _replay(
     where = ", ".join(f"{lane} ({n})" for lane, n in sorted(lanes.items()))
     if len(lanes) < 2:
         where = next(iter(lanes), settings.request_queue)
-    say(
-        f"replayed {replayed} to {where}; "
-        f"{kept} kept in {settings.dead_letter_queue}{unmatched}"
-    )
+    say(f"replayed {replayed} to {where}; {kept} kept in {settings.dead_letter_queue}{unmatched}")
     return EXIT_OK
 
 

@@ -25,6 +25,7 @@ from worker.cli.common import (
     say,
 )
 from worker.cli.inputs import InputError, Source
+from worker.cli.interrupt import Interrupt
 from worker.cli.progress import Quiet, progress
 from worker.client import MAX_PER_MESSAGE, Answer, BrokerError, Client, Job, JobError
 from worker.client.connection import iterate
@@ -173,7 +174,7 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
             )
             if args.no_wait:
                 return await _publish_only(client, job, source, args.chunk)
-            return await _submit(client, job, source, args, total)
+            return await _submit(client, job, source, args, total, settings)
         except BrokerError as exc:
             raise CliError(str(exc)) from None
         except JobError as exc:  # a chunk the worker would refuse whole: none of it sent
@@ -206,21 +207,34 @@ async def _publish_only(client: Client, job: Job, source: Source, chunk: int) ->
 
 
 async def _submit(
-    client: Client, job: Job, source: Source, args: argparse.Namespace, total: int | None
+    client: Client,
+    job: Job,
+    source: Source,
+    args: argparse.Namespace,
+    total: int | None,
+    settings: ClientSettings,
 ) -> int:
     tally = Tally()
     bar = progress(total, sys.stderr)
     quiet = Quiet(say, f"is a worker consuming {client.request_queue} and answering reply_to?")
     watcher = asyncio.create_task(quiet.watch())
+    halt = Interrupt(client, settings)
     try:
-        answers = client.submit(job, source.chunks(args.chunk))
-        with _results(args.results) as out:
-            async with contextlib.aclosing(answers):
-                async for answer in answers:
-                    quiet.touch()
-                    out.write(result_lines(answer))
-                    tally.add(answer)
-                    bar.advance(answer.sent)
+        answers = client.submit(
+            job, source.chunks(args.chunk), stop=halt.stop, unanswered=halt.unanswered
+        )
+        with _results(args.results) as out, halt.handling():
+            halt.output = out
+
+            async def consume() -> None:
+                async with contextlib.aclosing(answers):
+                    async for answer in answers:
+                        quiet.touch()
+                        out.write(result_lines(answer))
+                        tally.add(answer)
+                        bar.advance(answer.sent)
+
+            await halt.run(consume())
     except InputError as exc:
         bar.close()
         for line in tally.summary():
@@ -229,6 +243,8 @@ async def _submit(
     finally:
         watcher.cancel()
     bar.close()
+    if halt.stop.is_set():
+        return halt.report(tally, total, source.kind)
     if tally.items == 0:
         raise CliError(f"no {source.kind} in {source.name}")
     for line in tally.summary():

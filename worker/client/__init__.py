@@ -18,6 +18,7 @@ from worker.client.connection import (
     Client,
     queue_exists,
 )
+from worker.client.control import ControlClient, ControlPublishError, ControlRefused
 from worker.client.job import MAX_PER_MESSAGE, Job, JobError
 from worker.client.operations import CONTRACT_OPERATIONS, OperationSpec
 from worker.client.outcomes import OUTCOMES_TYPE, outcome_items
@@ -33,6 +34,9 @@ __all__ = [
     "BrokerError",
     "Chunk",
     "Client",
+    "ControlClient",
+    "ControlPublishError",
+    "ControlRefused",
     "Counts",
     "ErrorBody",
     "Job",

@@ -33,6 +33,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMe
 from pydantic import ValidationError
 
 from worker.addresses import Addresses
+from worker.client.control import ControlClient
 from worker.client.job import Job
 from worker.client.outcomes import outcome_items
 from worker.client.replies import Reply
@@ -156,6 +157,11 @@ class Client:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return cls(connection, channel, request_queue, every_item=every_item)
 
+    def control(self, **kwargs: Any) -> ControlClient:
+        """Cancel, pause, resume and status on this client's connection (``ControlClient``'s
+        keywords: ``exchange``, ``cancel_ttl_seconds``, ``targets``, ``app_id``)."""
+        return ControlClient(self._connection, **kwargs)
+
     def new_request_id(self) -> str:
         """Unique per client and readable in logs: ``<random prefix>-<sequence>``."""
         return f"{self._prefix}-{next(self._sequence):06d}"
@@ -206,19 +212,26 @@ class Client:
         chunks: Iterable[Chunk] | AsyncIterable[Chunk],
         *,
         window: int = 16,
+        stop: asyncio.Event | None = None,
+        unanswered: dict[str, list[str]] | None = None,
     ) -> AsyncGenerator[Answer, None]:
         """Publish a request per chunk with ``reply_to``, at most ``window`` unanswered at
         once, and yield each reply as it comes (in the order they come). Chunks are read only
         as the window allows: memory does not grow with their number. An error raised while
         reading ``chunks`` is raised once every request published before it is answered.
-        A job that no worker would take raises JobError before anything is published."""
+        A job that no worker would take raises JobError before anything is published.
+        ``stop``: once set, nothing more is published (what was is still answered; to
+        withdraw it, cancel it: ``control().cancel(list(unanswered))``); ``unanswered``: a
+        dict this call keeps as request id -> ids of each request published and not yet
+        answered."""
         job.check()
         reply_to = await self._replies()
         arrivals: asyncio.Queue[_Arrived | _Finished] = asyncio.Queue()
         slots = asyncio.Semaphore(window)
-        sent: dict[str, list[str]] = {}  # request id -> its ids, while unanswered
+        # request id -> its ids, while unanswered
+        sent: dict[str, list[str]] = {} if unanswered is None else unanswered
         producer = asyncio.create_task(
-            self._publish_all(job, chunks, reply_to, slots, sent, arrivals)
+            self._publish_all(job, chunks, reply_to, slots, sent, arrivals, stop)
         )
         try:
             async for answer in _collect(arrivals, slots, sent):
@@ -238,11 +251,13 @@ class Client:
         slots: asyncio.Semaphore,
         sent: dict[str, list[str]],
         arrivals: asyncio.Queue[_Arrived | _Finished],
+        stop: asyncio.Event | None = None,
     ) -> None:
         published = 0
         try:
             async for chunk in iterate(chunks):
-                await slots.acquire()
+                if not await _slot(slots, stop):
+                    break
                 request_id = self.new_request_id()
                 sent[request_id] = chunk.keys()
                 self._waiting[request_id] = _putter(arrivals, request_id)
@@ -408,3 +423,23 @@ async def queue_exists(connection: AbstractConnection, name: str) -> int:
         if not channel.is_closed:
             await channel.close()
     return queue.declaration_result.message_count or 0
+
+
+async def _slot(slots: asyncio.Semaphore, stop: asyncio.Event | None) -> bool:
+    """Take a slot of the window; False (none taken) once ``stop`` is set."""
+    if stop is None:
+        await slots.acquire()
+        return True
+    if stop.is_set():
+        return False
+    acquire = asyncio.ensure_future(slots.acquire())
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if not acquire.done():
+        acquire.cancel()
+        return False
+    if stop.is_set():
+        slots.release()
+        return False
+    return True

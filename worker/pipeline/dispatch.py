@@ -98,6 +98,8 @@ class Dispatcher:
         self._tasks = tasks
         self._running: set[asyncio.Task[None]] = set()
         self._loops: dict[Hashable, asyncio.Task[None]] = {}  # each scope's dispatcher
+        # Operator control: a batch key whose scope is paused is never taken (None: none is).
+        self.paused: Callable[[BatchKey], bool] | None = None
 
     def scope(self, key: BatchKey, partition: int | None) -> Scope:
         """The key's rate scope; its first use makes it and starts its dispatcher."""
@@ -170,9 +172,16 @@ class Dispatcher:
     def _decide(self, scope: Scope, room_in: Callable[[], float]) -> Step:
         pace = self.pace(scope)
         turn = scope.urgent_run >= pace.backlog_every
-        return decide(
-            self.coalescer, scope.keys, time.monotonic(), pace, scope.inflight, room_in, turn
-        )
+        paused = self.paused
+        if paused is None:
+            keys = scope.keys
+        else:  # a paused scope's keys are not offered (their items wait)
+            active = {k for k in scope.keys if not paused(k)}
+            keys = set(active)
+        step = decide(self.coalescer, keys, time.monotonic(), pace, scope.inflight, room_in, turn)
+        if keys is not scope.keys:
+            scope.keys -= active - keys  # emptied keys leave the scope, as decide does
+        return step
 
     async def _dispatch(self, scope: Scope) -> None:
         while True:
@@ -188,6 +197,10 @@ class Dispatcher:
                     step = again
             key = step.key
             assert key is not None
+            if self.paused is not None and self.paused(key):
+                # Paused while the slot was awaited: its items wait; the slot goes back.
+                hold.release()
+                continue
             items = self.coalescer.take(key, now=time.monotonic(), backlog_first=step.backlog_first)
             if items:
                 self._count_turn(scope, items)

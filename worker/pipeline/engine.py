@@ -82,13 +82,14 @@ class Engine:
         self.settlement.add(tracked)
         op = self._operation(req)
         before = self.coalescer.pending
-        for item_id in req.ids:
+        ids = tracked.pending_ids  # a continuation: what was not answered before
+        for item_id in ids:
             payload = req.payload(item_id)
             cost = adapter.cost(op, item_id, payload)
             self.coalescer.add(op, key, item_id, tracked, now, cost, payload, tracked.priority)
         # Ids that joined an item already pending add nothing: the gauge counts items.
         self.metrics.pending_items.labels(*key.labels).inc(self.coalescer.pending - before)
-        self.metrics.lane_items.labels(tracked.lane).inc(len(req.ids))
+        self.metrics.lane_items.labels(tracked.lane).inc(len(ids))
         self.dispatcher.ready(scope, key)
 
     def _operation(self, req: Request) -> Operation:
@@ -121,7 +122,8 @@ class Engine:
     @property
     def idle(self) -> bool:
         """Nothing accepted is unanswered and no batch is still publishing or acking."""
-        return not self.settlement.tracked and not self.dispatcher.batches
+        settlement = self.settlement
+        return not settlement.tracked and not settlement.continuing and not self.dispatcher.batches
 
     def unsettled(self) -> list[Tracked]:
         return self.settlement.unsettled()

@@ -8,10 +8,12 @@ covers: a request that must stay keeps every earlier operation on its ids too.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 
-from worker.batching import Coalescer, Item
+from worker.batching import Coalescer, Item, withdraw
 from worker.metrics import Metrics
+from worker.pipeline.continuation import Continuing
 from worker.pipeline.dispatch import Dispatcher
 from worker.pipeline.requests import Tracked
 from worker.pipeline.settlement import Settlement
@@ -56,6 +58,58 @@ class Handover:
         self.dispatcher.wake_all()
         return give_back
 
+    def staying(
+        self, select: Callable[[Tracked], bool], stays: Callable[[Tracked], bool]
+    ) -> set[Tracked]:
+        """What ``let_go(select, stays)`` keeps (changes nothing): the requests not selected,
+        the started ones that ``stays``, and every request with an operation earlier in a
+        chain than one of theirs."""
+        tracked = self.settlement.tracked
+        return self._keep({t for t in tracked if not select(t) or (t.started and stays(t))})
+
+    def let_go(
+        self, select: Callable[[Tracked], bool], stays: Callable[[Tracked], bool]
+    ) -> tuple[list[Tracked], list[tuple[Tracked, list[str]]]]:
+        """A pause: every selected request not answered leaves, unless it is started and
+        ``stays`` (it cannot be continued), or has an operation earlier in a chain than one
+        that stays or than one not selected (``staying``). Their unsent items are withdrawn
+        from the Coalescer at once.
+
+        Returns (``whole``: none of their ids was sent: forgotten, to be moved as they are;
+        ``started``: each with the ids withdrawn from it, kept until its sent items are
+        answered, its delivery a ``Continuing`` that settles without a reply). A started
+        request with nothing left unsent is not let go: it finishes and replies as usual.
+        Both in consumption order."""
+        tracked = self.settlement.tracked
+        chosen = [t for t in tracked if not t.settled and select(t)]
+        keep = self.staying(select, stays)
+        leaving = {id(t): t for t in chosen if t not in keep}
+
+        def drop(item: Item, waiter: Tracked) -> bool:
+            return id(waiter) in leaving and leaving[id(waiter)] is waiter
+
+        withdrawn: dict[int, list[str]] = {}
+        gone: set[int] = set()
+        for item, waiter in withdraw(self.coalescer, drop, time.monotonic()):
+            withdrawn.setdefault(id(waiter), []).append(item.id)
+            if not item.waiters and id(item) not in gone:
+                gone.add(id(item))
+                self.metrics.pending_items.labels(*item.key.labels).dec()
+        whole = sorted((t for t in leaving.values() if not t.started), key=lambda t: t.seq)
+        started = sorted(
+            (t for t in leaving.values() if t.started and id(t) in withdrawn), key=lambda t: t.seq
+        )
+        self.settlement.give_back(whole)
+        out: list[tuple[Tracked, list[str]]] = []
+        for t in started:
+            ids = withdrawn[id(t)]
+            delivery = t.delivery = Continuing(t.delivery)
+            if self.settlement.hold_back(t, len(ids)):  # its sent items were all answered
+                delivery.ready.set()
+            out.append((t, ids))
+        self.dispatcher.wake_all()
+        return whole, out
+
     def _keep(self, keep: set[Tracked]) -> set[Tracked]:
         """``keep`` and every request with an operation earlier in a chain than one of
         theirs (until nothing changes: a kept request may pull in others)."""
@@ -90,9 +144,10 @@ class Handover:
     def busy(self, partition: int) -> bool:
         """Some request of this partition is not answered, or a batch of it is still
         publishing or acking."""
-        return any(t.partition == partition for t in self.settlement.tracked) or any(
-            s.batches for s in self.dispatcher.scopes.values() if s.partition == partition
-        )
+        settlement = self.settlement
+        return any(
+            t.partition == partition for t in (*settlement.tracked, *settlement.continuing)
+        ) or any(s.batches for s in self.dispatcher.scopes.values() if s.partition == partition)
 
     async def retire(self, partition: int) -> list[Tracked]:
         """The partition is being handed on: forget its scopes (owning it again starts with a

@@ -4,6 +4,7 @@ for it (``Answer``), with the outcome and the reply they become."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
@@ -42,6 +43,26 @@ class Tracked:
     answers: dict[str, ItemResult] = field(default_factory=dict)
     trace: Any = None  # the consume span's context when tracing is on (worker/tracing.py)
     priority: bool = False  # consumed from the priority lane
+    consumed_at: float = field(default_factory=time.time)  # epoch seconds
+    # A continuation (worker/pipeline/continuation.py): the ids answered before, not sent
+    # again, and the original request body it carries.
+    done: frozenset[str] = frozenset()
+    source: bytes | None = None
+    held: bool = False  # taken in from a hold queue
+    continued: bool = False  # being continued: no reply, its continuation answers for it
+
+    @property
+    def published_at(self) -> float:
+        """When it was published, as far as the worker can tell: its AMQP timestamp, else
+        when the worker consumed it (what a scope cancel is compared with, at intake and
+        live alike)."""
+        return self.timestamp if self.timestamp is not None else self.consumed_at
+
+    @property
+    def pending_ids(self) -> list[str]:
+        """Its valid ids not answered before it was taken in (all but ``done``)."""
+        done = self.done
+        return [i for i in self.request.ids if i not in done] if done else list(self.request.ids)
 
     @property
     def lane(self) -> str:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
+from worker.errors import ErrorCode
 from worker.messages import Invalid, Outcome, Reply, published, routing_operation, utc_now
 from worker.metrics import Metrics
 from worker.outcomes import OutcomeBatch, batch_item, parts
@@ -29,6 +30,7 @@ from worker.registry import code_label
 T = TypeVar("T")
 PUBLISH_CHUNK = 64
 
+CANCELLED = str(ErrorCode.CANCELLED)
 _Counts = collections.Counter[tuple[str, str, str, str | None]]
 
 
@@ -64,6 +66,8 @@ class Settlement:
         self.metrics = metrics
         self.outlet = outlet
         self.tracked: set[Tracked] = set()
+        # Requests being continued (a pause): answered, their continuation not yet published.
+        self.continuing: set[Tracked] = set()
 
     # -- requests held ---------------------------------------------------------------------
 
@@ -78,6 +82,26 @@ class Settlement:
         for tracked in requests:
             tracked.settled = True
             self.tracked.discard(tracked)
+
+    def hold_back(self, tracked: Tracked, withdrawn: int) -> bool:
+        """A started request being continued (a pause): ``withdrawn`` of its items are not
+        answered here, it sends no reply, and its delivery's ack only says it is answered
+        (``worker.pipeline.continuation.Continuing``). True when nothing of it is left to
+        answer: settled now."""
+        tracked.remaining -= withdrawn
+        tracked.continued = True
+        self.continuing.add(tracked)
+        if tracked.remaining == 0:
+            tracked.settled = True
+            self.tracked.discard(tracked)
+            return True
+        return False
+
+    async def finish(self, tracked: Tracked) -> None:
+        """A request taken in with nothing left to answer (a continuation whose ids are all
+        done): its reply and ack."""
+        tracked.settled = True
+        await self._settle([tracked])
 
     def abandon(self, requests: Iterable[Tracked]) -> None:
         """The drain ran out of time: they will be requeued unanswered, and no answer still
@@ -145,14 +169,16 @@ class Settlement:
     def _batches(self, answers: list[Answer]) -> Iterator[tuple[OutcomeBatch, Any]]:
         """The batch format's messages for these answers: per dispatch batch and status (items
         rejected at intake: per request message and status), in parts of at most 4 MiB."""
-        groups: dict[tuple[str, str, str], list[Answer]] = {}
+        groups: dict[tuple[str, str, str, str | None], list[Answer]] = {}
         for answer in answers:
             tracked = answer.tracked
+            error = answer.result.error
+            tag = CANCELLED if not answer.batch_id and error and error.code == CANCELLED else None
             key = (answer.batch_id or "", answer.result.status,
-                   "" if answer.batch_id else tracked.request.request_id)  # fmt: skip
+                   "" if answer.batch_id else tracked.request.request_id, tag)  # fmt: skip
             groups.setdefault(key, []).append(answer)
         finished_at = utc_now()
-        for (batch_id, _, _), group in groups.items():
+        for (batch_id, _, _, tag), group in groups.items():
             first = group[0]
             heading = first.tracked.heading
             items = [
@@ -164,7 +190,7 @@ class Settlement:
             for part, slice_ in enumerate(parts(items)):
                 yield (
                     OutcomeBatch(heading, first.result.status, batch_id or None, part,
-                                 finished_at, slice_, correlation),
+                                 finished_at, slice_, correlation, tag),
                     first.tracked.trace,
                 )  # fmt: skip
 
@@ -211,7 +237,7 @@ class Settlement:
         """Reply to the answered requests that asked for it (pipelined; each confirmed, or
         dropped when its queue is gone), then queue the ack of each, then forget it (kept
         until then, so a drain or hand-over waits for its reply)."""
-        replying = [(t, t.reply_to) for t in done if t.reply_to is not None]
+        replying = [(t, t.reply_to) for t in done if t.reply_to is not None and not t.continued]
         for chunk in chunks(replying):
             await asyncio.gather(
                 *(self.outlet.reply(t.reply(), to, t.correlation_id, t.trace) for t, to in chunk)

@@ -1,0 +1,55 @@
+"""Publishing a continuation (``worker.pipeline.continuation``) at a pause: the part of
+``worker.broker.hold.Holds`` that waits for a continued request's sent items and then moves
+what is left of it to a hold queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from worker.broker.acker import AmqpDelivery
+from worker.broker.drains import LANE_HEADER
+from worker.broker.publishing import confirmed, copy_of
+from worker.pipeline import continuation
+from worker.pipeline.requests import Tracked
+from worker.wirenames import CONTINUATION_TYPE
+
+CONTINUE_CHECK_SECONDS = 0.5
+
+
+class _Continuations:
+    """The continuation side of ``Holds``."""
+
+    session: Any
+    closed: bool
+
+    async def _declare(self, name: str) -> None:
+        raise NotImplementedError
+
+    async def _continue(self, tracked: Tracked, name: str, ids: list[str]) -> bool:
+        """Once its sent items are answered, publish ``tracked``'s continuation (confirmed)
+        to the hold queue ``name``, then ack the original. False when it was given back
+        meanwhile (a drain out of time nacked it, a hand-over or the session's end took it):
+        then the original goes back to the broker as it is."""
+        delivery = tracked.delivery
+        assert isinstance(delivery, continuation.Continuing)
+        settlement = self.session.settlement
+        while not delivery.ready.is_set():
+            if self.closed or tracked not in settlement.tracked:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(delivery.ready.wait(), CONTINUE_CHECK_SECONDS)
+        original = delivery.original
+        if delivery.given_back or not isinstance(original, AmqpDelivery):
+            return False
+        message = original.message
+        body = continuation.body_of(tracked, message.body, ids)
+        await self._declare(name)
+        headers = dict(message.headers or {})
+        headers[LANE_HEADER] = "priority" if tracked.priority else "main"
+        copy = copy_of(message, headers, message.message_id, body, CONTINUATION_TYPE)
+        default = self.session.publisher.default
+        await confirmed(lambda: default.publish(copy, name, mandatory=True), "continuation")
+        await original.ack()
+        return True

@@ -1,0 +1,261 @@
+"""The out side of the hold queues (``worker.broker.hold``, whose docstring has the rules):
+their names, and draining them on resume."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from worker.broker.acker import Acker
+from worker.control.state import PauseKey
+from worker.settings import Settings
+
+log = logging.getLogger("bulkops.control")
+
+LANE_HEADER = "x-bulkops-lane"
+DRAIN_CHECK_SECONDS = 1.0
+IDLE_CHECK_SECONDS = 5.0
+
+
+Slot = tuple[PauseKey, int | None]  # a pause key and a partition (None: not partitioned)
+
+
+def hold_name(settings: Settings, key: PauseKey, partition: int | None = None) -> str:
+    """``<request queue>.held.<target>[.<field>.<value>][.p<partition>]`` (the primary:
+    ``@primary``), percent-encoded with ``+`` for ``%`` (AMQP clients refuse ``%`` and ``~``
+    in queue names); past 255 bytes, cut with a hash of the whole."""
+    target, scope = key
+    parts = [settings.request_queue, "held", _encoded(target)]
+    if scope is not None:
+        parts += [scope[0], "@primary" if scope[1] is None else _encoded(scope[1])]
+    if partition is not None:
+        parts.append(f"p{partition}")
+    name = ".".join(parts)
+    if len(name.encode()) > 255:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = name.encode()[:230].decode(errors="ignore") + "." + digest
+    return name
+
+
+def _encoded(value: str) -> str:
+    """Only letters, digits, ``_``, ``-`` and ``.`` stay; ``+XX`` for the rest."""
+    return quote(value, safe="").replace("~", "%7E").replace("%", "+")
+
+
+def hold_arguments(settings: Settings) -> dict[str, Any]:
+    """Quorum, durable, dead-lettering to the DLQ like the request queues, no delivery limit
+    (RabbitMQ 3.x: none; it is consumed only on resume)."""
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": settings.dead_letter_queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+@dataclass(eq=False)
+class _Drain:
+    slot: Slot
+    channel: AbstractChannel
+    queue: AbstractQueue
+    acker: Acker
+    tag: str = ""
+    # Paused again (``Holds.pause``): a delivery that comes meanwhile is left unacked for
+    # the channel's close to put back, or, if the drain ``keeping`` what it took, taken in
+    # to wait with it in the worker.
+    stopped: bool = False
+    keeping: bool = False
+
+
+class _Drains:
+    """Draining hold queues (the out side of ``Holds``)."""
+
+    session: Any
+    settings: Settings
+    connection: AbstractConnection
+    owned: Callable[[], Collection[int]] | None
+    adopting: set[int]
+    draining: dict[Slot, _Drain]
+    stopped: list[_Drain]
+    moving: dict[Slot, int]
+    idle: set[Slot]
+    _declaring: AbstractChannel | None
+
+    # -- out --------------------------------------------------------------------------------
+
+    async def resume(self, key: PauseKey) -> None:
+        """Consume the hold queue(s) the resume of ``key`` frees, if any, through the usual
+        intake (partitioned: those of the partitions owned)."""
+        partitions: Collection[int | None] = [None] if self.owned is None else self.owned()
+        for free in self.freed(key):
+            for partition in sorted(partitions, key=str):
+                await self._drain((free, partition))
+
+    def freed(self, key: PauseKey) -> list[PauseKey]:
+        """The hold queues to drain once ``key`` is resumed, inner ones first: ``key``'s own,
+        unless a pause still covers it (a scope's hold queue waits for its target's resume
+        too), and, for a whole target, those of its scopes resumed earlier that no pause
+        covers now (before the target's: its drain passes their messages on to them)."""
+        state = self.session.control
+        if state is None:
+            return [key]
+        keys = [key]
+        if key[1] is None:
+            scopes = [k for k in state.resumed if k[0] == key[0] and k[1] is not None]
+            keys = sorted(scopes, key=str) + keys
+        return [k for k in keys if state.paused(*k) is None]
+
+    async def adopt(self, partition: int) -> None:
+        """A partition just taken: drain its hold queues of the resumed scopes first (until
+        their drains start, messages of those scopes go to the hold queues' tails)."""
+        state = self.session.control
+        if state is None or not state.resumed:
+            return
+        self.adopting.add(partition)  # before any await: the partition's next deliveries
+        try:
+            scopes = sorted((k for k in state.resumed if k[1] is not None), key=str)
+            wide = sorted((k for k in state.resumed if k[1] is None), key=str)
+            for key in scopes + wide:  # inner ones first
+                if state.paused(*key) is None:
+                    await self._drain((key, partition))
+        finally:
+            self.adopting.discard(partition)
+
+    async def release(self, partition: int) -> None:
+        """A partition handed on: stop draining its hold queues (what was taken from them
+        and not started is given back to them with the partition's)."""
+        for slot in [s for s in self.draining if s[1] == partition]:
+            drain = self.draining.pop(slot)
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
+        self.idle = {s for s in self.idle if s[1] != partition}
+
+    async def _drain(self, slot: Slot) -> None:
+        key, partition = slot
+        if slot in self.draining:
+            return
+        name = hold_name(self.settings, key, partition)
+        channel = await self.connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return  # nothing was held (the failed declaration closed that channel)
+        await channel.set_qos(prefetch_count=self.settings.prefetch)
+        underlay = await channel.get_underlay_channel()
+        acker = self.session.ackers.start(underlay)
+        drain = _Drain(slot, channel, queue, acker)
+
+        async def take(message: AbstractIncomingMessage) -> None:
+            if drain.stopped and not drain.keeping:
+                return  # the channel's close puts it back at the head
+            acker.delivered(message.delivery_tag)
+            lane = (message.headers or {}).get(LANE_HEADER)
+            priority = lane in ("priority", b"priority")
+            await self.session.handle(
+                message, acker, partition, priority, held=key, stay=drain.stopped
+            )
+
+        self.draining[slot] = drain  # before the first delivery can come
+        try:
+            drain.tag = await queue.consume(take)
+        except BaseException:
+            self.draining.pop(slot, None)
+            raise
+        log.info("resume: draining %s", name)
+
+    async def stop(self) -> None:
+        """No more deliveries from hold queues (shutting down)."""
+        for drain in self.draining.values():
+            with contextlib.suppress(Exception):
+                await drain.queue.cancel(drain.tag)
+
+    async def watch(self) -> None:
+        """Finish the drains whose hold queue is empty and whose messages are answered; every
+        ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late
+        move by a replica that had not read the resume yet)."""
+        rounds = 0
+        while True:
+            await asyncio.sleep(DRAIN_CHECK_SECONDS)
+            await self._close_stopped()
+            for slot, drain in list(self.draining.items()):
+                if not drain.tag or self.moving.get(slot, 0) or drain.acker.outstanding:
+                    continue
+                ok = await drain.channel.declare_queue(drain.queue.name, passive=True)
+                result = ok.declaration_result
+                if result.message_count or (result.consumer_count or 0) > 1:
+                    continue  # messages left, or another replica drains it too
+                await self._finish(slot, drain)
+            rounds += 1
+            if rounds * DRAIN_CHECK_SECONDS >= IDLE_CHECK_SECONDS:
+                rounds = 0
+                await self.recheck()
+
+    async def _close_stopped(self) -> None:
+        """Close the channels of drains stopped by a pause once what they took and kept (some
+        of its ids sent) is settled."""
+        for drain in list(self.stopped):
+            if drain.acker.outstanding:
+                continue
+            self.stopped.remove(drain)
+            await self.session.ackers.flush(drain.acker, timeout=5.0)
+            with contextlib.suppress(Exception):
+                await drain.channel.close()
+            self.session.ackers.stop(drain.acker)
+
+    async def recheck(self) -> None:
+        """Drain again each drained hold queue holding messages while its scope is not
+        paused; forget one that is gone (deleted by hand)."""
+        state = self.session.control
+        owned = None if self.owned is None else self.owned()
+        for slot in sorted(self.idle - set(self.draining), key=str):
+            key, partition = slot
+            if state is not None and state.paused(*key) is not None:
+                continue  # paused (again): it is drained on the next resume
+            if owned is not None and partition not in owned:
+                self.idle.discard(slot)  # its owner watches it
+                continue
+            name = hold_name(self.settings, key, partition)
+            count = await self._depth(name)
+            if count is None:
+                self.idle.discard(slot)
+            elif count:
+                log.warning("hold queue %s holds %d messages: draining it", name, count)
+                self.idle.discard(slot)
+                await self._drain(slot)
+
+    async def _depth(self, name: str) -> int | None:
+        """Messages ready in a queue; None when it does not exist (the failed passive
+        declaration closes the probing channel: a new one next time)."""
+        if self._declaring is None or self._declaring.is_closed:
+            self._declaring = await self.connection.channel()
+        try:
+            ok = await self._declaring.declare_queue(name, passive=True)
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            return None
+        return int(ok.declaration_result.message_count or 0)
+
+    async def _finish(self, slot: Slot, drain: _Drain) -> None:
+        """Stop draining: nothing ready, nothing of ours unanswered, no other consumer, and
+        nothing being moved in by this worker (``draining`` no longer names the key, so
+        nothing new starts). The queue stays (see the module's docstring): a late move
+        into it is found by ``recheck``."""
+        del self.draining[slot]  # from here on, new messages of the scope run as usual
+        with contextlib.suppress(Exception):
+            await drain.queue.cancel(drain.tag)
+        if self.moving.get(slot, 0):
+            await self._drain(slot)  # a move started meanwhile: drain on
+            return
+        with contextlib.suppress(Exception):
+            await drain.channel.close()
+        self.idle.add(slot)
+        log.info("resume: %s drained (left in place, watched)", drain.queue.name)

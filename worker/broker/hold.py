@@ -1,0 +1,360 @@
+"""Hold queues of paused scopes (CONTRACT "Control" and "Topology", issue 23).
+
+RabbitMQ 3.10 has only the global consumer timeout (30 min by default) and a message handed
+back again and again runs into the delivery limit, so a paused scope's request messages do
+not stay unacked in the worker: each is moved (a confirmed persistent copy, then the ack of
+the original) to a durable quorum hold queue, the target's ``<request queue>.held.<target>``
+or a scope's ``<request queue>.held.<target>.<scope field>.<value>``, and comes back from it
+on resume, through the same intake.
+
+Which hold queue (``Holds.key_for``), so that per-id order holds whatever the order of the
+pauses and resumes of a target and of its scopes: work only ever moves INWARD, from the
+request queue to the target's hold queue, to the scope's hold queue, to the API, and always
+to the tail of the next queue, which holds only earlier work of the scope.
+
+- From the request queue, a message goes to the target's hold queue while the target is
+  paused or that queue is being drained; else to its scope's while the scope is paused or
+  that queue is being drained; else it runs.
+- From the target's hold queue (drained once the target is resumed), a message goes to its
+  scope's hold queue while the scope is paused or that queue is being drained; else it runs.
+- A scope's hold queue is drained only while no pause covers the scope (its own, its
+  target's): resuming a scope whose target is paused drains nothing; resuming the target
+  drains its resumed scopes' hold queues first, then its own.
+- A pause takes out of the worker every request of the scope(s) it covers that the worker
+  holds and has not answered, except what must stay (below), in consumption order, to the
+  tail of the hold queue the rules above name (they are later than what it holds): one none
+  of whose ids was sent is moved whole (a confirmed copy, then the ack); a started one from
+  a request queue is continued (``worker.pipeline.continuation``: its unsent items withdrawn
+  at once, its sent ones answered as usual, then a ``bulkops.continuation`` message
+  published, confirmed, and the original acked; the moves after it wait for it). A started
+  one with nothing left unsent finishes and replies as usual.
+- A pause also stops the drains it covers (a target's: its own and its scopes'). What a
+  stopped drain took is earlier than what is left in its queue, so it must go back to that
+  queue's HEAD, and a continuation, which can only go to a tail, is never made of it. If
+  nothing it took must stay, its channel is closed (its acks written first), and the broker
+  puts its unacked messages back at the head in delivery order (a nack with requeue would
+  put each at the TAIL of a quorum queue without a delivery limit on RabbitMQ 3.10:
+  measured). If some request it took is started (an id of it sent), the channel cannot be
+  closed: everything that drain took, and what it is handed before its consumer is
+  cancelled, waits in the worker unsent until the resume, like any request under way.
+- What stays in the worker, unacked, its unsent items waiting (the dispatcher takes nothing
+  of a paused scope): a started request taken from any hold queue's drain, one whose
+  continuation might exceed 4 MiB (``continuation.fits``), and every request with an earlier
+  operation on one of their ids (``Handover.let_go``). Past the consumer timeout, the broker
+  closes the channel and the duplicates are answered like any redelivery.
+- On resume (or at a session's start, for every scope the stream saw resumed and no pause
+  covers) the hold queue is consumed; once it is empty, nothing is being moved into it and
+  everything taken from it is answered, the drain stops and the scope runs as usual. The
+  hold queue is NOT deleted: another replica that has not read the resume yet may still
+  move a message into it (RabbitMQ 3.10 refuses ``if-empty`` deletes of quorum queues, so a
+  delete could take that message with it). A drained hold queue is watched
+  (``IDLE_CHECK_SECONDS``): a message found in it while no pause covers its key is drained
+  again. An empty hold queue costs nothing but its place; the operator may delete it by
+  hand when no pause of its scope is in force.
+
+Partitioned mode: one hold queue per pause and partition (``....p<i>``): the partition's
+owner is the single consumer of its scopes, so it alone moves into that hold queue and it
+alone drains it (a new owner drains the hold queues of the resumed scopes when it takes the
+partition, before anything of them from the partition queue runs: ``adopt``; the old one
+stops draining when it hands the partition on: ``release``).
+Nothing is lost if the worker dies between the copy's (or continuation's) confirm and the
+ack: the original is redelivered and moved again whole; the duplicate is answered like any
+redelivery (a continued one's sent items are sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection
+from typing import Any
+
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
+from worker.broker.acker import Acker, AmqpDelivery
+from worker.broker.continuing import _Continuations
+from worker.broker.drains import (
+    DRAIN_CHECK_SECONDS,
+    IDLE_CHECK_SECONDS,
+    LANE_HEADER,
+    Slot,
+    _Drain,
+    _Drains,
+    hold_arguments,
+    hold_name,
+    log,
+)
+from worker.broker.publishing import confirmed, copy_of
+from worker.broker.topology import declare_queue
+from worker.control.state import PauseKey
+from worker.messages import Request
+from worker.pipeline import continuation
+from worker.pipeline.control import request_scope
+from worker.pipeline.requests import Tracked
+
+__all__ = [
+    "DRAIN_CHECK_SECONDS",
+    "IDLE_CHECK_SECONDS",
+    "LANE_HEADER",
+    "Holds",
+    "hold_arguments",
+    "hold_name",
+]
+
+
+class Holds(_Drains, _Continuations):
+    """One broker session's hold queues: moves in, drains out."""
+
+    def __init__(self, session: Any, connection: AbstractConnection) -> None:
+        """``session``: the ``worker.broker.session.Session`` (not imported: it imports
+        this module)."""
+        self.session = session
+        self.settings = session.settings
+        self.connection = connection
+        self.owned: Callable[[], Collection[int]] | None = None  # partitioned: owned now
+        self.adopting: set[int] = set()  # partitions taken, their drains not started yet
+        self.draining: dict[Slot, _Drain] = {}
+        self.stopped: list[_Drain] = []  # stopped by a pause, their channels still open
+        self.moving: dict[Slot, int] = {}
+        self.declared: set[str] = set()
+        self.idle: set[Slot] = set()  # hold queues moved into or drained, watched
+        self.moved = 0
+        self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
+        self._declaring: AbstractChannel | None = None
+        self._order = asyncio.Lock()
+        self.closed = False  # the session is over: a continuation still waiting gives up
+
+    # -- in ---------------------------------------------------------------------------------
+
+    def key_for(
+        self, req: Request, held: PauseKey | None = None, partition: int | None = None
+    ) -> PauseKey | None:
+        """The hold queue a consumed request goes to now, if any (``held``: the hold queue it
+        was taken from; the same key back: to that queue's head). The rule is the module's:
+        the widest hold queue in use for its scope, never a wider one than it came from."""
+        state = self.session.control
+        if state is None:
+            return None
+        scope = request_scope(req)
+        wide, narrow = (req.target, None), (req.target, scope)
+        if held == wide:
+            if state.pause_of(*wide) is not None:
+                return wide  # the target paused again: back to the head
+        elif held == narrow:
+            return narrow if state.paused(*narrow) is not None else None
+        elif state.pause_of(*wide) is not None or self._filling(wide, partition):
+            return wide
+        if state.pause_of(*narrow) is not None or self._filling(narrow, partition):
+            return narrow
+        return None
+
+    def _filling(self, key: PauseKey, partition: int | None) -> bool:
+        """``key``'s hold queue is being drained (or its drain is starting): what comes
+        from a queue further out goes to its tail, behind the earlier work it holds."""
+        state = self.session.control
+        if (key, partition) in self.draining:
+            return True
+        return partition in self.adopting and state is not None and key in state.resumed
+
+    async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
+                   key: PauseKey, priority: bool, items: int,
+                   partition: int | None = None) -> None:  # fmt: skip
+        """A confirmed copy to the hold queue, then the original's ack (``items``: its ids,
+        counted as held until they come back)."""
+        slot = (key, partition)
+        name = hold_name(self.settings, key, partition)
+        if slot not in self.draining:
+            self.idle.add(slot)  # watched: drained once its scope is not paused
+        self.moving[slot] = self.moving.get(slot, 0) + 1
+        try:
+            # One move at a time, in the order they came (the lock is fair, and consumer
+            # callbacks reach it in delivery order): concurrent moves would reach the hold
+            # queue in any order, and per-id order with them.
+            async with self._order:
+                await self._copy(message, key, name, priority)
+            await delivery.ack()
+        finally:
+            self.moving[slot] -= 1
+        self.moved += 1
+        self.held[key] = self.held.get(key, 0) + items
+
+    async def _copy(
+        self, message: AbstractIncomingMessage, key: PauseKey, name: str, priority: bool
+    ) -> None:
+        await self._declare(name)
+        headers = dict(message.headers or {})
+        headers[LANE_HEADER] = "priority" if priority else "main"
+        copy = copy_of(message, headers, message.message_id)
+        default = self.session.publisher.default
+        await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
+
+    async def _declare(self, name: str) -> None:
+        if name not in self.declared:
+            if self._declaring is None or self._declaring.is_closed:
+                self._declaring = await self.connection.channel()
+            await declare_queue(self._declaring, name, hold_arguments(self.settings), _ADVICE)
+            self.declared.add(name)
+
+    def came_back(self, key: PauseKey, items: int) -> None:
+        """A request taken in from ``key``'s hold queue: its ids are no longer held there."""
+        if self.held.get(key):
+            self.held[key] = max(0, self.held[key] - items)
+
+    async def pause(self, key: PauseKey) -> int:
+        """Stop the drains ``key`` covers and take out of the worker the requests of its
+        scope(s) that need not stay (the module's rules); how many left.
+
+        A stopped drain none of whose requests must stay has its channel closed (its acks
+        written first): what it took goes back to its hold queue's head. One with a request
+        that must stay (some id sent) keeps all it took in the worker, unsent until the
+        resume (what it is handed meanwhile is taken in too). The other requests go, in
+        consumption order, to the tail of the hold queue ``key_for`` names: moved whole, or
+        continued when started (from a request queue only)."""
+        target, scope = key
+        stopped = self._stop_drains(key)
+
+        def covered(tracked: Tracked) -> bool:
+            req = tracked.request
+            return req.target == target and (scope is None or request_scope(req) == scope)
+
+        def stays(tracked: Tracked) -> bool:  # started, and cannot be continued
+            delivery = tracked.delivery
+            return (
+                tracked.held
+                or not isinstance(delivery, AmqpDelivery)
+                or not continuation.fits(tracked, delivery.message.body)
+            )
+
+        def select(tracked: Tracked) -> bool:
+            return covered(tracked) and _acker_of(tracked) not in staying
+
+        # The stopped drains that keep what they took: those holding a request that stays
+        # (until nothing changes: what such a drain keeps may pull in another's).
+        handover = self.session.engine.handover
+        staying: set[Acker | None] = set()
+        ackers = {d.acker for d in stopped}
+        while more := ackers & {_acker_of(t) for t in handover.staying(select, stays)} - staying:
+            staying |= more
+        for drain in stopped:
+            drain.keeping = drain.acker in staying
+        whole, started = handover.let_go(select, stays)
+        shut = {d.acker: d for d in stopped if not d.keeping}
+        back = [t for t in whole if _acker_of(t) in shut]
+        sources = {d.acker: d for d in [*stopped, *self.draining.values()]}
+        moves = self._plan([t for t in whole if t not in back], started, sources)
+        try:
+            # Before any await: ahead of every intake move of a message consumed meanwhile
+            # (each waits for this lock), the moves in consumption order; a continuation
+            # waits for its sent items' answers (a batch or a job in flight), and the moves
+            # after it wait with it.
+            async with self._order:
+                await self._to_heads(stopped, back, shut)
+                moved = await self._move_out(moves, dict(started))
+        finally:
+            for _, _, slot in moves:
+                self.moving[slot] -= 1
+            self.session.settlement.continuing.difference_update(t for t, _ in started)
+        if back or moves:
+            log.info(
+                "pause of %s: %d requests back to their hold queues' heads, %d moved to tails "
+                "(%d of them continued)", key, len(back), moved, len(started),
+            )  # fmt: skip
+        return len(back) + moved
+
+    def _stop_drains(self, key: PauseKey) -> list[_Drain]:
+        """No delivery of a drain ``key`` covers (a target's: its own and its scopes') is
+        taken in as usual from here on (called before any await of the pause)."""
+        target, scope = key
+        stopped = [d for s, d in self.draining.items() if s[0] == key or (
+            scope is None and s[0][0] == target)]  # fmt: skip
+        for drain in stopped:
+            del self.draining[drain.slot]  # paused again while draining: it stays held
+            drain.stopped = True
+            self.idle.add(drain.slot)
+        return stopped
+
+    async def _to_heads(
+        self, stopped: list[_Drain], back: list[Tracked], shut: dict[Acker, _Drain]
+    ) -> None:
+        """Close the stopped drains that keep nothing (``shut``: what they took, ``back``,
+        goes back to their hold queues' heads) and cancel the consumers of those that keep
+        what they took (their channels close once it is settled)."""
+        for drain in shut.values():
+            await self._close(drain)
+        for drain in stopped:
+            if drain.keeping:
+                self.stopped.append(drain)
+                with contextlib.suppress(Exception):
+                    await drain.queue.cancel(drain.tag)
+        for tracked in back:
+            acker = _acker_of(tracked)
+            assert acker is not None
+            src = shut[acker].slot[0]
+            self.held[src] = self.held.get(src, 0) + len(tracked.pending_ids)
+
+    async def _close(self, drain: _Drain) -> None:
+        """Close a stopped drain's channel once its acks are written: the broker puts what
+        it still has unacked back at the hold queue's head, in delivery order."""
+        await self.session.ackers.flush(drain.acker, timeout=10.0)
+        with contextlib.suppress(Exception):
+            await drain.channel.close()
+        self.session.ackers.stop(drain.acker)
+
+    @staticmethod
+    def _source(tracked: Tracked, sources: dict[Acker, _Drain]) -> _Drain | None:
+        acker = _acker_of(tracked)
+        return None if acker is None else sources.get(acker)
+
+    def _plan(
+        self,
+        whole: list[Tracked],
+        started: list[tuple[Tracked, list[str]]],
+        sources: dict[Acker, _Drain],
+    ) -> list[tuple[Tracked, PauseKey, Slot]]:
+        """Where each request let go of goes (the tail of the hold queue ``key_for`` names),
+        in consumption order; each destination counted as being moved into."""
+        moves = []
+        for tracked in sorted([*whole, *(t for t, _ in started)], key=lambda t: t.seq):
+            drain = self._source(tracked, sources)
+            held = None if drain is None else drain.slot[0]
+            dest = self.key_for(tracked.request, held, tracked.partition)
+            assert dest is not None and dest != held  # the pause covers it
+            slot = (dest, tracked.partition)
+            moves.append((tracked, dest, slot))
+            self.idle.add(slot)
+            self.moving[slot] = self.moving.get(slot, 0) + 1
+        return moves
+
+    async def _move_out(
+        self, moves: list[tuple[Tracked, PauseKey, Slot]], withdrawn: dict[Tracked, list[str]]
+    ) -> int:
+        """Make the ``moves`` (under ``_order``): whole requests as they are, continued ones
+        (``withdrawn``: the ids withdrawn from them) as continuations; how many were made."""
+        moved = 0
+        for tracked, dest, slot in moves:
+            name = hold_name(self.settings, dest, slot[1])
+            ids = withdrawn.get(tracked)
+            if ids is None:
+                delivery = tracked.delivery
+                assert isinstance(delivery, AmqpDelivery)
+                await self._copy(delivery.message, dest, name, tracked.priority)
+                await delivery.ack()
+                count = len(tracked.pending_ids)
+            elif await self._continue(tracked, name, ids):
+                count = len(ids)
+            else:
+                continue
+            moved += 1
+            self.moved += 1
+            self.held[dest] = self.held.get(dest, 0) + count
+        return moved
+
+
+def _acker_of(tracked: Tracked) -> Acker | None:
+    delivery = tracked.delivery
+    if isinstance(delivery, continuation.Continuing):
+        delivery = delivery.original
+    return delivery.acker if isinstance(delivery, AmqpDelivery) else None
+
+
+_ADVICE = "delete it by hand when no pause of its scope is in force"
