@@ -202,3 +202,37 @@ async def test_a_late_move_into_a_drained_hold_queue_is_not_lost(r: Rig) -> None
                 await r.channel.queue_delete(r.request_queue + hold)
     assert sorted(o["id"] for o in outcomes) == sorted(early + late)
     assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(early + late)
+
+
+async def test_a_hold_queue_deleted_by_hand_is_declared_again_at_the_next_pause(r: Rig) -> None:
+    """The README lets the operator delete an empty hold queue when no pause of its scope is
+    in force. The next pause of the scope in the same session moves into it again: the move's
+    publish comes back unroutable, the queue is declared again and the move made (it used to
+    retry forever, holding every other move and the pause's control hook)."""
+    settings = limited(r, 20, 50, linger_seconds=0.05)
+    url = settings.amqp_url.get_secret_value()
+    hold = f"{r.request_queue}.held.shop.catalog_id.cat-2"
+    first, second = ids("first", 50), ids("second", 50)
+    async with ControlClient.connect(url, exchange=settings.control_exchange) as control:
+        try:
+            async with r.worker(settings):
+                await control.pause("shop", catalog_id="cat-2")
+                await asyncio.sleep(0.5)
+                await r.publish(delete("cat-2", first))
+                await until_async(lambda: hold_depth(r, hold), 1)
+                await control.resume("shop", catalog_id="cat-2")
+                await r.results.wait_for(50, timeout=20)
+                await asyncio.sleep(2.5)  # the drain is over (checked each second)
+                await r.channel.queue_delete(hold)  # by hand, empty, no pause in force
+                await control.pause("shop", catalog_id="cat-2")
+                await asyncio.sleep(0.5)
+                await r.publish(delete("cat-2", second))
+                await until_async(lambda: hold_depth(r, hold), 1)
+                assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(first)
+                await control.resume("shop", catalog_id="cat-2")
+                outcomes = await r.results.wait_for(100, timeout=20)
+        finally:
+            if await hold_depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
+    assert sorted(o["id"] for o in outcomes) == sorted(first + second)
+    assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(first + second)

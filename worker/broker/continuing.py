@@ -8,8 +8,11 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aio_pika
+import aiormq
+
 from worker.broker.acker import AmqpDelivery
-from worker.broker.drains import LANE_HEADER
+from worker.broker.drains import LANE_HEADER, log
 from worker.broker.publishing import confirmed, copy_of
 from worker.pipeline import continuation
 from worker.pipeline.requests import Tracked
@@ -24,8 +27,25 @@ class _Continuations:
     session: Any
     closed: bool
 
+    declared: set[str]
+
     async def _declare(self, name: str) -> None:
         raise NotImplementedError
+
+    async def _publish_held(self, copy: aio_pika.Message, name: str, what: str) -> None:
+        """Publish ``copy`` to the hold queue ``name`` (declared before), confirmed. Returned
+        as unroutable: the queue was deleted by hand since this session declared it (the
+        README allows it once it is empty): declared again, and published again."""
+        default = self.session.publisher.default
+        try:
+            await confirmed(
+                lambda: default.publish(copy, name, mandatory=True), what, returned_is_final=True
+            )
+        except aiormq.exceptions.PublishError:
+            log.warning("%s returned by %s: declaring the hold queue again", what, name)
+            self.declared.discard(name)
+            await self._declare(name)
+            await confirmed(lambda: default.publish(copy, name, mandatory=True), what)
 
     async def _continue(self, tracked: Tracked, name: str, ids: list[str]) -> bool:
         """Once its sent items are answered, publish ``tracked``'s continuation (confirmed)
@@ -49,7 +69,6 @@ class _Continuations:
         headers = dict(message.headers or {})
         headers[LANE_HEADER] = "priority" if tracked.priority else "main"
         copy = copy_of(message, headers, message.message_id, body, CONTINUATION_TYPE)
-        default = self.session.publisher.default
-        await confirmed(lambda: default.publish(copy, name, mandatory=True), "continuation")
+        await self._publish_held(copy, name, "continuation")
         await original.ack()
         return True

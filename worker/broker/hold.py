@@ -84,7 +84,7 @@ from worker.broker.drains import (
     hold_name,
     log,
 )
-from worker.broker.publishing import confirmed, copy_of
+from worker.broker.publishing import copy_of
 from worker.broker.topology import declare_queue
 from worker.control.state import PauseKey
 from worker.messages import Request
@@ -185,8 +185,7 @@ class Holds(_Drains, _Continuations):
         headers = dict(message.headers or {})
         headers[LANE_HEADER] = "priority" if priority else "main"
         copy = copy_of(message, headers, message.message_id)
-        default = self.session.publisher.default
-        await confirmed(lambda: default.publish(copy, name, mandatory=True), "held request")
+        await self._publish_held(copy, name, "held request")
 
     async def _declare(self, name: str) -> None:
         if name not in self.declared:
