@@ -8,6 +8,10 @@ from typing import Protocol
 
 REASON_HEADER = "x-bulkops-reason"
 ORIGIN_HEADER = "x-bulkops-original-queue"  # the request queue (or lane) a dead letter left
+# On a request without an AMQP timestamp moved to a hold queue: when the worker first
+# consumed it (float epoch seconds), what a scope cancel compares with; read only on intake
+# from a hold queue (on a request queue, a publisher could backdate its message with it).
+CONSUMED_AT_HEADER = "x-bulkops-consumed-at"
 UNROUTED_MAX_LENGTH = 100_000  # outcomes parked at most; the oldest are dropped beyond
 
 

@@ -51,6 +51,18 @@ async def control(r: Rig, body: dict[str, Any]) -> None:
         await publish_control(channel, body, exchange=r.settings().control_exchange)
 
 
+async def depth(r: Rig, name: str) -> int | None:
+    """Messages in a queue; None when it does not exist (probed on a channel of its own)."""
+    channel = await r.channel.get_underlay_channel()
+    probe = await channel.connection.channel()
+    try:
+        ok = await probe.queue_declare(name, passive=True)
+    except Exception:
+        return None
+    await probe.close()
+    return int(ok.message_count or 0)
+
+
 def by_id(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     seen = Counter(o["id"] for o in outcomes)
     assert [i for i, n in seen.items() if n > 1] == []  # each item answered exactly once
@@ -137,6 +149,37 @@ async def test_a_scope_cancel_withdraws_that_scope_published_before_it(r: Rig) -
     assert {i for i, o in outcomes.items() if o["status"] == "rejected"} == set(ids("x", 30))
     assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(ids("z", 30))
     assert sorted(r.emulator.bloomreach.deleted("cat-1")) == sorted(ids("y", 30))
+
+
+async def test_a_scope_cancel_withdraws_a_held_request_without_a_timestamp(r: Rig) -> None:
+    """A cat-2 request without an AMQP timestamp moved to its hold queue during a pause, then
+    a scope cancel of cat-2, then the resume: it was published before the cancel (the worker
+    first consumed it before), so all its ids are answered ``rejected``/``cancelled`` and
+    none is sent (the time of its consumption from the hold queue is after the cancel)."""
+    settings = limited(r, 5, 1000)
+    url = settings.amqp_url.get_secret_value()
+    hold = f"{r.request_queue}.held.shop.catalog_id.cat-2"
+    wanted = ids("nots", 30)
+    async with ControlClient.connect(url, exchange=settings.control_exchange) as client:
+        try:
+            async with r.worker(settings):
+                await client.pause("shop", catalog_id="cat-2")
+                await asyncio.sleep(0.5)
+                await r.publish(delete("no-stamp", "cat-2", wanted), timestamp=None)
+                async with asyncio.timeout(15):
+                    while await depth(r, hold) != 1:
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(1.1)
+                await control(r, {"command": "cancel", "target": "shop", "catalog_id": "cat-2"})
+                await asyncio.sleep(1.1)
+                await client.resume("shop", catalog_id="cat-2")
+                outcomes = by_id(await r.results.wait_for(30, timeout=20))
+        finally:
+            if await depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
+    assert {o["status"] for o in outcomes.values()} == {"rejected"}
+    assert {o["error"]["code"] for o in outcomes.values()} == {"cancelled"}
+    assert r.emulator.bloomreach.deleted("cat-2") == []
 
 
 async def test_a_worker_starts_on_a_control_stream_declared_with_other_arguments(

@@ -10,15 +10,30 @@ from typing import Any
 
 import aio_pika
 import aiormq
+from aio_pika.abc import AbstractIncomingMessage
 
 from worker.broker.acker import AmqpDelivery
 from worker.broker.drains import LANE_HEADER, log
 from worker.broker.publishing import confirmed, copy_of
 from worker.pipeline import continuation
 from worker.pipeline.requests import Tracked
-from worker.wirenames import CONTINUATION_TYPE
+from worker.wirenames import CONSUMED_AT_HEADER, CONTINUATION_TYPE
 
 CONTINUE_CHECK_SECONDS = 0.5
+
+
+def held_headers(
+    message: AbstractIncomingMessage, priority: bool, consumed_at: float | None
+) -> dict[str, Any]:
+    """The headers of a consumed request's copy (or continuation) in a hold queue: its own,
+    the lane it came from and, without an AMQP timestamp, when the worker first consumed it
+    (``CONSUMED_AT_HEADER``: what a scope cancel compares with once it is back)."""
+    headers = dict(message.headers or {})
+    headers[LANE_HEADER] = "priority" if priority else "main"
+    headers.pop(CONSUMED_AT_HEADER, None)
+    if message.timestamp is None and consumed_at is not None:
+        headers[CONSUMED_AT_HEADER] = float(consumed_at)
+    return headers
 
 
 class _Continuations:
@@ -66,8 +81,7 @@ class _Continuations:
         message = original.message
         body = continuation.body_of(tracked, message.body, ids)
         await self._declare(name)
-        headers = dict(message.headers or {})
-        headers[LANE_HEADER] = "priority" if tracked.priority else "main"
+        headers = held_headers(message, tracked.priority, tracked.consumed_at)
         copy = copy_of(message, headers, message.message_id, body, CONTINUATION_TYPE)
         await self._publish_held(copy, name, "continuation")
         await original.ack()

@@ -72,7 +72,7 @@ from typing import Any
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
 from worker.broker.acker import Acker, AmqpDelivery
-from worker.broker.continuing import _Continuations
+from worker.broker.continuing import _Continuations, held_headers
 from worker.broker.drains import (
     DRAIN_CHECK_SECONDS,
     IDLE_CHECK_SECONDS,
@@ -158,9 +158,11 @@ class Holds(_Drains, _Continuations):
 
     async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
                    key: PauseKey, priority: bool, items: int,
-                   partition: int | None = None) -> None:  # fmt: skip
+                   partition: int | None = None, consumed_at: float | None = None,
+                   ) -> None:  # fmt: skip
         """A confirmed copy to the hold queue, then the original's ack (``items``: its ids,
-        counted as held until they come back)."""
+        counted as held until they come back; ``consumed_at``: when it was first consumed,
+        carried by a copy without an AMQP timestamp)."""
         slot = (key, partition)
         name = hold_name(self.settings, key, partition)
         if slot not in self.draining:
@@ -171,19 +173,17 @@ class Holds(_Drains, _Continuations):
             # callbacks reach it in delivery order): concurrent moves would reach the hold
             # queue in any order, and per-id order with them.
             async with self._order:
-                await self._copy(message, key, name, priority)
+                await self._copy(message, key, name, priority, consumed_at)
             await delivery.ack()
         finally:
             self.moving[slot] -= 1
         self.moved += 1
         self.held[key] = self.held.get(key, 0) + items
 
-    async def _copy(
-        self, message: AbstractIncomingMessage, key: PauseKey, name: str, priority: bool
-    ) -> None:
+    async def _copy(self, message: AbstractIncomingMessage, key: PauseKey, name: str,
+                    priority: bool, consumed_at: float | None) -> None:  # fmt: skip
         await self._declare(name)
-        headers = dict(message.headers or {})
-        headers[LANE_HEADER] = "priority" if priority else "main"
+        headers = held_headers(message, priority, consumed_at)
         copy = copy_of(message, headers, message.message_id)
         await self._publish_held(copy, name, "held request")
 
@@ -336,7 +336,8 @@ class Holds(_Drains, _Continuations):
             if ids is None:
                 delivery = tracked.delivery
                 assert isinstance(delivery, AmqpDelivery)
-                await self._copy(delivery.message, dest, name, tracked.priority)
+                message, consumed_at = delivery.message, tracked.consumed_at
+                await self._copy(message, dest, name, tracked.priority, consumed_at)
                 await delivery.ack()
                 count = len(tracked.pending_ids)
             elif await self._continue(tracked, name, ids):

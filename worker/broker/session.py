@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import httpx
@@ -37,7 +38,7 @@ from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Answer, Tracked
 from worker.pipeline.settlement import Settlement
 from worker.settings import Settings
-from worker.wirenames import CONTINUATION_TYPE
+from worker.wirenames import CONSUMED_AT_HEADER, CONTINUATION_TYPE
 
 log = logging.getLogger("bulkops.broker")
 
@@ -127,7 +128,7 @@ class Session:
         parsed, cont = taken
         self.metrics.messages_consumed.labels(parsed.operation.name, parsed.target).inc()
         tracked, rejected = self._track(message, acker, parsed, cont, partition, priority)
-        tracked.held = held is not None
+        taken_back(tracked, message, held is not None)
         pending = tracked.pending_ids
         cancel = None
         if self.control is not None and pending:
@@ -143,7 +144,9 @@ class Session:
         elif hold is not None:  # its scope is paused: to a hold queue, answered later
             assert self.holds is not None
             delivery = AmqpDelivery(message, acker)
-            await self.holds.move(message, delivery, hold, priority, len(pending), partition)
+            await self.holds.move(
+                message, delivery, hold, priority, len(pending), partition, tracked.consumed_at
+            )
             return
         elif pending:
             self.engine.accept(tracked)
@@ -249,3 +252,25 @@ class Session:
             tracing.current(),
             target_label,
         )
+
+
+def taken_back(tracked: Tracked, message: AbstractIncomingMessage, held: bool) -> None:
+    """``held``: ``tracked`` was taken in from a hold queue; without an AMQP timestamp, it
+    was first consumed when the ``CONSUMED_AT_HEADER`` its move carried says (read only
+    then: on a request queue, a publisher could backdate its message with it)."""
+    tracked.held = held
+    if held and tracked.timestamp is None:
+        tracked.consumed_at = first_consumed(message, tracked.consumed_at)
+
+
+def first_consumed(message: AbstractIncomingMessage, now: float) -> float:
+    """The message's ``CONSUMED_AT_HEADER`` if valid (a finite number, not in the future),
+    else ``now``."""
+    value = (message.headers or {}).get(CONSUMED_AT_HEADER)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str, bytes)):
+        return now
+    try:
+        at = float(value)
+    except ValueError:
+        return now
+    return at if math.isfinite(at) and 0 < at <= now else now
