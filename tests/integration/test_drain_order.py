@@ -13,9 +13,11 @@ import logging
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from tests.integration.harness import Rig
 from worker.broker.acker import Acker
+from worker.client.control import ControlClient
 
 pytestmark = pytest.mark.integration
 
@@ -75,3 +77,62 @@ async def test_requests_given_back_at_a_stop_come_back_ahead_of_later_ones(
     assert {o["status"] for o in outcomes} == {"succeeded"}
     assert r.emulator.datocms.record_status("x") == "draft"
     assert len(outcomes) == len(r.results.bodies) == 11  # each answered once
+
+
+async def test_requests_a_hold_queue_drain_gives_back_at_a_stop_go_to_its_head(r: Rig) -> None:
+    """The whole DatoCMS target paused: publish a, b, c then unpublish a, b, c move to its
+    hold queue. Resumed with one request every 2 s, one id each, prefetch 3: the drain takes
+    the three publishes, the first is sent and the worker is stopped. The two publishes not
+    started must go back to the hold queue's HEAD (a nack with requeue put them at its tail,
+    behind the unpublishes of their ids: RabbitMQ 3.10, quorum queue without a delivery
+    limit). The next worker ends every id a draft, each operation answered once."""
+    hold = f"{r.request_queue}.held.main"
+    items = ["a", "b", "c"]
+    settings = r.settings()
+    url = settings.amqp_url.get_secret_value()
+    targets = dict(settings.targets)
+    slow = targets["main"].model_copy(update={"rate_limit": "1/2s", "max_batch_items": 1})
+    async with ControlClient.connect(url, exchange=settings.control_exchange) as control:
+        await control.pause("main", reason="drain order at a stop")
+        for operation in ("publish", "unpublish"):
+            for item in items:
+                await r.publish(dato(operation, item))
+        try:
+            r.emulator.config.datocms_rate = (1, 2.0)
+            first = r.settings(targets={**targets, "main": slow}, prefetch=3, linger_seconds=0.0)
+            async with r.worker(first):
+                async with asyncio.timeout(20):
+                    while await r.queue_depth(r.request_queue) or await depth(r, hold) != 6:
+                        await asyncio.sleep(0.1)
+                await control.resume("main")
+                async with asyncio.timeout(20):
+                    while not r.emulator.requests(api="datocms"):
+                        await asyncio.sleep(0.02)
+            assert len(r.results.bodies) <= 1
+            r.emulator.config.datocms_rate = (1000, 1.0)
+            r.registry = CollectorRegistry()  # a new process's metrics
+            async with r.worker(r.settings(linger_seconds=0.0)):
+                outcomes = await r.results.wait_for(6, timeout=30)
+                await asyncio.sleep(0.5)
+        finally:
+            if await depth(r, hold) is not None:
+                await r.channel.queue_delete(hold)
+    print("ORDER", [(o["id"], o["operation"][14:], o["status"]) for o in outcomes])
+    assert len(r.results.bodies) == 6  # each operation answered once
+    for item in items:
+        ops = [o["operation"][14:] for o in outcomes if o["id"] == item]
+        assert ops == ["publish", "unpublish"], item
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    assert {i: r.emulator.datocms.record_status(i) for i in items} == dict.fromkeys(items, "draft")
+
+
+async def depth(r: Rig, name: str) -> int | None:
+    """Messages in a queue; None when it does not exist (probed on a channel of its own)."""
+    channel = await r.channel.get_underlay_channel()
+    probe = await channel.connection.channel()
+    try:
+        ok = await probe.queue_declare(name, passive=True)
+    except Exception:
+        return None
+    await probe.close()
+    return int(ok.message_count or 0)

@@ -179,6 +179,19 @@ class _Drains:
             with contextlib.suppress(Exception):
                 await drain.queue.cancel(drain.tag)
 
+    async def close(self) -> None:
+        """Shutting down, after the drain (``worker.broker.run``): close the channel of
+        every drain, running or stopped by a pause, once its acks are written: the broker
+        puts what it took and did not finish (given back, not nacked) back at its hold
+        queue's head, in delivery order."""
+        drains = [*self.draining.values(), *self.stopped]
+        self.draining.clear()
+        self.stopped.clear()
+        for drain in drains:
+            await self.session.ackers.flush(drain.acker, timeout=5.0)
+            with contextlib.suppress(Exception):
+                await drain.channel.close()
+
     async def watch(self) -> None:
         """Finish the drains whose hold queue is empty and whose messages are answered; every
         ``IDLE_CHECK_SECONDS``, drain again a drained hold queue that got messages (a late

@@ -144,9 +144,7 @@ async def run_session(
                             await session.holds.stop()
                         await _drain(engine, settings, lost, bounced)
                         if not lost.is_set():
-                            await session.ackers.flush(None, timeout=10.0)
-                            for consumer, *_ in consumers:  # after the acks: they reach the broker
-                                await consumer.channel.close()
+                            await _close_consumers(session, [c for c, *_ in consumers])
                 finally:
                     health.set_ready(False)
                     metrics.partitions_owned.set(0)
@@ -159,6 +157,16 @@ async def run_session(
             finally:
                 link.detach(session)
     return False
+
+
+async def _close_consumers(session: Session, consumers: list[AbstractQueue]) -> None:
+    """After the drain: close the consuming channels (request queues' and hold queues'
+    drains) once their acks are written (their CloseOk comes after them)."""
+    await session.ackers.flush(None, timeout=10.0)
+    if session.holds is not None:
+        await session.holds.close()  # what its drains gave back: to their heads
+    for consumer in consumers:
+        await consumer.channel.close()
 
 
 async def _holds(
@@ -236,10 +244,14 @@ async def _drain(
     bounced: list[tuple[Acker, list[int]]],
 ) -> None:
     """Send what was started, give back what was not (then ``bounced``, taken back by
-    ``_take_bounced``), wait within the drain timeout."""
+    ``_take_bounced``), wait within the drain timeout. What was taken from a hold queue's
+    drain is not nacked (a nack with requeue puts it at the TAIL of a quorum queue without
+    a delivery limit on RabbitMQ 3.10): ``Holds.close`` closes its channel afterwards and
+    the broker puts it back at the head, in delivery order."""
     give_back = engine.begin_drain()
     for tracked in give_back:  # one by one, in consumption order
-        await tracked.delivery.nack(requeue=True)
+        if not tracked.held:  # a hold queue's: its drain's channel close gives it back
+            await tracked.delivery.nack(requeue=True)
     for acker, tags in bounced:  # behind them (one Acker per channel: nacks go in order)
         for tag in tags:
             acker.nack(tag, requeue=True)
@@ -253,4 +265,5 @@ async def _drain(
         engine.settlement.abandon(unfinished)
         if not lost.is_set():
             for tracked in unfinished:
-                await tracked.delivery.nack(requeue=True)
+                if not tracked.held:  # as above
+                    await tracked.delivery.nack(requeue=True)
