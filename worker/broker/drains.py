@@ -85,6 +85,7 @@ class _Drains:
     connection: AbstractConnection
     owned: Callable[[], Collection[int]] | None
     adopting: set[int]
+    starting: set[Slot]  # drains being set up: filling already (``Holds.key_for``)
     draining: dict[Slot, _Drain]
     stopped: list[_Drain]
     moving: dict[Slot, int]
@@ -97,9 +98,14 @@ class _Drains:
         """Consume the hold queue(s) the resume of ``key`` frees, if any, through the usual
         intake (partitioned: those of the partitions owned)."""
         partitions: Collection[int | None] = [None] if self.owned is None else self.owned()
-        for free in self.freed(key):
-            for partition in sorted(partitions, key=str):
-                await self._drain((free, partition))
+        slots = [(free, partition) for free in self.freed(key)
+                 for partition in sorted(partitions, key=str)]  # fmt: skip
+        slots = [s for s in slots if s not in self.draining and s not in self.starting]
+        # Before any await: until its drain runs, what comes from a queue further out goes
+        # to the tail of each hold queue the resume frees (``Holds.key_for``), not ahead.
+        self.starting.update(slots)
+        for slot in slots:
+            await self._start(slot)
 
     def freed(self, key: PauseKey) -> list[PauseKey]:
         """The hold queues to drain once ``key`` is resumed, inner ones first: ``key``'s own,
@@ -141,9 +147,21 @@ class _Drains:
         self.idle = {s for s in self.idle if s[1] != partition}
 
     async def _drain(self, slot: Slot) -> None:
-        key, partition = slot
-        if slot in self.draining:
+        """Drain the hold queue of ``slot`` unless that is done or starting already."""
+        if slot in self.draining or slot in self.starting:
             return
+        self.starting.add(slot)  # before any await: filling (``key_for``), started once
+        await self._start(slot)
+
+    async def _start(self, slot: Slot) -> None:
+        """Start a drain marked ``starting`` (cleared once it runs, or when it does not)."""
+        try:
+            await self._consume(slot)
+        finally:
+            self.starting.discard(slot)
+
+    async def _consume(self, slot: Slot) -> None:
+        key, partition = slot
         name = hold_name(self.settings, key, partition)
         channel = await self.connection.channel()
         try:
@@ -152,6 +170,12 @@ class _Drains:
             return  # nothing was held (the failed declaration closed that channel)
         await channel.set_qos(prefetch_count=self.settings.prefetch)
         underlay = await channel.get_underlay_channel()
+        state = self.session.control
+        if state is not None and state.paused(*key) is not None:  # paused again meanwhile
+            self.idle.add(slot)
+            with contextlib.suppress(Exception):
+                await channel.close()
+            return
         acker = self.session.ackers.start(underlay)
         drain = _Drain(slot, channel, queue, acker)
 

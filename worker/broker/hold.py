@@ -114,6 +114,7 @@ class Holds(_Drains, _Continuations):
         self.owned: Callable[[], Collection[int]] | None = None  # partitioned: owned now
         self.adopting: set[int] = set()  # partitions taken, their drains not started yet
         self.draining: dict[Slot, _Drain] = {}
+        self.starting: set[Slot] = set()  # drains being set up (resume, adopt, recheck)
         self.stopped: list[_Drain] = []  # stopped by a pause, their channels still open
         self.moving: dict[Slot, int] = {}
         self.declared: set[str] = set()
@@ -152,7 +153,7 @@ class Holds(_Drains, _Continuations):
         """``key``'s hold queue is being drained (or its drain is starting): what comes
         from a queue further out goes to its tail, behind the earlier work it holds."""
         state = self.session.control
-        if (key, partition) in self.draining:
+        if (key, partition) in self.draining or (key, partition) in self.starting:
             return True
         return partition in self.adopting and state is not None and key in state.resumed
 
