@@ -135,3 +135,32 @@ async def test_a_hold_queue_that_does_not_exist_is_not_left_filling() -> None:
     await held.resume(TARGET)
     assert not held.starting and not held.draining
     assert held.key_for(request()) is None  # runs as usual
+
+
+async def test_a_hand_over_gives_back_what_its_drains_took_by_closing_their_channels() -> None:
+    """Finding 1: ``release`` at a partition's hand-over only cancelled the drain's consumer;
+    the unstarted requests it took were forgotten, unacked, until the consumer timeout.
+    ``let_go``, once the partition's started work is settled, closes the drain's channel
+    (acks flushed first): the broker puts them back at the hold queue's head."""
+    from worker.broker.drains import _Drain
+
+    held, _ = holds()
+    flushed: list[Any] = []
+    stopped: list[Any] = []
+
+    async def flush(acker: Any, timeout: float) -> None:
+        flushed.append(acker)
+
+    held.session.ackers = SimpleNamespace(flush=flush, stop=stopped.append)
+    drains = {}
+    for partition in (1, 2):
+        channel, acker = Channel(), SimpleNamespace(outstanding=2)
+        queue = await channel.declare_queue(f"held.p{partition}")
+        drains[partition] = _Drain((TARGET, partition), channel, queue, acker, "tag")  # type: ignore[arg-type]
+        held.draining[(TARGET, partition)] = drains[partition]
+    await held.release(2)
+    assert list(held.draining) == [(TARGET, 1)]
+    assert not drains[2].channel.is_closed  # started work may still ack on it
+    await held.let_go(2)
+    assert drains[2].channel.is_closed and flushed == stopped == [drains[2].acker]
+    assert not drains[1].channel.is_closed

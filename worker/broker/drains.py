@@ -88,6 +88,7 @@ class _Drains:
     starting: set[Slot]  # drains being set up: filling already (``Holds.key_for``)
     draining: dict[Slot, _Drain]
     stopped: list[_Drain]
+    released: list[_Drain]  # stopped at a partition's hand-over, their channels still open
     moving: dict[Slot, int]
     idle: set[Slot]
     _declaring: AbstractChannel | None
@@ -138,13 +139,28 @@ class _Drains:
             self.adopting.discard(partition)
 
     async def release(self, partition: int) -> None:
-        """A partition handed on: stop draining its hold queues (what was taken from them
-        and not started is given back to them with the partition's)."""
+        """A partition handed on: stop draining its hold queues (``let_go`` gives back what
+        was taken from them and not started, once the started work is settled)."""
         for slot in [s for s in self.draining if s[1] == partition]:
             drain = self.draining.pop(slot)
+            self.released.append(drain)
             with contextlib.suppress(Exception):
                 await drain.queue.cancel(drain.tag)
         self.idle = {s for s in self.idle if s[1] != partition}
+
+    async def let_go(self, partition: int) -> None:
+        """The partition's started work is settled (or given up): close the channels of the
+        drains ``release`` stopped, their acks written first: the broker puts what they took
+        and did not finish back at their hold queues' heads, in delivery order (the hand-over
+        forgot it; unacked, it waited for the consumer timeout and came back after later
+        work)."""
+        drains = [d for d in self.released if d.slot[1] == partition]
+        self.released = [d for d in self.released if d.slot[1] != partition]
+        for drain in drains:
+            await self.session.ackers.flush(drain.acker, timeout=5.0)
+            with contextlib.suppress(Exception):
+                await drain.channel.close()
+            self.session.ackers.stop(drain.acker)
 
     async def _drain(self, slot: Slot) -> None:
         """Drain the hold queue of ``slot`` unless that is done or starting already."""
@@ -208,9 +224,10 @@ class _Drains:
         every drain, running or stopped by a pause, once its acks are written: the broker
         puts what it took and did not finish (given back, not nacked) back at its hold
         queue's head, in delivery order."""
-        drains = [*self.draining.values(), *self.stopped]
+        drains = [*self.draining.values(), *self.stopped, *self.released]
         self.draining.clear()
         self.stopped.clear()
+        self.released.clear()
         for drain in drains:
             await self.session.ackers.flush(drain.acker, timeout=5.0)
             with contextlib.suppress(Exception):

@@ -116,6 +116,7 @@ class Holds(_Drains, _Continuations):
         self.draining: dict[Slot, _Drain] = {}
         self.starting: set[Slot] = set()  # drains being set up (resume, adopt, recheck)
         self.stopped: list[_Drain] = []  # stopped by a pause, their channels still open
+        self.released: list[_Drain] = []  # stopped at a hand-over, channels still open
         self.moving: dict[Slot, int] = {}
         self.declared: set[str] = set()
         self.idle: set[Slot] = set()  # hold queues moved into or drained, watched

@@ -321,6 +321,7 @@ class Owner:
         given_back = self.pipeline.hand_over(index)
         await self._finish(index, deadline)
         unfinished = await self.pipeline.retire(index)
+        await _holds(self.intake, "let_go", index)  # what its drains took: to their heads
         if unfinished:
             log.warning(
                 "partition %d: %d requests not finished in time, handed on unanswered",
@@ -427,8 +428,8 @@ async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
 
 async def _holds(intake: Intake, action: str, index: int) -> None:
     """The session's hold queues (``worker.broker.hold``) take (``adopt``: drains them
-    first, and nothing is awaited before it decides) or let go of (``release``) a
-    partition."""
+    first, and nothing is awaited before it decides) or let go of (``release``, then
+    ``let_go``) a partition."""
     holds = getattr(intake, "holds", None)
     if holds is not None:
         await getattr(holds, action)(index)
