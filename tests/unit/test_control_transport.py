@@ -103,3 +103,15 @@ def test_the_settings_read_the_contracts_variables(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BULKOPS_CANCEL_TTL_SECONDS", "0")
     with pytest.raises(ValueError, match="cancel_ttl_seconds"):
         Settings()
+
+
+def test_a_rewrites_since_header_survives_the_wire_exactly() -> None:
+    """pamqp sends a float header as a 32-bit float: an epoch time would come back off by
+    up to a minute. The pause's time goes as whole seconds, an integer, exact."""
+    from pamqp import decode, encode
+
+    state = ControlState(100)
+    state.apply(Control("pause", 1_796_500_000.0, target="t", message_id="p1"))
+    [(_, headers)] = rewrite_headers(state)
+    _, back = decode.field_table(encode.field_table(headers))
+    assert back[SINCE_HEADER] == 1_796_500_000

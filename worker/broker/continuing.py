@@ -32,7 +32,10 @@ def held_headers(
     headers[LANE_HEADER] = "priority" if priority else "main"
     headers.pop(CONSUMED_AT_HEADER, None)
     if message.timestamp is None and consumed_at is not None:
-        headers[CONSUMED_AT_HEADER] = float(consumed_at)
+        # Whole seconds, as an integer: AMQP timestamps have that resolution, and a float in
+        # a header table goes out as a 32-bit float (pamqp), which is off by up to a minute
+        # for epoch seconds.
+        headers[CONSUMED_AT_HEADER] = int(consumed_at)
     return headers
 
 

@@ -179,7 +179,10 @@ def rewrite_headers(state: ControlState) -> list[tuple[dict[str, Any], dict[str,
             body[pause.scope[0]] = pause.scope[1]
         if pause.reason is not None:
             body["reason"] = pause.reason
-        headers: dict[str, Any] = {REWRITE_HEADER: pause.origin or "", SINCE_HEADER: pause.at}
+        # Whole seconds as an integer: pamqp sends a float header as a 32-bit float (off by
+        # up to a minute for epoch seconds).
+        since = int(pause.at)
+        headers: dict[str, Any] = {REWRITE_HEADER: pause.origin or "", SINCE_HEADER: since}
         if pause.user_id:
             headers[USER_HEADER] = pause.user_id
         if pause.app_id:
