@@ -414,3 +414,25 @@ async def emulator_process() -> AsyncIterator[EmulatorProcess]:
 
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+async def probe_depth(r: Rig, name: str) -> int | None:
+    """Messages in a queue; None when it does not exist (probed on a channel of its own: a
+    failed passive declaration closes the channel it is tried on)."""
+    channel = await r.channel.get_underlay_channel()
+    probe = await channel.connection.channel()
+    try:
+        ok = await probe.queue_declare(name, passive=True)
+    except Exception:
+        return None
+    await probe.close()
+    return int(ok.message_count or 0)
+
+
+async def in_force(control: Any) -> None:
+    """Return once the one running worker has applied every control record sent so far: a
+    ``status`` comes after them in the stream, and is answered only once they are applied
+    (``control``: a ``worker.client.control.ControlClient``). A fixed sleep after a pause was
+    not enough on a loaded machine."""
+    reports = await control.status(timeout=10, expect=1)
+    assert len(reports) == 1, reports

@@ -17,7 +17,8 @@ import aio_pika
 import orjson
 import pytest
 
-from tests.integration.harness import Rig, collect_queue, ids
+from tests.integration.harness import Rig, collect_queue, ids, in_force
+from tests.integration.harness import probe_depth as depth
 from worker.client.control import ControlClient
 from worker.control.transport import publish_control
 
@@ -49,18 +50,6 @@ async def control(r: Rig, body: dict[str, Any]) -> None:
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         await publish_control(channel, body, exchange=r.settings().control_exchange)
-
-
-async def depth(r: Rig, name: str) -> int | None:
-    """Messages in a queue; None when it does not exist (probed on a channel of its own)."""
-    channel = await r.channel.get_underlay_channel()
-    probe = await channel.connection.channel()
-    try:
-        ok = await probe.queue_declare(name, passive=True)
-    except Exception:
-        return None
-    await probe.close()
-    return int(ok.message_count or 0)
 
 
 def by_id(outcomes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -164,7 +153,7 @@ async def test_a_scope_cancel_withdraws_a_held_request_without_a_timestamp(r: Ri
         try:
             async with r.worker(settings):
                 await client.pause("shop", catalog_id="cat-2")
-                await asyncio.sleep(0.5)
+                await in_force(client)
                 await r.publish(delete("no-stamp", "cat-2", wanted), timestamp=None)
                 async with asyncio.timeout(15):
                     while await depth(r, hold) != 1:

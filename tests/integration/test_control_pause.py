@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.integration.harness import Rig, ids, start_worker
+from tests.integration.harness import Rig, ids, in_force, start_worker
+from tests.integration.harness import probe_depth as hold_depth
 from worker.client.control import ControlClient
 
 pytestmark = pytest.mark.integration
@@ -39,18 +40,6 @@ async def until(check: Any, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.05)
-
-
-async def hold_depth(r: Rig, name: str) -> int | None:
-    """Messages in a hold queue; None when it does not exist."""
-    channel = await r.channel.get_underlay_channel()
-    probe = await channel.connection.channel()
-    try:
-        ok = await probe.queue_declare(name, passive=True)
-    except Exception:
-        return None
-    await probe.close()
-    return int(ok.message_count or 0)
 
 
 async def test_a_paused_catalog_sends_nothing_until_resumed_across_a_restart(r: Rig) -> None:
@@ -185,7 +174,7 @@ async def test_a_late_move_into_a_drained_hold_queue_is_not_lost(r: Rig) -> None
         try:
             async with r.worker(settings):
                 await control.pause("shop", catalog_id="cat-2")
-                await asyncio.sleep(0.5)
+                await in_force(control)
                 await r.publish(delete("cat-2", early))
                 await until_async(lambda: hold_depth(r, r.request_queue + hold), 1)
                 await control.resume("shop", catalog_id="cat-2")
@@ -217,7 +206,7 @@ async def test_a_hold_queue_deleted_by_hand_is_declared_again_at_the_next_pause(
         try:
             async with r.worker(settings):
                 await control.pause("shop", catalog_id="cat-2")
-                await asyncio.sleep(0.5)
+                await in_force(control)
                 await r.publish(delete("cat-2", first))
                 await until_async(lambda: hold_depth(r, hold), 1)
                 await control.resume("shop", catalog_id="cat-2")
@@ -225,7 +214,7 @@ async def test_a_hold_queue_deleted_by_hand_is_declared_again_at_the_next_pause(
                 await asyncio.sleep(2.5)  # the drain is over (checked each second)
                 await r.channel.queue_delete(hold)  # by hand, empty, no pause in force
                 await control.pause("shop", catalog_id="cat-2")
-                await asyncio.sleep(0.5)
+                await in_force(control)
                 await r.publish(delete("cat-2", second))
                 await until_async(lambda: hold_depth(r, hold), 1)
                 assert sorted(r.emulator.bloomreach.deleted("cat-2")) == sorted(first)

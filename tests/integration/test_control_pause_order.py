@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.harness import Rig, ids
+from tests.integration.harness import probe_depth as depth
 from worker.broker.hold import hold_name
 from worker.client.control import ControlClient
 
@@ -27,18 +28,6 @@ PRIMARY: dict[str, str | None] = {"environment": None}  # the scope of the recor
 
 def op(operation: str, record_ids: list[str]) -> dict[str, Any]:
     return {"operation": f"datocms.items.{operation}", "target": "main", "ids": record_ids}
-
-
-async def depth(r: Rig, name: str) -> int | None:
-    """Ready messages in a queue; None when it does not exist."""
-    channel = await r.channel.get_underlay_channel()
-    probe = await channel.connection.channel()
-    try:
-        ok = await probe.queue_declare(name, passive=True)
-    except Exception:
-        return None
-    await probe.close()
-    return int(ok.message_count or 0)
 
 
 async def until_depth(r: Rig, name: str, expected: int | None, timeout: float = 20.0) -> None:

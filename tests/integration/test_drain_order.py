@@ -16,6 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.integration.harness import Rig
+from tests.integration.harness import probe_depth as depth
 from worker.broker.acker import Acker
 from worker.client.control import ControlClient
 
@@ -124,15 +125,3 @@ async def test_requests_a_hold_queue_drain_gives_back_at_a_stop_go_to_its_head(r
         assert ops == ["publish", "unpublish"], item
     assert {o["status"] for o in outcomes} == {"succeeded"}
     assert {i: r.emulator.datocms.record_status(i) for i in items} == dict.fromkeys(items, "draft")
-
-
-async def depth(r: Rig, name: str) -> int | None:
-    """Messages in a queue; None when it does not exist (probed on a channel of its own)."""
-    channel = await r.channel.get_underlay_channel()
-    probe = await channel.connection.channel()
-    try:
-        ok = await probe.queue_declare(name, passive=True)
-    except Exception:
-        return None
-    await probe.close()
-    return int(ok.message_count or 0)
