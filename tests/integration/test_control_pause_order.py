@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Rig, ids
+from tests.integration.harness import Rig, ids, in_force
 from tests.integration.harness import probe_depth as depth
 from worker.broker.hold import hold_name
 from worker.client.control import ControlClient
@@ -154,3 +154,51 @@ async def until_held(r: Rig, names: list[str], expected: int, timeout: float = 2
     async with asyncio.timeout(timeout):
         while sum([await depth(r, n) or 0 for n in names]) != expected:
             await asyncio.sleep(0.05)
+
+
+async def test_a_wider_pause_leaves_what_a_kept_drain_took_in_the_worker(r: Rig) -> None:
+    """Review finding (8). The scope's hold queue holds P1 (publish of 200 records A), P2
+    (publish of B) and P3 (unpublish of B). On the scope's resume its drain takes P1 and P2
+    (prefetch 2); P1 goes out at once (a full batch, its job slow), P2 lingers. The scope is
+    paused again: P1 is started, so the drain keeps what it took in the worker (P2 unsent).
+    Then the whole target is paused: P2 must stay in the worker, not go to the tail of the
+    target's hold queue, whence it would come back behind P3 (B would end published)."""
+    r.emulator.config.datocms_job_seconds_by_action = {"publish": 3.0}
+    settings = r.settings(prefetch=2, linger_seconds=3.0)
+    url = settings.amqp_url.get_secret_value()
+    wide = hold_name(settings, ("main", None))
+    narrow = hold_name(settings, ("main", ("environment", None)))
+    first, records = ids("kept-a", 200), ids("kept-b", 3)
+    async with ControlClient.connect(url, exchange=settings.control_exchange) as control:
+        try:
+            async with r.worker(settings):
+                await control.pause("main", reason="scope", **PRIMARY)
+                await r.publish(op("publish", first))
+                await r.publish(op("publish", records))
+                await r.publish(op("unpublish", records))
+                await until_depth(r, narrow, 3)
+                await control.resume("main", **PRIMARY)
+                await until_depth(r, narrow, 1)  # the drain took P1 and P2
+                async with asyncio.timeout(20):
+                    while not r.emulator.requests(path_contains="/items/bulk/publish"):
+                        await asyncio.sleep(0.05)
+                await control.pause("main", reason="scope again", **PRIMARY)
+                await in_force(control)
+                await control.pause("main", reason="target")
+                await in_force(control)
+                await asyncio.sleep(1.0)  # a wrong move would be confirmed by now
+                assert await depth(r, wide) in (None, 0), "P2 went to the target's hold queue"
+                assert await depth(r, narrow) == 1  # P3 only
+                await control.resume("main")
+                await control.resume("main", **PRIMARY)
+                outcomes = await r.results.wait_for(200 + 2 * len(records), timeout=60)
+                await until_depth(r, narrow, 0)
+                assert await r.queue_depth(r.request_queue) == 0
+        finally:
+            await cleanup(r, wide, narrow)
+    seen = collections.Counter((o["operation"], o["id"]) for o in outcomes)
+    assert len(outcomes) == 200 + 2 * len(records) and set(seen.values()) == {1}
+    assert {o["status"] for o in outcomes} == {"succeeded"}
+    assert {r.emulator.datocms.record_status(i) for i in first} == {"published"}
+    assert {r.emulator.datocms.record_status(i) for i in records} == {"draft"}
+    assert r.emulator.breaches() == []

@@ -36,7 +36,9 @@ to the tail of the next queue, which holds only earlier work of the scope.
   put each at the TAIL of a quorum queue without a delivery limit on RabbitMQ 3.10:
   measured). If some request it took is started (an id of it sent), the channel cannot be
   closed: everything that drain took, and what it is handed before its consumer is
-  cancelled, waits in the worker unsent until the resume, like any request under way.
+  cancelled, waits in the worker unsent until the resume, like any request under way; a
+  later pause, a wider one too, leaves it there (moved to a tail, it would come back
+  behind what its hold queue still holds).
 - What stays in the worker, unacked, its unsent items waiting (the dispatcher takes nothing
   of a paused scope): a started request taken from any hold queue's drain, one whose
   continuation might exceed 4 MiB (``continuation.fits``), and every request with an earlier
@@ -229,10 +231,12 @@ class Holds(_Drains, _Continuations):
         def select(tracked: Tracked) -> bool:
             return covered(tracked) and _acker_of(tracked) not in staying
 
-        # The stopped drains that keep what they took: those holding a request that stays
-        # (until nothing changes: what such a drain keeps may pull in another's).
+        # The stopped drains that keep what they took: those an earlier pause left keeping
+        # (what they took is earlier than what their hold queues hold: it waits in the
+        # worker, never for a tail), and those holding a request that stays (until nothing
+        # changes: what such a drain keeps may pull in another's).
         handover = self.session.engine.handover
-        staying: set[Acker | None] = set()
+        staying: set[Acker | None] = {d.acker for d in self.stopped}
         ackers = {d.acker for d in stopped}
         while more := ackers & {_acker_of(t) for t in handover.staying(select, stays)} - staying:
             staying |= more
