@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -92,6 +92,9 @@ class _Drains:
     moving: dict[Slot, int]
     idle: set[Slot]
     _declaring: AbstractChannel | None
+    # Partitioned: find the hold queues of these resumed keys that hold messages nobody
+    # drains, of partitions not known to be owned (``worker.broker.strays``).
+    beckon: Callable[[Collection[PauseKey]], Awaitable[None]] | None
 
     # -- out --------------------------------------------------------------------------------
 
@@ -107,6 +110,8 @@ class _Drains:
         self.starting.update(slots)
         for slot in slots:
             await self._start(slot)
+        if self.beckon is not None:  # partitioned: those of partitions nobody knows it owns
+            await self.beckon(self.freed(key))
 
     def freed(self, key: PauseKey) -> list[PauseKey]:
         """The hold queues to drain once ``key`` is resumed, inner ones first: ``key``'s own,

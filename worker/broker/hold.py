@@ -58,7 +58,20 @@ Partitioned mode: one hold queue per pause and partition (``....p<i>``): the par
 owner is the single consumer of its scopes, so it alone moves into that hold queue and it
 alone drains it (a new owner drains the hold queues of the resumed scopes when it takes the
 partition, before anything of them from the partition queue runs: ``adopt``; the old one
-stops draining when it hands the partition on: ``release``).
+stops draining when it hands the partition on: ``release``). A replica knows it owns a
+partition only once the partition queue delivered to it, and none may come: after a
+session renewal (or a restart) during a pause that held everything of a scope, that queue
+holds nothing of it; nor when the replica draining a hold queue died. So a resume, and
+every replica's sweep (``Owner.sweep``, every 3 s, for replicas that start later or missed
+it), look for the hold queues of the resumed keys no pause covers that hold messages and
+have no consumer (``worker.broker.strays``: passive declares on one probing channel; a
+missing one is probed again by a sweep only after 30 s). Of a partition it knows it owns,
+a replica drains them (as ``recheck`` does); of another, it leaves a marker in the
+partition queue (the priority lane's, ``MARKER_HEADER``: at most one per partition per
+sweep, none while that queue holds messages, a delivery being due anyway). Its receiver,
+the partition's owner whoever it is, takes the partition: ``adopt`` drains them before
+anything else of the partition runs; an owner that knew already acks it and does nothing
+else (its own sweep drains them).
 Nothing is lost if the worker dies between the copy's (or continuation's) confirm and the
 ack: the original is redelivered and moved again whole; the duplicate is answered like any
 redelivery (a continued one's sent items are sent again).
@@ -125,6 +138,7 @@ class Holds(_Drains, _Continuations):
         self.moved = 0
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
+        self.beckon = None  # partitioned: set by the session (``worker.broker.strays``)
         self._order = asyncio.Lock()
         self.closed = False  # the session is over: a continuation still waiting gives up
 

@@ -74,6 +74,8 @@ LANES = ("", PRIORITY_SUFFIX)  # the main lane's queues, the priority lane's
 # the main queue with each priority message it forwards, so that an idle partition's owner
 # hears of it; a replica handing a partition on leaves one there for the next owner, and
 # every replica sweeps for priority queues with messages and no consumer (Owner.sweep).
+# The same marker tells a partition's owner that a hold queue of a resumed scope waits for
+# it (Owner.beckon, at a resume and in the sweep; see worker.broker.hold).
 
 
 async def stranded(connection: AbstractConnection, settings: Settings, index: int) -> bool:

@@ -58,6 +58,7 @@ from worker.broker.partition_topology import (  # the names, re-exported
     stranded,
 )
 from worker.broker.publishing import confirmed, copy_of
+from worker.broker.strays import Strays
 from worker.broker.topology import declare_if_reachable
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
@@ -203,6 +204,8 @@ class Owner:
         self._taking = [asyncio.Lock() for _ in range(self.settings.partitions)]
         self._presence: AbstractChannel | None = None
         self._counted = False  # whether the presence queue is there to count replicas
+        # Hold queues of resumed scopes nobody drains (at a resume, and in the sweep).
+        self.strays = Strays(connection, intake, self.held, router.mark, lost)
 
     async def start(self) -> None:
         settings = self.settings
@@ -353,13 +356,17 @@ class Owner:
         """Forever, every ``SWEEP_SECONDS``: a partition's priority queue that holds messages
         and has no consumer (its owner died or lost its connection with urgent messages
         unacked, and no marker was left) gets a marker, so that whoever owns the partition
-        now subscribes to it. Every replica sweeps; a needless marker costs nothing."""
+        now subscribes to it; so does a partition with a hold queue nobody drains
+        (``worker.broker.strays``). Every replica sweeps; a needless marker costs nothing."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
+            marked = set()
             for index in range(self.settings.partitions):
                 if await stranded(self.connection, self.settings, index):
                     log.info("partition %d: priority messages without a consumer", index)
                     await self.router.mark(index)
+                    marked.add(index)
+            await self.strays.beckon(None, marked)
 
     async def _finish(self, index: int, deadline: float | None) -> None:
         """Wait until the partition's started work is answered (or the deadline passes)."""

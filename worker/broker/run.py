@@ -108,6 +108,7 @@ async def run_session(
                     assert session.holds is not None
                     owned = owner.held.owned
                     session.holds.owned = lambda: tuple(owned)
+                    session.holds.beckon = owner.strays.beckon
                     link.attach(session, owned)
                     await owner.start()
                     rebalancing: list[Awaitable[Any]] = [owner.rebalance(), owner.sweep()]

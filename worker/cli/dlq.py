@@ -190,7 +190,7 @@ async def _replay(
                 break
             if (message.headers or {}).get(MARKER_HEADER):
                 await message.ack()  # a partition's marker, dead-lettered: not a request
-                print("dropped a priority marker (partitioned mode; not a request)", flush=True)
+                print("dropped a partition marker (partitioned mode; not a request)", flush=True)
                 continue
             letter = DeadLetter.of(message.body, message.headers or {}, message.message_id)
             if args.reason and args.reason.lower() not in letter.reason.lower():
