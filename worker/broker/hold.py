@@ -246,9 +246,8 @@ class Holds(_Drains, _Continuations):
             return covered(tracked) and _acker_of(tracked) not in staying
 
         # The stopped drains that keep what they took: those an earlier pause left keeping
-        # (what they took is earlier than what their hold queues hold: it waits in the
-        # worker, never for a tail), and those holding a request that stays (until nothing
-        # changes: what such a drain keeps may pull in another's).
+        # (it waits in the worker, never for a tail), and those holding a request that
+        # stays (until nothing changes: what such a drain keeps may pull in another's).
         handover = self.session.engine.handover
         staying: set[Acker | None] = {d.acker for d in self.stopped}
         ackers = {d.acker for d in stopped}
