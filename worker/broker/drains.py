@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiormq
@@ -91,7 +91,12 @@ class _Drains:
     released: list[_Drain]  # stopped at a partition's hand-over, their channels still open
     moving: dict[Slot, int]
     idle: set[Slot]
+    handed: set[int]  # partitions handed on: nothing more is moved of them
     _declaring: AbstractChannel | None
+
+    if TYPE_CHECKING:  # ``Holds``' (``worker.broker.moving``)
+
+        async def _settled(self, partition: int | None, timeout: float) -> None: ...
 
     # -- out --------------------------------------------------------------------------------
 
@@ -126,6 +131,7 @@ class _Drains:
         """A partition just taken: drain its hold queues of the resumed scopes first (until
         their drains start, messages of those scopes go to the hold queues' tails)."""
         state = self.session.control
+        self.handed.discard(partition)  # ours again: its moves are made
         if state is None or not state.resumed:
             return
         self.adopting.add(partition)  # before any await: the partition's next deliveries
@@ -153,7 +159,11 @@ class _Drains:
         drains ``release`` stopped, their acks written first: the broker puts what they took
         and did not finish back at their hold queues' heads, in delivery order (the hand-over
         forgot it; unacked, it waited for the consumer timeout and came back after later
-        work)."""
+        work). Moves of the partition's requests into hold queues not made by now are not
+        made (the hand-over waited for them, up to its deadline): they go back with the
+        partition's channel, in delivery order; a move under way ends first (bounded)."""
+        self.handed.add(partition)
+        await self._settled(partition, 5.0)
         drains = [d for d in self.released if d.slot[1] == partition]
         self.released = [d for d in self.released if d.slot[1] != partition]
         for drain in drains:
