@@ -288,6 +288,8 @@ class _Drains:
             if owned is not None and partition not in owned:
                 self.idle.discard(slot)  # its owner watches it
                 continue
+            if self.moving.get(slot):
+                continue  # moves into it under way (its queue may not exist yet): later
             name = hold_name(self.settings, key, partition)
             count = await self._depth(name)
             if count is None:
