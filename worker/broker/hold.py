@@ -13,8 +13,9 @@ request queue to the target's hold queue, to the scope's hold queue, to the API,
 to the tail of the next queue, which holds only earlier work of the scope.
 
 - From the request queue, a message goes to the target's hold queue while the target is
-  paused or that queue is being drained; else to its scope's while the scope is paused or
-  that queue is being drained; else it runs.
+  paused or that queue is being drained (or moved into: a resume while a pause's moves
+  into it are still under way); else to its scope's while the scope is paused or that
+  queue is being drained (or moved into); else it runs.
 - From the target's hold queue (drained once the target is resumed), a message goes to its
   scope's hold queue while the scope is paused or that queue is being drained; else it runs.
 - A scope's hold queue is drained only while no pause covers the scope (its own, its
@@ -28,6 +29,25 @@ to the tail of the next queue, which holds only earlier work of the scope.
   at once, its sent ones answered as usual, then a ``bulkops.continuation`` message
   published, confirmed, and the original acked; the moves after it wait for it). A started
   one with nothing left unsent finishes and replies as usual.
+- The moves into hold queues are made one at a time, in the order their places were taken
+  (``worker.broker.moving.Turns``, a FIFO whose place is taken without awaiting): an
+  intake move takes it when its message is handled, a pause when its control record is.
+  A pause decides everything before any await (the drains it stops, what is let go, where
+  each goes, its place in the order) and its moves run in a background task of the
+  session (``Holds.pausing``): a continuation waiting for its sent items (up to a job's
+  deadline) holds up the moves behind it, never the control records after it (status,
+  resume, cancel). A resume meanwhile drains nothing into the running before those moves
+  are made: the hold queue counts as being filled while moves into it are pending.
+- A continuation given back while it waits (its partition handed on, the session over, a
+  graceful stop past its drain timeout) goes back to its queue as it is; nothing more from
+  its channel is moved after it (the pause's later requests, later intake moves), or it
+  would come back behind them: they stay unacked and the channel's close puts them back
+  at the queue's head, in delivery order, behind it. A graceful stop waits (within its
+  drain timeout) for the moves to be made before its channels close (a move between its
+  copy's confirm and the original's ack would leave a second copy); past the timeout no
+  further move is made (the one under way ends first, bounded) and what was not moved goes
+  back with its channel. A partition's hand-over waits for the moves of its requests the
+  same way, up to its deadline.
 - A pause also stops the drains it covers (a target's: its own and its scopes'). What a
   stopped drain took is earlier than what is left in its queue, so it must go back to that
   queue's HEAD, and a continuation, which can only go to a tail, is never made of it. If
