@@ -128,8 +128,8 @@ async def test_past_the_drain_timeout_a_continuation_goes_back_with_what_followe
                 await control.pause("main", reason="stop past the drain timeout")
                 await control.status(timeout=10, expect=1)  # the pause is applied
             assert await depth(r, hold) in (None, 0)
-            first, second = await peek(r, r.request_queue, 2)
             assert await r.queue_depth(r.request_queue) == 2
+            first, second = await peek(r, r.request_queue, 2)
             assert first.header.properties.message_type != CONTINUATION_TYPE
             assert orjson.loads(first.body)["operation"] == "datocms.items.publish"
             assert orjson.loads(second.body)["operation"] == "datocms.items.unpublish"
