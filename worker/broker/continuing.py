@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
-from worker.broker.acker import AmqpDelivery
+from worker.broker.acker import Acker, AmqpDelivery
 from worker.broker.drains import LANE_HEADER, log
 from worker.broker.publishing import confirmed, copy_of
 from worker.pipeline import continuation
@@ -43,12 +43,15 @@ class _Continuations:
     """The continuation side of ``Holds``."""
 
     session: Any
-    closed: bool
 
     declared: set[str]
 
     async def _declare(self, name: str) -> None:
         raise NotImplementedError
+
+    if TYPE_CHECKING:  # ``Holds``' (``worker.broker.moving``)
+
+        def _skipped(self, acker: Acker | None, partition: int | None) -> bool: ...
 
     async def _publish_held(self, copy: aio_pika.Message, name: str, what: str) -> None:
         """Publish ``copy`` to the hold queue ``name`` (declared before), confirmed. Returned
@@ -68,13 +71,17 @@ class _Continuations:
     async def _continue(self, tracked: Tracked, name: str, ids: list[str]) -> bool:
         """Once its sent items are answered, publish ``tracked``'s continuation (confirmed)
         to the hold queue ``name``, then ack the original. False when it was given back
-        meanwhile (a drain out of time nacked it, a hand-over or the session's end took it):
-        then the original goes back to the broker as it is."""
+        meanwhile (a drain out of time nacked it, a hand-over or the session's end took it),
+        or when the moves from its channel stop (``Holds._skipped``: a graceful stop past its
+        drain timeout, the partition handed on): then the original goes back to the broker
+        as it is (nacked, or unacked for its channel's close)."""
         delivery = tracked.delivery
         assert isinstance(delivery, continuation.Continuing)
         settlement = self.session.settlement
+        source = delivery.original
+        acker = source.acker if isinstance(source, AmqpDelivery) else None
         while not delivery.ready.is_set():
-            if self.closed or tracked not in settlement.tracked:
+            if tracked not in settlement.tracked or self._skipped(acker, tracked.partition):
                 return False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(delivery.ready.wait(), CONTINUE_CHECK_SECONDS)

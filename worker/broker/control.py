@@ -110,7 +110,10 @@ class ControlLink:
                 if session.holds is not None:
                     await session.holds.resume(key)
             if session is not None and record.command == "pause" and session.holds is not None:
-                await session.holds.pause(key)
+                # Decided now, before the next record is read; the moves run in the
+                # background (a continuation may wait minutes for its sent items' answers,
+                # and a status, resume or cancel after it must not).
+                session.holds.pause(key)
         if session is None or record.command != "cancel" or not changed:
             return
         await withdraw(session)

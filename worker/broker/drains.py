@@ -9,7 +9,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import aiormq
@@ -91,10 +91,14 @@ class _Drains:
     released: list[_Drain]  # stopped at a partition's hand-over, their channels still open
     moving: dict[Slot, int]
     idle: set[Slot]
+    handed: set[int]  # partitions handed on: nothing more is moved of them
     _declaring: AbstractChannel | None
-    # Partitioned: find the hold queues of these resumed keys that hold messages nobody
-    # drains, of partitions not known to be owned (``worker.broker.strays``).
+    # Partitioned: the hold queues of resumed keys nobody drains (``worker.broker.strays``).
     beckon: Callable[[Collection[PauseKey]], Awaitable[None]] | None
+
+    if TYPE_CHECKING:  # ``Holds``' (``worker.broker.moving``)
+
+        async def _settled(self, partition: int | None, timeout: float) -> None: ...
 
     # -- out --------------------------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class _Drains:
         """A partition just taken: drain its hold queues of the resumed scopes first (until
         their drains start, messages of those scopes go to the hold queues' tails)."""
         state = self.session.control
+        self.handed.discard(partition)  # ours again: its moves are made
         if state is None or not state.resumed:
             return
         self.adopting.add(partition)  # before any await: the partition's next deliveries
@@ -158,7 +163,10 @@ class _Drains:
         drains ``release`` stopped, their acks written first: the broker puts what they took
         and did not finish back at their hold queues' heads, in delivery order (the hand-over
         forgot it; unacked, it waited for the consumer timeout and came back after later
-        work)."""
+        work). Moves of the partition's requests not made by now (the hand-over waited, up
+        to its deadline) are not made: they go back with the partition's channel, in order."""
+        self.handed.add(partition)
+        await self._settled(partition, 5.0)
         drains = [d for d in self.released if d.slot[1] == partition]
         self.released = [d for d in self.released if d.slot[1] != partition]
         for drain in drains:
@@ -204,11 +212,9 @@ class _Drains:
             if drain.stopped and not drain.keeping:
                 return  # the channel's close puts it back at the head
             acker.delivered(message.delivery_tag)
-            lane = (message.headers or {}).get(LANE_HEADER)
-            priority = lane in ("priority", b"priority")
-            await self.session.handle(
-                message, acker, partition, priority, held=key, stay=drain.stopped
-            )
+            priority = (message.headers or {}).get(LANE_HEADER) in ("priority", b"priority")
+            await self.session.handle(message, acker, partition, priority, held=key,
+                                      stay=drain.stopped)  # fmt: skip
 
         self.draining[slot] = drain  # before the first delivery can come
         try:
@@ -283,6 +289,8 @@ class _Drains:
             if owned is not None and partition not in owned:
                 self.idle.discard(slot)  # its owner watches it
                 continue
+            if self.moving.get(slot):
+                continue  # moves into it under way (its queue may not exist yet): later
             name = hold_name(self.settings, key, partition)
             count = await self._depth(name)
             if count is None:

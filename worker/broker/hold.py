@@ -13,8 +13,9 @@ request queue to the target's hold queue, to the scope's hold queue, to the API,
 to the tail of the next queue, which holds only earlier work of the scope.
 
 - From the request queue, a message goes to the target's hold queue while the target is
-  paused or that queue is being drained; else to its scope's while the scope is paused or
-  that queue is being drained; else it runs.
+  paused or that queue is being drained (or moved into: a resume while a pause's moves
+  into it are still under way); else to its scope's while the scope is paused or that
+  queue is being drained (or moved into); else it runs.
 - From the target's hold queue (drained once the target is resumed), a message goes to its
   scope's hold queue while the scope is paused or that queue is being drained; else it runs.
 - A scope's hold queue is drained only while no pause covers the scope (its own, its
@@ -28,6 +29,25 @@ to the tail of the next queue, which holds only earlier work of the scope.
   at once, its sent ones answered as usual, then a ``bulkops.continuation`` message
   published, confirmed, and the original acked; the moves after it wait for it). A started
   one with nothing left unsent finishes and replies as usual.
+- The moves into hold queues are made one at a time, in the order their places were taken
+  (``worker.broker.moving.Turns``, a FIFO whose place is taken without awaiting): an
+  intake move takes it when its message is handled, a pause when its control record is.
+  A pause decides everything before any await (the drains it stops, what is let go, where
+  each goes, its place in the order) and its moves run in a background task of the
+  session (``Holds.pausing``): a continuation waiting for its sent items (up to a job's
+  deadline) holds up the moves behind it, never the control records after it (status,
+  resume, cancel). A resume meanwhile drains nothing into the running before those moves
+  are made: the hold queue counts as being filled while moves into it are pending.
+- A continuation given back while it waits (its partition handed on, the session over, a
+  graceful stop past its drain timeout) goes back to its queue as it is; nothing more from
+  its channel is moved after it (the pause's later requests, later intake moves), or it
+  would come back behind them: they stay unacked and the channel's close puts them back
+  at the queue's head, in delivery order, behind it. A graceful stop waits (within its
+  drain timeout) for the moves to be made before its channels close (a move between its
+  copy's confirm and the original's ack would leave a second copy); past the timeout no
+  further move is made (the one under way ends first, bounded) and what was not moved goes
+  back with its channel. A partition's hand-over waits for the moves of its requests the
+  same way, up to its deadline.
 - A pause also stops the drains it covers (a target's: its own and its scopes'). What a
   stopped drain took is earlier than what is left in its queue, so it must go back to that
   queue's HEAD, and a continuation, which can only go to a tail, is never made of it. If
@@ -99,6 +119,7 @@ from worker.broker.drains import (
     hold_name,
     log,
 )
+from worker.broker.moving import Move, Turns, _acker_of, _Moves
 from worker.broker.publishing import copy_of
 from worker.broker.topology import declare_queue
 from worker.control.state import PauseKey
@@ -117,7 +138,7 @@ __all__ = [
 ]
 
 
-class Holds(_Drains, _Continuations):
+class Holds(_Drains, _Continuations, _Moves):
     """One broker session's hold queues: moves in, drains out."""
 
     def __init__(self, session: Any, connection: AbstractConnection) -> None:
@@ -139,7 +160,11 @@ class Holds(_Drains, _Continuations):
         self.held: dict[PauseKey, int] = {}  # ids moved to hold by this worker, not yet back
         self._declaring: AbstractChannel | None = None
         self.beckon = None  # partitioned: set by the session (``worker.broker.strays``)
-        self._order = asyncio.Lock()
+        self._order = Turns()  # the moves into hold queues, one at a time, in order
+        self.pausing: set[asyncio.Task[int]] = set()  # pauses' move-outs running
+        self.halting = False  # a graceful stop past its drain timeout: no further move
+        self.given_back: set[Acker] = set()  # channels a continuation was given back from
+        self.handed: set[int] = set()  # partitions handed on: nothing more moved of them
         self.closed = False  # the session is over: a continuation still waiting gives up
 
     # -- in ---------------------------------------------------------------------------------
@@ -167,11 +192,13 @@ class Holds(_Drains, _Continuations):
         return None
 
     def _filling(self, key: PauseKey, partition: int | None) -> bool:
-        """``key``'s hold queue is being drained (or its drain is starting): what comes
-        from a queue further out goes to its tail, behind the earlier work it holds."""
+        """``key``'s hold queue is being drained (or its drain is starting), or moved
+        into: what comes from a queue further out goes to its tail, behind the earlier work
+        it holds or is being given."""
         state = self.session.control
-        if (key, partition) in self.draining or (key, partition) in self.starting:
-            return True
+        slot = (key, partition)
+        if slot in self.draining or slot in self.starting or self.moving.get(slot):
+            return True  # moves into it still under way (a resume during a move-out): behind
         return partition in self.adopting and state is not None and key in state.resumed
 
     async def move(self, message: AbstractIncomingMessage, delivery: AmqpDelivery,
@@ -186,11 +213,15 @@ class Holds(_Drains, _Continuations):
         if slot not in self.draining:
             self.idle.add(slot)  # watched: drained once its scope is not paused
         self.moving[slot] = self.moving.get(slot, 0) + 1
+        # One move at a time, in the order they came: the place in line is taken here,
+        # before any await (consumer callbacks reach it in delivery order), behind a pause
+        # whose record came before; concurrent moves would reach the hold queue in any
+        # order, and per-id order with them.
+        turn = self._order.take()
         try:
-            # One move at a time, in the order they came (the lock is fair, and consumer
-            # callbacks reach it in delivery order): concurrent moves would reach the hold
-            # queue in any order, and per-id order with them.
-            async with self._order:
+            async with turn:
+                if self._skipped(delivery.acker, partition):
+                    return  # unacked: it goes back with its channel, in delivery order
                 await self._copy(message, key, name, priority, consumed_at)
             await delivery.ack()
         finally:
@@ -217,16 +248,21 @@ class Holds(_Drains, _Continuations):
         if self.held.get(key):
             self.held[key] = max(0, self.held[key] - items)
 
-    async def pause(self, key: PauseKey) -> int:
+    def pause(self, key: PauseKey) -> asyncio.Task[int]:
         """Stop the drains ``key`` covers and take out of the worker the requests of its
-        scope(s) that need not stay (the module's rules); how many left.
+        scope(s) that need not stay (the module's rules); returns the task making the moves
+        (its result: how many left).
 
-        A stopped drain none of whose requests must stay has its channel closed (its acks
-        written first): what it took goes back to its hold queue's head. One with a request
-        that must stay (some id sent) keeps all it took in the worker, unsent until the
-        resume (what it is handed meanwhile is taken in too). The other requests go, in
-        consumption order, to the tail of the hold queue ``key_for`` names: moved whole, or
-        continued when started (from a request queue only)."""
+        Everything is decided here, before any await (the control record's handling calls
+        it, and the records after it must not wait for the moves): the drains stopped, the
+        requests let go, where each goes, and the pause's place in the move order, ahead of
+        every intake move of a message consumed from here on. The task then closes the
+        stopped drains none of whose requests must stay (what they took goes back to their
+        hold queues' heads); one with a request that must stay (some id sent) keeps all it
+        took in the worker, unsent until the resume (what it is handed meanwhile is taken
+        in too). The other requests go, in consumption order, to the tail of the hold queue
+        ``key_for`` names: moved whole, or continued when started (from a request queue
+        only)."""
         target, scope = key
         stopped = self._stop_drains(key)
 
@@ -260,24 +296,24 @@ class Holds(_Drains, _Continuations):
         back = [t for t in whole if _acker_of(t) in shut]
         sources = {d.acker: d for d in [*stopped, *self.draining.values()]}
         moves = self._plan([t for t in whole if t not in back], started, sources)
-        try:
-            # Before any await: ahead of every intake move of a message consumed meanwhile
-            # (each waits for this lock), the moves in consumption order; a continuation
-            # waits for its sent items' answers (a batch or a job in flight), and the moves
-            # after it wait with it.
-            async with self._order:
+        # The place in the move order, taken before any await: ahead of every intake move
+        # of a message consumed meanwhile, behind the moves already in line.
+        turn = self._order.take()
+
+        async def work() -> int:
+            # The moves in consumption order; a continuation waits for its sent items'
+            # answers (a batch or a job in flight), and the moves after it wait with it.
+            async with turn:
                 await self._to_heads(stopped, back, shut)
                 moved = await self._move_out(moves, dict(started))
-        finally:
-            for _, _, slot in moves:
-                self.moving[slot] -= 1
-            self.session.settlement.continuing.difference_update(t for t, _ in started)
-        if back or moves:
-            log.info(
-                "pause of %s: %d requests back to their hold queues' heads, %d moved to tails "
-                "(%d of them continued)", key, len(back), moved, len(started),
-            )  # fmt: skip
-        return len(back) + moved
+            if back or moves:
+                log.info(
+                    "pause of %s: %d requests back to their hold queues' heads, %d moved to "
+                    "tails (%d continued)", key, len(back), moved, len(started),
+                )  # fmt: skip
+            return len(back) + moved
+
+        return self._background(key, work, moves, started, turn)
 
     def _stop_drains(self, key: PauseKey) -> list[_Drain]:
         """No delivery of a drain ``key`` covers (a target's: its own and its scopes') is
@@ -328,7 +364,7 @@ class Holds(_Drains, _Continuations):
         whole: list[Tracked],
         started: list[tuple[Tracked, list[str]]],
         sources: dict[Acker, _Drain],
-    ) -> list[tuple[Tracked, PauseKey, Slot]]:
+    ) -> list[Move]:
         """Where each request let go of goes (the tail of the hold queue ``key_for`` names),
         in consumption order; each destination counted as being moved into."""
         moves = []
@@ -343,37 +379,15 @@ class Holds(_Drains, _Continuations):
             self.moving[slot] = self.moving.get(slot, 0) + 1
         return moves
 
-    async def _move_out(
-        self, moves: list[tuple[Tracked, PauseKey, Slot]], withdrawn: dict[Tracked, list[str]]
-    ) -> int:
-        """Make the ``moves`` (under ``_order``): whole requests as they are, continued ones
-        (``withdrawn``: the ids withdrawn from them) as continuations; how many were made."""
-        moved = 0
-        for tracked, dest, slot in moves:
-            name = hold_name(self.settings, dest, slot[1])
-            ids = withdrawn.get(tracked)
-            if ids is None:
-                delivery = tracked.delivery
-                assert isinstance(delivery, AmqpDelivery)
-                message, consumed_at = delivery.message, tracked.consumed_at
-                await self._copy(message, dest, name, tracked.priority, consumed_at)
-                await delivery.ack()
-                count = len(tracked.pending_ids)
-            elif await self._continue(tracked, name, ids):
-                count = len(ids)
-            else:
-                continue
-            moved += 1
-            self.moved += 1
-            self.held[dest] = self.held.get(dest, 0) + count
-        return moved
+    async def _copy_to(self, tracked: Tracked, dest: PauseKey, slot: Slot) -> None:
+        """A pause's move of a request none of whose ids was sent: its confirmed copy."""
+        delivery = tracked.delivery
+        assert isinstance(delivery, AmqpDelivery)
+        name = self._hold_name(dest, slot[1])
+        await self._copy(delivery.message, dest, name, tracked.priority, tracked.consumed_at)
 
-
-def _acker_of(tracked: Tracked) -> Acker | None:
-    delivery = tracked.delivery
-    if isinstance(delivery, continuation.Continuing):
-        delivery = delivery.original
-    return delivery.acker if isinstance(delivery, AmqpDelivery) else None
+    def _hold_name(self, dest: PauseKey, partition: int | None) -> str:
+        return hold_name(self.settings, dest, partition)
 
 
 _ADVICE = "delete it by hand when no pause of its scope is in force"

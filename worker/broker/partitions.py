@@ -371,8 +371,11 @@ class Owner:
     async def _finish(self, index: int, deadline: float | None) -> None:
         """Wait until the partition's started work is answered (or the deadline passes)."""
 
-        def working() -> bool:
-            return self.pipeline.busy(index) or self.held.handling[index] > 0
+        holds = getattr(self.intake, "holds", None)
+
+        def working() -> bool:  # moves of its requests to hold queues (a pause) included
+            moving = holds is not None and holds.moving_of(index) > 0
+            return self.pipeline.busy(index) or self.held.handling[index] > 0 or moving
 
         while working() and not self.lost.is_set():
             if deadline is not None and time.monotonic() >= deadline:

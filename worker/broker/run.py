@@ -143,7 +143,7 @@ async def run_session(
                         ]
                         if session.holds is not None:
                             await session.holds.stop()
-                        await _drain(engine, settings, lost, bounced)
+                        await _drain(engine, settings, lost, bounced, session.holds)
                         if not lost.is_set():
                             await _close_consumers(session, [c for c, *_ in consumers])
                 finally:
@@ -153,7 +153,7 @@ async def run_session(
                     watcher.cancel()
                     engine.cancel()
                     if session.holds is not None:
-                        session.holds.closed = True  # continuations still waiting give up
+                        await session.holds.end()  # continuations still waiting give up
                     session.ackers.stop()
             finally:
                 link.detach(session)
@@ -243,12 +243,18 @@ async def _drain(
     settings: Settings,
     lost: asyncio.Event,
     bounced: list[tuple[Acker, list[int]]],
+    holds: Holds | None = None,
 ) -> None:
     """Send what was started, give back what was not (then ``bounced``, taken back by
-    ``_take_bounced``), wait within the drain timeout. What was taken from a hold queue's
-    drain is not nacked (a nack with requeue puts it at the TAIL of a quorum queue without
-    a delivery limit on RabbitMQ 3.10): ``Holds.close`` closes its channel afterwards and
-    the broker puts it back at the head, in delivery order."""
+    ``_take_bounced``), wait within the drain timeout, for the pauses' moves to hold queues
+    too (the channels close after it: a move between its copy's confirm and the original's
+    ack would leave a second copy). What was taken from a hold queue's drain is not nacked
+    (a nack with requeue puts it at the TAIL of a quorum queue without a delivery limit on
+    RabbitMQ 3.10): ``Holds.close`` closes its channel afterwards and the broker puts it
+    back at the head, in delivery order. Past the timeout, no further move is made (the
+    one under way ends first): what a pause let go of and did not move, a request being
+    continued among it, stays unacked, and the channel's close puts it back at its queue's
+    head in delivery order, behind what is nacked here (earlier on any id it shares)."""
     give_back = engine.begin_drain()
     for tracked in give_back:  # one by one, in consumption order
         if not tracked.held:  # a hold queue's: its drain's channel close gives it back
@@ -258,13 +264,26 @@ async def _drain(
             acker.nack(tag, requeue=True)
     log.info("draining: %d requests given back, %d to finish", len(give_back), len(engine.tracked))
     deadline = time.monotonic() + settings.drain_timeout_seconds
-    while not engine.idle and time.monotonic() < deadline and not lost.is_set():
+
+    def busy() -> bool:
+        return not engine.idle or (holds is not None and not holds.quiet)
+
+    while busy() and time.monotonic() < deadline and not lost.is_set():
         await asyncio.sleep(0.05)
+    if holds is not None and not holds.quiet:
+        log.warning("drain timeout: moves to hold queues stop (what is left goes back)")
+        await holds.halt()
+    await _requeue(engine, lost)
+
+
+async def _requeue(engine: Engine, lost: asyncio.Event) -> None:
+    """The drain ran out of time: give back what is still unfinished."""
     unfinished = engine.unsettled()
     if unfinished:
         log.warning("drain timeout: requeueing %d unfinished requests", len(unfinished))
         engine.settlement.abandon(unfinished)
         if not lost.is_set():
             for tracked in unfinished:
-                if not tracked.held:  # as above
+                # a hold queue's: see ``_drain``; a continued one: with what followed it
+                if not tracked.held and not tracked.continued:
                     await tracked.delivery.nack(requeue=True)

@@ -98,11 +98,7 @@ class Session:
         body = message.body if body is None else body
         parsed = parse_request(body, message.message_id, self.kinds)
         if isinstance(parsed, Invalid):
-            self.answering += 1
-            try:
-                await self._invalid(message, AmqpDelivery(message, acker), parsed, priority)
-            finally:
-                self.answering -= 1
+            await self._invalid(message, AmqpDelivery(message, acker), parsed, priority)
             return None
         return parsed
 
@@ -223,11 +219,7 @@ class Session:
                 invalid = Invalid(reason, ErrorCode.INVALID_MESSAGE, inner.request_id,
                                   inner.operation.name, inner.target, scope, ids)  # fmt: skip
         self.last_delivery = time.monotonic()
-        self.answering += 1
-        try:
-            await self._invalid(message, AmqpDelivery(message, acker), invalid, priority)
-        finally:
-            self.answering -= 1
+        await self._invalid(message, AmqpDelivery(message, acker), invalid, priority)
         return None
 
     async def _invalid(
@@ -237,7 +229,21 @@ class Session:
         invalid: Invalid,
         priority: bool = False,
     ) -> None:
-        """Dead-letter a message refused as a whole; the settlement answers it."""
+        """Dead-letter a message refused as a whole; the settlement answers it (counted in
+        ``answering`` meanwhile: the session is not idle)."""
+        self.answering += 1
+        try:
+            await self._dead_letter(message, delivery, invalid, priority)
+        finally:
+            self.answering -= 1
+
+    async def _dead_letter(
+        self,
+        message: AbstractIncomingMessage,
+        delivery: AmqpDelivery,
+        invalid: Invalid,
+        priority: bool,
+    ) -> None:
         target_label = invalid.target if invalid.target in self.kinds else "unknown"
         labels = (routing_operation(invalid.operation), target_label)
         self.metrics.messages_consumed.labels(*labels).inc()
