@@ -1,8 +1,9 @@
 """Scaling out: partition requests by rate scope so each scope has exactly one owner.
 
 With ``partitions`` > 0 the request queue becomes a single-active-consumer queue: one replica
-at a time reads it, in order, and forwards each valid message unchanged to one of N partition
-queues (a direct exchange, routing key ``p<i>``), chosen by a stable hash of the message's
+at a time reads it, in order, and forwards each valid message (unchanged, or bundled with
+others: worker/broker/bundles.py) to one of N partition queues (a direct exchange, routing
+key ``p<i>``), chosen by a stable hash of the message's
 rate scope: the DatoCMS target (its token's limit covers every environment), or the
 Bloomreach target and catalog. Each partition queue is single-active-consumer too, and every
 replica subscribes to all of them: RabbitMQ gives each partition to one replica, and hands it
@@ -44,7 +45,9 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
 )
 
+from worker.broker import bundles
 from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker.bundles import Bundler
 from worker.broker.partition_topology import (  # the names, re-exported
     LANES,
     MARKER_HEADER,
@@ -62,7 +65,7 @@ from worker.broker.topology import declare_if_reachable
 from worker.messages import Request, derive_request_id
 from worker.metrics import Metrics
 from worker.settings import Settings
-from worker.wirenames import PRIORITY_SUFFIX
+from worker.wirenames import BUNDLE_TYPE, PRIORITY_SUFFIX
 
 log = logging.getLogger("bulkops.partitions")
 
@@ -97,6 +100,10 @@ class Intake(Protocol):
         priority: bool = False,
     ) -> None: ...
 
+    async def refuse(
+        self, message: AbstractIncomingMessage, acker: Acker, reason: str, priority: bool = False
+    ) -> None: ...
+
 
 class Pipeline(Protocol):
     """What handing a partition on needs of the pipeline (see worker/pipeline/handover.py)."""
@@ -110,14 +117,16 @@ class Pipeline(Protocol):
 
 class Router:
     """The request queue's consumer in partitioned mode: checks each message, then moves it
-    unchanged to its scope's partition (forwards keep the consumption order: one router,
-    one channel)."""
+    to its scope's partition, main-lane ones in bundles (forwards keep the consumption
+    order: one router, one channel)."""
 
     def __init__(self, intake: Intake, exchange: AbstractExchange) -> None:
         self.intake = intake
         self.exchange = exchange  # the partition exchange, on the confirming channel
         self.routing = True  # False: the router is being handed on
         self.forwarding = 0  # messages being forwarded right now
+        most = intake.settings.partition_bundle_max  # main-lane requests per forward
+        self.bundler = None if most == 1 else Bundler(self._publish, intake.metrics, most)
 
     async def route(self, message: AbstractIncomingMessage, acker: Acker, lane: str = "") -> None:
         """Forward a request of one lane (``lane``: "" or ".priority") to its partition's
@@ -131,7 +140,10 @@ class Router:
             if parsed is None:
                 return
             index = partition_of(parsed, self.intake.settings.partitions)
-            await self.forward(message, routing_key(index, lane))
+            if lane or self.bundler is None:
+                await self.forward(message, routing_key(index, lane))
+            else:  # with others bound for the same partition (worker/broker/bundles.py)
+                await self.bundler.forward(index, routing_key(index), message)
             if lane:
                 await self.mark(index)
             await AmqpDelivery(message, acker).ack()
@@ -153,9 +165,10 @@ class Router:
         partition's owner answers its reply_to)."""
         # The request id must not change on the way (it names the outcomes).
         message_id = derive_request_id(message.body, message.message_id)
-        copy = copy_of(message, dict(message.headers or {}), message_id)
-        exchange = self.exchange
-        await confirmed(lambda: exchange.publish(copy, key, mandatory=True), "forward")
+        await self._publish(copy_of(message, dict(message.headers or {}), message_id), key)
+
+    async def _publish(self, message: aio_pika.Message, key: str) -> None:
+        await confirmed(lambda: self.exchange.publish(message, key, mandatory=True), "forward")
 
 
 @dataclass(eq=False)
@@ -270,6 +283,8 @@ class Owner:
                     await _holds(self.intake, "adopt", index)  # its held work first
                 if (message.headers or {}).get(MARKER_HEADER):
                     await AmqpDelivery(message, acker).ack()  # it has done its work
+                elif message.type == BUNDLE_TYPE:  # requests forwarded together
+                    await bundles.take(self.intake, message, acker, index)
                 else:
                     await self.intake.handle(message, acker, index)
                 if first:
