@@ -34,9 +34,15 @@ from worker.broker.publishing import copy_of
 from worker.bundles import MAX_BUNDLE_BYTES, Part, decode, encode, encode_part
 from worker.messages import derive_request_id
 from worker.metrics import Metrics
+from worker.settings import Settings
 from worker.wirenames import BUNDLE_TYPE
 
 LINGER_SECONDS = 0.003  # a partly filled bundle waits this long for more requests
+# A partition queue's prefetch counts bundles: with bundling on, at most this many of them
+# (fewer with a smaller BULKOPS_PREFETCH), so that an owner holds at most 200 x 200
+# requests of a backlog of single-id requests (not 4,000 x 200), and still 200 requests
+# (a full batch of ids) when they come one to a bundle.
+BUNDLES_PREFETCH = 200
 
 Publish = Callable[[aio_pika.Message, str], Awaitable[None]]
 
@@ -130,6 +136,18 @@ class Bundler:
                 pending.sent.exception()  # retrieved: every waiter may be gone
             raise
         pending.sent.set_result(None)
+
+
+def qos(settings: Settings, index: int | None, lane: str) -> int:
+    """The prefetch of a consuming channel of partitioned mode: a priority lane's is
+    ``BULKOPS_PRIORITY_PREFETCH``, the request queue's (``index`` None) ``BULKOPS_PREFETCH``;
+    a partition queue's counts bundles (``BUNDLES_PREFETCH``, at most the prefetch)."""
+    if lane:
+        return settings.priority_prefetch
+    most = settings.partition_bundle_max
+    if index is None or most == 1:
+        return settings.prefetch
+    return min(settings.prefetch, max(BUNDLES_PREFETCH, -(-settings.prefetch // most)))
 
 
 def part_of(message: AbstractIncomingMessage, message_id: str | None) -> Part:

@@ -251,8 +251,7 @@ class Owner:
         channel = member.channel = await self._channel(member)
         member.closing = False
         settings = self.settings
-        prefetch = settings.priority_prefetch if member.lane else settings.prefetch
-        await channel.set_qos(prefetch_count=prefetch)
+        await channel.set_qos(prefetch_count=bundles.qos(settings, member.index, member.lane))
         acker = member.acker = self.intake.ackers.start(await channel.get_underlay_channel())
         if member.index is None:
             queue = await channel.get_queue(settings.request_queue + member.lane)
