@@ -135,15 +135,19 @@ async def test_single_id_requests_of_several_scopes_go_in_bundles_answered_once_
 async def test_a_replica_stopping_with_bundles_in_flight_loses_nothing_and_sends_nothing_twice(
     r: Rig,
 ) -> None:
-    """One partition, two replicas: the first owns it and holds bundles of a chain of single
-    operations on 40 records when it is stopped (SIGTERM). What it started it finishes,
-    whole bundles; what it did not it gives back, whole bundles, at the queue's head: no
-    (request, id) answered twice, every record in the state of its last operation."""
+    """One partition, two replicas: the first owns it and holds bundles (up to 30 requests,
+    its prefetch) of a chain of single operations on 40 records when it is stopped
+    (SIGTERM). What it started it finishes, whole bundles; what it did not it gives back,
+    whole bundles, at the queue's head: no (request, id) answered twice (so none sent
+    twice), every record in the state of its last operation."""
     rounds = ["publish", "unpublish", "publish", "unpublish", "publish"]
     messages = chains("s", 40, rounds)
     async with emulator_process() as emulator:
         await emulator.configure(datocms_rate=DATO_RATE, datocms_job_seconds=0.2)
         env = await partitioned_env(r, emulator, partitions=1, prefetch=30, dato_batch=10)
+        # Time to finish the bundles it started (up to 30 requests each, at 20 requests per
+        # 6 s): past the drain timeout a bundle goes back whole, its answered parts with it.
+        env["BULKOPS_DRAIN_TIMEOUT_SECONDS"] = "40"
         await declared(r, env)
         await publish_in_order(r, messages)
         first = await replica(env)
