@@ -172,6 +172,16 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.partition_bundles = Counter(
+            "bulkops_partition_bundles_total",
+            "Partitioned mode: bundles (several requests in one message) the router forwarded.",
+            registry=registry,
+        )
+        self.partition_bundled = Counter(
+            "bulkops_partition_bundled_requests_total",
+            "Partitioned mode: requests the router forwarded inside bundles.",
+            registry=registry,
+        )
         self.replies_published = Counter(
             "bulkops_replies_published",
             "Replies to request messages with a reply_to, confirmed by the broker.",

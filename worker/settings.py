@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # Every so often a replica that owns more than its share of the partitions (partitions /
     # replicas, rounded up) hands one on; 0 never does (the first replica keeps them all).
     partition_rebalance_seconds: float = Field(default=15, ge=0, le=3600)
+    # The router forwards up to this many consecutive requests bound for one partition as
+    # one message (a bundle, worker/bundles.py); 1 forwards each request on its own.
+    partition_bundle_max: int = Field(default=200, ge=1, le=1000)
 
     # Which per-item outcomes go to the results exchange: every one, only `failed` and
     # `rejected`, or none. Replies and metrics are the same in every mode.

@@ -46,3 +46,7 @@ def unrouted_name(settings: _Named) -> str:
 # A request partly sent when its scope was paused, moved to the scope's hold queue with what
 # of it was already answered (worker/pipeline/continuation.py); read only from a hold queue.
 CONTINUATION_TYPE = "bulkops.continuation"
+
+# Partitioned mode: requests the router forwards together to one partition queue
+# (worker/bundles.py); read only from a partition queue.
+BUNDLE_TYPE = "bulkops.bundle"

@@ -112,6 +112,13 @@ class AmqpDelivery:
             self._acker.nack(self.message.delivery_tag, requeue)  # type: ignore[arg-type]
 
 
+def delivery_of(message: AbstractIncomingMessage, acker: Acker) -> AmqpDelivery:
+    """The delivery to settle ``message`` with: a bundle's part has its own
+    (``worker.broker.bundles``), any other message a new ``AmqpDelivery``."""
+    part = getattr(message, "part", None)
+    return part if isinstance(part, AmqpDelivery) else AmqpDelivery(message, acker)
+
+
 class Ackers:
     """The Ackers of one session's consuming channels, each running as a task of the session."""
 

@@ -1,8 +1,9 @@
 """Scaling out: partition requests by rate scope so each scope has exactly one owner.
 
 With ``partitions`` > 0 the request queue becomes a single-active-consumer queue: one replica
-at a time reads it, in order, and forwards each valid message unchanged to one of N partition
-queues (a direct exchange, routing key ``p<i>``), chosen by a stable hash of the message's
+at a time reads it, in order, and forwards each valid message (unchanged, or bundled with
+others: worker/broker/bundles.py) to one of N partition queues (a direct exchange, routing
+key ``p<i>``), chosen by a stable hash of the message's
 rate scope: the DatoCMS target (its token's limit covers every environment), or the
 Bloomreach target and catalog. Each partition queue is single-active-consumer too, and every
 replica subscribes to all of them: RabbitMQ gives each partition to one replica, and hands it
@@ -40,11 +41,11 @@ import aio_pika
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
     AbstractIncomingMessage,
 )
 
-from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker import bundles
+from worker.broker.acker import Acker, AmqpDelivery
 from worker.broker.partition_topology import (  # the names, re-exported
     LANES,
     MARKER_HEADER,
@@ -53,17 +54,13 @@ from worker.broker.partition_topology import (  # the names, re-exported
     partition_of,
     presence_queue,
     queue_name,
-    routing_key,
     scope_key,
     stranded,
 )
-from worker.broker.publishing import confirmed, copy_of
+from worker.broker.router import Intake, Router
 from worker.broker.strays import Strays
 from worker.broker.topology import declare_if_reachable
-from worker.messages import Request, derive_request_id
-from worker.metrics import Metrics
-from worker.settings import Settings
-from worker.wirenames import PRIORITY_SUFFIX
+from worker.wirenames import BUNDLE_TYPE, PRIORITY_SUFFIX
 
 log = logging.getLogger("bulkops.partitions")
 
@@ -71,32 +68,6 @@ __all__ = [
     "Owner", "Router", "declare_partitions", "partition_of", "presence_queue", "queue_name",
     "scope_key",
 ]  # fmt: skip
-
-
-class Intake(Protocol):
-    """What partitioned mode needs of the broker session: its settings and metrics, the
-    Ackers of its channels, and its intake of a message (checked only, or taken in)."""
-
-    @property
-    def settings(self) -> Settings: ...
-
-    @property
-    def metrics(self) -> Metrics: ...
-
-    @property
-    def ackers(self) -> Ackers: ...
-
-    async def screen(
-        self, message: AbstractIncomingMessage, acker: Acker, priority: bool = False
-    ) -> Request | None: ...
-
-    async def handle(
-        self,
-        message: AbstractIncomingMessage,
-        acker: Acker,
-        partition: int | None,
-        priority: bool = False,
-    ) -> None: ...
 
 
 class Pipeline(Protocol):
@@ -107,56 +78,6 @@ class Pipeline(Protocol):
     def busy(self, partition: int) -> bool: ...
 
     async def retire(self, partition: int) -> Sized: ...
-
-
-class Router:
-    """The request queue's consumer in partitioned mode: checks each message, then moves it
-    unchanged to its scope's partition (forwards keep the consumption order: one router,
-    one channel)."""
-
-    def __init__(self, intake: Intake, exchange: AbstractExchange) -> None:
-        self.intake = intake
-        self.exchange = exchange  # the partition exchange, on the confirming channel
-        self.routing = True  # False: the router is being handed on
-        self.forwarding = 0  # messages being forwarded right now
-
-    async def route(self, message: AbstractIncomingMessage, acker: Acker, lane: str = "") -> None:
-        """Forward a request of one lane (``lane``: "" or ".priority") to its partition's
-        queue of that lane."""
-        acker.delivered(message.delivery_tag)  # type: ignore[arg-type]
-        if not self.routing:
-            return  # left unacked: it goes back to the queue's head when the channel closes
-        self.forwarding += 1
-        try:
-            parsed = await self.intake.screen(message, acker, bool(lane))
-            if parsed is None:
-                return
-            index = partition_of(parsed, self.intake.settings.partitions)
-            await self.forward(message, routing_key(index, lane))
-            if lane:
-                await self.mark(index)
-            await AmqpDelivery(message, acker).ack()
-        finally:
-            self.forwarding -= 1
-
-    async def mark(self, index: int) -> None:
-        """Tell partition ``index``'s owner (whoever it is) that its priority queue has work."""
-        marker = aio_pika.Message(
-            b"{}", headers={MARKER_HEADER: 1}, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
-        )
-        exchange = self.exchange
-        await confirmed(
-            lambda: exchange.publish(marker, routing_key(index), mandatory=True), "marker"
-        )
-
-    async def forward(self, message: AbstractIncomingMessage, key: str) -> None:
-        """Move a consumed request to a partition queue, body and properties unchanged (the
-        partition's owner answers its reply_to)."""
-        # The request id must not change on the way (it names the outcomes).
-        message_id = derive_request_id(message.body, message.message_id)
-        copy = copy_of(message, dict(message.headers or {}), message_id)
-        exchange = self.exchange
-        await confirmed(lambda: exchange.publish(copy, key, mandatory=True), "forward")
 
 
 @dataclass(eq=False)
@@ -241,8 +162,7 @@ class Owner:
         channel = member.channel = await self._channel(member)
         member.closing = False
         settings = self.settings
-        prefetch = settings.priority_prefetch if member.lane else settings.prefetch
-        await channel.set_qos(prefetch_count=prefetch)
+        await channel.set_qos(prefetch_count=bundles.qos(settings, member.index, member.lane))
         acker = member.acker = self.intake.ackers.start(await channel.get_underlay_channel())
         if member.index is None:
             queue = await channel.get_queue(settings.request_queue + member.lane)
@@ -273,6 +193,8 @@ class Owner:
                     await _holds(self.intake, "adopt", index)  # its held work first
                 if (message.headers or {}).get(MARKER_HEADER):
                     await AmqpDelivery(message, acker).ack()  # it has done its work
+                elif message.type == BUNDLE_TYPE:  # requests forwarded together
+                    await bundles.take(self.intake, message, acker, index)
                 else:
                     await self.intake.handle(message, acker, index)
                 if first:

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from worker import tracing
 from worker.apis.adapters import ItemResult
-from worker.broker.acker import Acker, Ackers, AmqpDelivery
+from worker.broker.acker import Acker, Ackers, AmqpDelivery, delivery_of
 from worker.broker.hold import Holds
 from worker.broker.publishing import Publisher
 from worker.control.state import ControlState, PauseKey
@@ -38,11 +38,12 @@ from worker.pipeline.engine import Engine
 from worker.pipeline.requests import Answer, Tracked
 from worker.pipeline.settlement import Settlement
 from worker.settings import Settings
-from worker.wirenames import CONSUMED_AT_HEADER, CONTINUATION_TYPE
+from worker.wirenames import BUNDLE_TYPE, CONSUMED_AT_HEADER, CONTINUATION_TYPE
 
 log = logging.getLogger("bulkops.broker")
 
 NOT_HELD = "a continuation is only read from a hold queue"
+NOT_PARTITION = "a bundle is only read from a partition queue"
 
 
 class Session:
@@ -94,13 +95,29 @@ class Session:
         """The message's request; None for an invalid one, which is dead-lettered (and
         answered, and acked) here. ``priority``: it came from the priority lane; ``body``:
         the request's body when it is not the message's (a continuation's request)."""
+        if message.type == BUNDLE_TYPE:  # a partition queue's owner unpacks it before
+            await self.refuse(message, acker, NOT_PARTITION, priority)
+            return None
         self.last_delivery = time.monotonic()
         body = message.body if body is None else body
         parsed = parse_request(body, message.message_id, self.kinds)
         if isinstance(parsed, Invalid):
-            await self._invalid(message, AmqpDelivery(message, acker), parsed, priority)
+            await self._invalid(message, delivery_of(message, acker), parsed, priority)
             return None
         return parsed
+
+    async def refuse(
+        self, message: AbstractIncomingMessage, acker: Acker, reason: str, priority: bool = False
+    ) -> None:
+        """Dead-letter (and answer, and ack) a message refused as a whole for ``reason``."""
+        invalid = Invalid(reason, ErrorCode.INVALID_MESSAGE,
+                          derive_request_id(message.body, message.message_id))  # fmt: skip
+        self.last_delivery = time.monotonic()
+        self.answering += 1
+        try:
+            await self._invalid(message, delivery_of(message, acker), invalid, priority)
+        finally:
+            self.answering -= 1
 
     async def handle(
         self,
@@ -139,7 +156,7 @@ class Session:
             await self.settlement.answer(control.intake_answers(tracked, cancel))
         elif hold is not None:  # its scope is paused: to a hold queue, answered later
             assert self.holds is not None
-            delivery = AmqpDelivery(message, acker)
+            delivery = delivery_of(message, acker)
             await self.holds.move(
                 message, delivery, hold, priority, len(pending), partition, tracked.consumed_at
             )
@@ -181,8 +198,9 @@ class Session:
         stamp = message.timestamp.timestamp() if message.timestamp else None
         done: frozenset[str] = frozenset() if cont is None else cont.done
         rejected = [r for r in parsed.rejected if r.id not in done]
+        delivery = delivery_of(message, acker)
         tracked = Tracked(
-            AmqpDelivery(message, acker),
+            delivery,
             parsed,
             message.correlation_id,
             stamp,
@@ -193,6 +211,7 @@ class Session:
             priority=priority,
             done=done,
             source=None if cont is None else cont.request,
+            unit=getattr(delivery, "bundle", None),
         )
         tracked.remaining += len(tracked.pending_ids)
         if cont is not None and tracked.reply_to is not None:
@@ -219,7 +238,7 @@ class Session:
                 invalid = Invalid(reason, ErrorCode.INVALID_MESSAGE, inner.request_id,
                                   inner.operation.name, inner.target, scope, ids)  # fmt: skip
         self.last_delivery = time.monotonic()
-        await self._invalid(message, AmqpDelivery(message, acker), invalid, priority)
+        await self._invalid(message, delivery_of(message, acker), invalid, priority)
         return None
 
     async def _invalid(

@@ -11,7 +11,10 @@ count, and the README says how to lift the limit there.
 
 Replay republishes each message to the request queue on a confirming channel (``mandatory``)
 and acks its dead letter only after the broker confirmed the copy: a crash in between leaves
-the message in both queues, never in neither.
+the message in both queues, never in neither. A bundle (partitioned mode: requests the
+router forwarded together, ``worker/bundles.py``) is unbundled: each of its requests goes
+back to the request queue on its own, in order, as it was first published, and the router
+routes it again; a malformed bundle cannot be and stays.
 """
 
 from __future__ import annotations
@@ -27,9 +30,16 @@ import aiormq
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
+from worker.bundles import Part, decode
 from worker.cli.common import BROKER_ERRORS, EXIT_OK, ClientSettings, CliError, connect, say
 from worker.client import BrokerError, queue_exists
-from worker.wirenames import MARKER_HEADER, ORIGIN_HEADER, PRIORITY_SUFFIX, REASON_HEADER
+from worker.wirenames import (
+    BUNDLE_TYPE,
+    MARKER_HEADER,
+    ORIGIN_HEADER,
+    PRIORITY_SUFFIX,
+    REASON_HEADER,
+)
 
 WORKER_HEADERS = frozenset({REASON_HEADER, ORIGIN_HEADER})
 BROKER_HEADERS = ("x-death", "x-first-death-", "x-last-death-", "x-delivery-count")
@@ -59,9 +69,28 @@ class DeadLetter:
     request_id: str
     ids: int | None  # ids or items the message carries; None when unreadable
     deliveries: int  # x-delivery-count: how often it was returned to the DLQ
+    bundle: int | None = None  # a bundle: the requests it carries (0: malformed)
 
     @classmethod
-    def of(cls, body: bytes, headers: Mapping[str, Any], message_id: str | None) -> DeadLetter:
+    def of(
+        cls,
+        body: bytes,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        type_: str | None = None,
+    ) -> DeadLetter:
+        if type_ == BUNDLE_TYPE:
+            parts = decode(body)
+            count = len(parts) if isinstance(parts, list) else 0
+            return cls(
+                reason=reason_of(headers),
+                operation="bundle",
+                target="-",
+                request_id=_text(message_id),
+                ids=None,
+                deliveries=int(headers.get("x-delivery-count") or 0),
+                bundle=count,
+            )
         data = _json_object(body)
         values = data.get("ids", data.get("items"))
         return cls(
@@ -74,6 +103,12 @@ class DeadLetter:
         )
 
     def line(self) -> str:
+        if self.bundle is not None:
+            what = f"{self.bundle} requests" if self.bundle else "malformed"
+            return (
+                f"{self.request_id}  bundle ({what})  deliveries={self.deliveries}"
+                f"  reason: {self.reason}"
+            )
         ids = "-" if self.ids is None else str(self.ids)
         return (
             f"{self.request_id}  {self.operation}  {self.target}  ids={ids}"
@@ -164,7 +199,9 @@ async def _list(
                 break
             held = message
             shown += 1
-            letter = DeadLetter.of(message.body, message.headers or {}, message.message_id)
+            letter = DeadLetter.of(
+                message.body, message.headers or {}, message.message_id, message.type
+            )
             print(orjson.dumps(asdict(letter)).decode() if args.json else letter.line(), flush=True)
     finally:
         await _give_back(held)
@@ -192,12 +229,24 @@ async def _replay(
                 await message.ack()  # a partition's marker, dead-lettered: not a request
                 print("dropped a partition marker (partitioned mode; not a request)", flush=True)
                 continue
-            letter = DeadLetter.of(message.body, message.headers or {}, message.message_id)
+            letter = DeadLetter.of(
+                message.body, message.headers or {}, message.message_id, message.type
+            )
             if args.reason and args.reason.lower() not in letter.reason.lower():
                 held, skipped = message, skipped + 1
                 continue
             lane = origin_lane(message.headers or {}, settings.request_queue)
-            await _republish(out, message, lane)
+            if letter.bundle == 0:
+                held, skipped = message, skipped + 1
+                print(f"kept {letter.line()}: a malformed bundle cannot be replayed", flush=True)
+                continue
+            if letter.bundle:
+                parts = decode(message.body)
+                assert isinstance(parts, list)
+                for part in parts:
+                    await _send(out, _unbundled(part), lane)
+            else:
+                await _republish(out, message, lane)
             await message.ack()
             replayed += 1
             lanes[lane] = lanes.get(lane, 0) + 1
@@ -211,6 +260,24 @@ async def _replay(
         where = next(iter(lanes), settings.request_queue)
     say(f"replayed {replayed} to {where}; {kept} kept in {settings.dead_letter_queue}{unmatched}")
     return EXIT_OK
+
+
+def _unbundled(part: Part) -> aio_pika.Message:
+    """A bundle's request as it was first published (what a plain forward keeps of it)."""
+    return aio_pika.Message(
+        part.body,
+        headers=part.headers,
+        content_type=part.content_type,
+        content_encoding=part.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=part.priority,
+        correlation_id=part.correlation_id,
+        reply_to=part.reply_to,
+        message_id=part.message_id,
+        timestamp=part.timestamp,
+        type=part.type,
+        app_id=part.app_id,
+    )
 
 
 async def _republish(out: AbstractChannel, message: AbstractIncomingMessage, queue: str) -> None:
@@ -227,6 +294,10 @@ async def _republish(out: AbstractChannel, message: AbstractIncomingMessage, que
         type=message.type,
         app_id=message.app_id,
     )
+    await _send(out, copy, queue)
+
+
+async def _send(out: AbstractChannel, copy: aio_pika.Message, queue: str) -> None:
     try:
         confirmation = await out.default_exchange.publish(copy, queue, mandatory=True)
     except aiormq.exceptions.DeliveryError as exc:

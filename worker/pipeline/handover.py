@@ -48,7 +48,7 @@ class Handover:
         already sent) keeps every earlier operation on its ids too, so per-item order holds.
         """
         tracked = self.settlement.tracked
-        keep = self._keep({t for t in tracked if t.started or not select(t)})
+        keep = self._keep({t for t in tracked if t.started or not select(t)}, units=True)
         # In consumption order: a quorum queue delivers returned messages first, in the order
         # they came back, so the order of operations on an id survives the hand-back.
         give_back = sorted((t for t in tracked if t not in keep), key=lambda t: t.seq)
@@ -110,13 +110,22 @@ class Handover:
         self.dispatcher.wake_all()
         return whole, out
 
-    def _keep(self, keep: set[Tracked]) -> set[Tracked]:
+    def _keep(self, keep: set[Tracked], units: bool = False) -> set[Tracked]:
         """``keep`` and every request with an operation earlier in a chain than one of
-        theirs (until nothing changes: a kept request may pull in others)."""
+        theirs (until nothing changes: a kept request may pull in others). ``units``: also
+        every request of a unit (a bundle) that is bound or has a request kept: a unit goes
+        back to the broker whole (a pause moves requests one by one, so it does not ask)."""
         chains = list(self.coalescer.chains())
         changed = True
         while changed:
             changed = False
+            if units:
+                kept = {id(t.unit) for t in keep if t.unit is not None}
+                for t in self.settlement.tracked:
+                    unit = t.unit
+                    if unit is not None and t not in keep and (id(unit) in kept or unit.bound):
+                        keep.add(t)
+                        changed = True
             for chain in chains:
                 last = max(
                     (n for n, item in enumerate(chain) if any(w in keep for w in item.waiters)),

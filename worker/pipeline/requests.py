@@ -24,6 +24,16 @@ class Delivery(Protocol):
     async def nack(self, requeue: bool) -> None: ...
 
 
+class Unit(Protocol):
+    """Requests that go back to the broker together or not at all (a bundle of them in
+    partitioned mode, ``worker.broker.bundles``)."""
+
+    @property
+    def bound(self) -> bool:
+        """A hand-over must finish all of them (they cannot be forgotten any more)."""
+        ...
+
+
 @dataclass(eq=False, slots=True)
 class Tracked:
     """One consumed request message and how many of its outcomes are still unconfirmed."""
@@ -50,6 +60,7 @@ class Tracked:
     source: bytes | None = None
     held: bool = False  # taken in from a hold queue
     continued: bool = False  # being continued: no reply, its continuation answers for it
+    unit: Unit | None = None  # partitioned mode: the bundle it came in, if any
 
     @property
     def published_at(self) -> float:
