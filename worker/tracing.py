@@ -151,6 +151,28 @@ def api_request(
         yield
 
 
+@contextlib.contextmanager
+def part(carrier: Mapping[str, Any] | None) -> Iterator[None]:
+    """The consume span of one request of a bundle (partitioned mode: the router forwards
+    requests bound for one partition together, worker/broker/bundles.py): it continues the
+    request's own ``traceparent`` (``carrier``: its headers), as aio-pika's consume span does
+    for a message of its own, linked to the bundle's consume span."""
+    if _tracer is None:
+        yield
+        return
+    wanted = ("traceparent", "tracestate")
+    strings = {k: v.decode() if isinstance(v, bytes) else str(v)
+               for k, v in (carrier or {}).items() if k in wanted}  # fmt: skip
+    bundle = current()
+    with _tracer.start_as_current_span(
+        "consume bundled request",
+        context=propagate.extract(strings),
+        kind=SpanKind.CONSUMER,
+        links=() if bundle is None else (Link(bundle),),
+    ):
+        yield
+
+
 def headers(context: SpanContext | None) -> dict[str, Any] | None:
     """AMQP headers carrying ``context`` on (``traceparent``, ``tracestate``), or None."""
     if context is None:

@@ -78,10 +78,14 @@ def header(value: object) -> str:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("partitions", [0, 2], ids=["single", "partitioned"])
 async def test_three_traced_requests_merged_into_one_api_request(
-    r: Rig, receiver: Receiver
+    r: Rig, receiver: Receiver, partitions: int
 ) -> None:
-    env = r.env(linger_seconds=0.5) | {
+    """Partitioned, the router's consume span continues each message's trace too, and the
+    owner's span of each request of a bundle (worker/broker/bundles.py) is the one the API
+    request links to and the outcomes carry on."""
+    env = r.env(linger_seconds=0.5, partitions=partitions) | {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -102,16 +106,22 @@ async def test_three_traced_requests_merged_into_one_api_request(
     assert {o["status"] for o in outcomes} == {"succeeded"}
     # The worker flushed its spans on SIGTERM: all are in.
     trace_ids = {trace_id for _, trace_id, _ in parents}
+    # Partitioned, a bundle's consume span continues the router's publish of it instead.
+    sends = {s.span_id for s in receiver.spans if s.kind == Span.SPAN_KIND_PRODUCER}
     consumes = [
-        s for s in receiver.spans if s.trace_id in trace_ids and s.kind == Span.SPAN_KIND_CONSUMER
-    ]
+        s for s in receiver.spans
+        if s.trace_id in trace_ids and s.kind == Span.SPAN_KIND_CONSUMER
+        and s.parent_span_id not in sends
+    ]  # fmt: skip
     assert {(s.trace_id, s.parent_span_id) for s in consumes} == {
         (trace_id, span_id) for _, trace_id, span_id in parents
     }
+    assert len(consumes) == 3 * (2 if partitions else 1)  # partitioned: router's and owner's
     bulk = receiver.named("api items_bulk_publish")
     assert len(bulk) == 1, [s.name for s in receiver.spans]  # merged into one API request
     linked = {(link.trace_id, link.span_id) for link in bulk[0].links}
-    assert linked == {(s.trace_id, s.span_id) for s in consumes}
+    owners = [s for s in consumes if not partitions or s.name == "consume bundled request"]
+    assert linked == {(s.trace_id, s.span_id) for s in owners}
     http_children = [s for s in receiver.spans if s.parent_span_id == bulk[0].span_id]
     assert [s.kind for s in http_children] == [Span.SPAN_KIND_CLIENT]
     assert receiver.named("job poll"), [s.name for s in receiver.spans]
@@ -122,7 +132,7 @@ async def test_three_traced_requests_merged_into_one_api_request(
         for attribute in span.attributes:
             assert "dato-token" not in str(attribute.value)
     # Outcomes and replies carry their request's trace on.
-    consume_of = {s.trace_id: s.span_id for s in consumes}
+    consume_of = {s.trace_id: s.span_id for s in owners}
     for message in r.results.messages + replies.messages:
         value = header((message.headers or {})["traceparent"])
         _, trace_hex, span_hex, _ = value.split("-")

@@ -29,6 +29,7 @@ from typing import Any, Protocol, cast
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
+from worker import tracing
 from worker.broker.acker import Acker, AmqpDelivery
 from worker.broker.publishing import copy_of
 from worker.bundles import MAX_BUNDLE_BYTES, Part, decode, encode, encode_part
@@ -266,7 +267,8 @@ async def take(intake: Intake, message: AbstractIncomingMessage, acker: Acker, i
         for part in parts:
             part_message = PartMessage(part, message)
             part_message.part = BundlePart(part_message, acker, bundle)
-            await intake.handle(cast(AbstractIncomingMessage, part_message), acker, index)
+            with tracing.part(part_message.headers):  # its own trace, as a plain message's
+                await intake.handle(cast(AbstractIncomingMessage, part_message), acker, index)
     finally:
         bundle.unpacking = False
     await bundle.check()
